@@ -1,0 +1,122 @@
+"""
+### Export messages from Elasticsearch to S3
+
+Every day at 00:00 UTC this DAG exports the messages of the previous UTC day: one JSON document
+per message (the message, its history, status and audit trail) at
+`s3://<bucket>/<prefix>/dt=YYYY-MM-DD/<encoded message id>.json`, tracked message by message in
+MySQL (`job_runs`, `message_tracking`, `batch_progress`).
+
+Trigger it with `start` and `end` (end exclusive) to export another range; `reprocess` re-exports
+messages that were already exported. The last task, `reconcile`, fails the run when the counts of
+Elasticsearch, MySQL and S3 do not add up, or when messages failed (`es_message_retry` retries them).
+Configuration: the Variable `es_message_export_config` (see the README).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+
+from airflow.sdk import CronDataIntervalTimetable, Param, TriggerRule, dag, get_current_context, task
+from es_export import pipeline
+from es_export.config import RunParams
+from es_export.errors import ConfigError
+from es_export.tracking import Batch, Job
+from es_export_airflow import (
+    elasticsearch_client,
+    failing_fast,
+    load_config,
+    mysql_connection,
+    run_params,
+    s3_client,
+)
+
+DATE_OR_DATETIME = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?$"
+
+
+@dag(
+    dag_id="es_message_export",
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+    start_date=datetime(2024, 10, 1, tzinfo=UTC),
+    catchup=False,
+    max_active_runs=int(os.environ.get("ES_EXPORT_MAX_ACTIVE_RUNS", "2")),
+    dagrun_timeout=timedelta(hours=12),
+    default_args={
+        "retries": 3,
+        "retry_delay": timedelta(seconds=30),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=10),
+        "execution_timeout": timedelta(hours=1),
+    },
+    params={
+        "start": Param(None, type=["null", "string"], pattern=DATE_OR_DATETIME,
+                       description="Start of the range to export (UTC, inclusive), e.g. 2024-10-01. "
+                                   "Empty: the run's data interval."),
+        "end": Param(None, type=["null", "string"], pattern=DATE_OR_DATETIME,
+                     description="End of the range (UTC, exclusive), e.g. 2024-10-02. Empty: the data interval."),
+        "dispatch": Param("local", type="string", enum=["local", "lambda", "sqs"],
+                          description="Where batches run: in the Airflow worker (local), in the "
+                                      "processing Lambda, or through its SQS queue."),
+        "batch_size": Param(500, type="integer", minimum=1, maximum=100_000,
+                            description="Messages per batch; raised automatically to stay within max_batches."),
+        "reprocess": Param(False, type="boolean",
+                           description="Export again messages that were already exported."),
+    },
+    tags=["export", "elasticsearch", "s3"],
+    doc_md=__doc__,
+)
+def es_message_export():
+    @task(multiple_outputs=False, retries=0)
+    def start_job() -> dict:
+        """Validate the params, migrate the tracking schema, open the job_runs row."""
+        context = get_current_context()
+        with failing_fast():
+            cfg = load_config()
+            params = run_params(context, cfg)
+            if params.dispatch.value != "local":
+                raise ConfigError(f"dispatch={params.dispatch.value!r} is not available in this version; "
+                                  "use dispatch='local'")
+            with mysql_connection() as conn:
+                job = pipeline.open_job(conn, dag_id=context["dag"].dag_id, run_id=context["run_id"], params=params)
+        return {"job": job.as_dict(), "params": params.as_dict()}
+
+    @task(multiple_outputs=False)
+    def extract(spec: dict) -> dict:
+        """Stream the interval's message ids from Elasticsearch into message_tracking."""
+        with failing_fast(), mysql_connection() as conn:
+            result = pipeline.extract(elasticsearch_client(), conn, load_config(), Job.from_dict(spec["job"]))
+        return {**spec, "ids_found": result.ids_found, "ids_new": result.ids_new}
+
+    @task
+    def plan(spec: dict) -> list[dict]:
+        """Cut the messages to export into batches; only descriptors go through XCom."""
+        with failing_fast(), mysql_connection() as conn:
+            batches = pipeline.plan(conn, load_config(), Job.from_dict(spec["job"]),
+                                    RunParams.from_dict(spec["params"]))
+        return [{**b.as_dict(), "run_id": spec["job"]["run_id"]} for b in batches]
+
+    @task(multiple_outputs=False, map_index_template="batch {{ batch_label }}")
+    def process(batch: dict) -> dict:
+        """Export one batch: fetch details, write one JSON per message, record each outcome."""
+        get_current_context()["batch_label"] = f"{batch['batch_no']} (id {batch['batch_id']}, {batch['size']} msgs)"
+        cfg = load_config()
+        with failing_fast(), mysql_connection() as conn:
+            result = pipeline.process_batch(elasticsearch_client(), conn, s3_client(cfg), cfg,
+                                            Batch.from_dict(batch), run_id=batch["run_id"])
+        return result.as_dict()
+
+    @task(multiple_outputs=False, trigger_rule=TriggerRule.ALL_DONE, retries=1)
+    def reconcile(spec: dict) -> dict:
+        """Compare Elasticsearch, MySQL and S3; write the manifest; fail the run on any gap."""
+        cfg = load_config()
+        with failing_fast(), mysql_connection() as conn:
+            report = pipeline.reconcile(elasticsearch_client(), conn, s3_client(cfg), cfg,
+                                        Job.from_dict(spec["job"]))
+        return {k: v for k, v in vars(report).items() if k != "failures"}
+
+    spec = extract(start_job())
+    batches = plan(spec)
+    process.expand(batch=batches) >> reconcile(spec)
+
+
+es_message_export()

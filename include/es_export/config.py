@@ -1,0 +1,155 @@
+"""Configuration (where things are, how big the steps are) and run parameters (what to export)."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from es_export.errors import ConfigError
+
+MAX_MAP_LENGTH = 1024  # Airflow's default [core] max_map_length
+
+
+class Dispatch(enum.StrEnum):
+    LOCAL = "local"
+    LAMBDA = "lambda"
+    SQS = "sqs"
+
+
+def _positive(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Everything about where data lives and how the work is cut. Defaults suit the local stack.
+
+    In Airflow it comes from the Variable `es_message_export_config` (a JSON object whose keys are
+    these field names); in Lambda from environment variables.
+    """
+
+    messages_index: str = "messages"
+    history_index: str = "message_history"
+    status_index: str = "message_status"
+    audit_index: str = "message_audit"
+    timestamp_field: str = "timestamp"
+    message_id_field: str = "message_id"
+    bucket: str = "message-export"
+    prefix: str = "messages"
+    scan_page_size: int = 5000
+    pit_keep_alive: str = "5m"
+    insert_chunk_size: int = 2000
+    details_page_size: int = 10000
+    upload_concurrency: int = 16
+    max_batches: int = 500
+    max_range_days: int = 31
+
+    def __post_init__(self) -> None:
+        for name in ("messages_index", "history_index", "status_index", "audit_index",
+                     "timestamp_field", "message_id_field", "bucket"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(f"{name} must be a non-empty string, got {value!r}")
+        if not isinstance(self.prefix, str) or self.prefix.startswith("/") or self.prefix.endswith("/"):
+            raise ConfigError(f"prefix must be a string without leading or trailing '/', got {self.prefix!r}")
+        for name in ("scan_page_size", "insert_chunk_size", "details_page_size", "upload_concurrency",
+                     "max_batches", "max_range_days"):
+            _positive(name, getattr(self, name))
+        if self.scan_page_size > 10000 or self.details_page_size > 10000:
+            raise ConfigError("scan_page_size and details_page_size must be at most 10000 "
+                              "(Elasticsearch's index.max_result_window)")
+        if self.max_batches > MAX_MAP_LENGTH:
+            raise ConfigError(f"max_batches must be at most {MAX_MAP_LENGTH} (Airflow's max_map_length), "
+                              f"got {self.max_batches}")
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any] | None) -> ExportConfig:
+        """Build from a plain dict (a Variable's JSON); unknown keys are refused, not ignored."""
+        values = dict(values or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown configuration key(s) {unknown}; known keys: {sorted(known)}")
+        return cls(**values)
+
+    def related_indices(self) -> dict[str, str]:
+        """Output section name -> index holding documents that carry the message id."""
+        return {"history": self.history_index, "status": self.status_index, "audit": self.audit_index}
+
+
+def parse_instant(name: str, value: Any) -> datetime:
+    """A date or datetime (string or object) as an aware UTC datetime; naive means UTC."""
+    if isinstance(value, datetime):
+        result = value
+    elif isinstance(value, date):
+        result = datetime(value.year, value.month, value.day)
+    elif isinstance(value, str) and value.strip():
+        try:
+            result = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ConfigError(f"{name} must be an ISO date or datetime like 2024-10-01, got {value!r}") from None
+    else:
+        raise ConfigError(f"{name} must be an ISO date or datetime like 2024-10-01, got {value!r}")
+    if result.tzinfo is None:
+        result = result.replace(tzinfo=UTC)
+    return result.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class RunParams:
+    """What one run exports: the interval [start, end) and how."""
+
+    start: datetime
+    end: datetime
+    dispatch: Dispatch = Dispatch.LOCAL
+    batch_size: int = 500
+    reprocess: bool = False
+    max_range: timedelta = field(default=timedelta(days=31), compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "start", parse_instant("start", self.start))
+        object.__setattr__(self, "end", parse_instant("end", self.end))
+        if self.end <= self.start:
+            raise ConfigError(f"end ({self.end.isoformat()}) must be after start ({self.start.isoformat()})")
+        if self.end - self.start > self.max_range:
+            raise ConfigError(f"the range from start {self.start.isoformat()} to end {self.end.isoformat()} "
+                              f"is longer than the maximum of {self.max_range.days} days; split it into "
+                              "several runs (a backfill does that)")
+        try:
+            object.__setattr__(self, "dispatch", Dispatch(self.dispatch))
+        except ValueError:
+            raise ConfigError(f"dispatch must be one of {[m.value for m in Dispatch]}, "
+                              f"got {self.dispatch!r}") from None
+        _positive("batch_size", self.batch_size)
+        if not isinstance(self.reprocess, bool):
+            raise ConfigError(f"reprocess must be true or false, got {self.reprocess!r}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"start": self.start.isoformat(), "end": self.end.isoformat(), "dispatch": self.dispatch.value,
+                "batch_size": self.batch_size, "reprocess": self.reprocess}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunParams:
+        return cls(start=d["start"], end=d["end"], dispatch=d["dispatch"], batch_size=int(d["batch_size"]),
+                   reprocess=bool(d["reprocess"]), max_range=timedelta(days=36500))
+
+    @classmethod
+    def resolve(cls, params: dict[str, Any], interval_start: Any, interval_end: Any,
+                max_range_days: int = 31) -> RunParams:
+        """Params of a trigger, falling back to the run's data interval for start and end."""
+        start = params.get("start") or interval_start
+        end = params.get("end") or interval_end
+        if start is None or end is None:
+            raise ConfigError("start and end are required when the run has no data interval")
+        return cls(
+            start=start,
+            end=end,
+            dispatch=params.get("dispatch") or Dispatch.LOCAL,
+            batch_size=params.get("batch_size") or 500,
+            reprocess=bool(params.get("reprocess", False)),
+            max_range=timedelta(days=max_range_days),
+        )

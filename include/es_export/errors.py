@@ -1,0 +1,35 @@
+"""One exception hierarchy for the package.
+
+`retryable` tells the caller (an Airflow task, the Lambda handler) whether trying the same work
+again can help: a node that is down can come back, a bad parameter cannot.
+"""
+
+from __future__ import annotations
+
+
+class ExportError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+    retryable: bool = False
+
+
+class ConfigError(ExportError, ValueError):
+    """A setting or a run parameter is invalid; fix it and trigger again."""
+
+
+class TransientError(ExportError):
+    """A service failed in a way that may pass; retrying the task is the right reaction."""
+
+    retryable = True
+
+
+class SourceError(ExportError):
+    """Elasticsearch holds something we cannot work with (missing index, wrong mapping)."""
+
+
+class TrackingError(ExportError):
+    """The tracking database is not in the state this step needs."""
+
+
+class ReconcileError(ExportError):
+    """The counts of a run do not add up: something was lost or exported short."""

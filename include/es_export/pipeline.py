@@ -1,0 +1,239 @@
+"""The steps of an export run: extract, plan, process a batch, reconcile.
+
+Each step takes ready clients (Elasticsearch, a DB-API connection, boto3 S3) and plain values, so
+an Airflow task, the Lambda handler and a test all call the same function.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from es_export import sink, source, tracking
+from es_export.config import ExportConfig, RunParams
+from es_export.errors import ReconcileError
+from es_export.tracking import Batch, Job, Outcome
+
+log = logging.getLogger(__name__)
+
+
+def open_job(conn: Any, *, dag_id: str, run_id: str, params: RunParams) -> Job:
+    """Migrate the schema if needed and get the job_runs row of this run."""
+    tracking.migrate(conn)
+    return tracking.start_job(conn, dag_id=dag_id, run_id=run_id, start=params.start, end=params.end,
+                              dispatch=params.dispatch.value, batch_size=params.batch_size,
+                              reprocess=params.reprocess)
+
+
+@dataclass(frozen=True)
+class ExtractResult:
+    job_id: int
+    ids_found: int
+    ids_new: int
+    seconds: float
+
+
+def extract(es: Any, conn: Any, cfg: ExportConfig, job: Job) -> ExtractResult:
+    """Stream the interval's ids out of Elasticsearch into message_tracking."""
+    started = time.monotonic()
+    source.check_timestamp_field(es, cfg.messages_index, cfg.timestamp_field)
+    hits = source.stream_ids(es, cfg, job.start, job.end)
+    found, new = tracking.insert_ids(conn, hits, chunk_size=cfg.insert_chunk_size,
+                                     dag_id=job.dag_id, run_id=job.run_id)
+    tracking.update_job(conn, job.job_id, ids_found=found, ids_new=new)
+    result = ExtractResult(job.job_id, found, new, time.monotonic() - started)
+    log.info("extract job=%s found=%d new=%d seconds=%.2f", job.job_id, found, new, result.seconds)
+    return result
+
+
+def plan(conn: Any, cfg: ExportConfig, job: Job, params: RunParams) -> list[Batch]:
+    """Batches of the messages this run must export; at most cfg.max_batches of them."""
+    to_export = tracking.claim_for_job(conn, job, reprocess=params.reprocess)
+    size = tracking.effective_batch_size(to_export, params.batch_size, cfg.max_batches)
+    batches = tracking.plan_batches(conn, job, batch_size=size)
+    tracking.update_job(conn, job.job_id, batches=len(batches), to_export=to_export)
+    log.info("plan job=%s to_export=%d batch_size=%d batches=%d", job.job_id, to_export, size, len(batches))
+    return batches
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    job_id: int
+    batch_id: int
+    batch_no: int
+    attempted: int
+    completed: int
+    failed: int
+    bytes_written: int
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def build_document(details: source.MessageDetails, *, job_id: int, batch_id: int, run_id: str,
+                   exported_at: str) -> dict[str, Any]:
+    """The JSON document of one message: what Elasticsearch holds, plus export metadata."""
+    return {
+        "message_id": details.message_id,
+        "message": details.message,
+        **details.related,
+        "export": {"job_id": job_id, "batch_id": batch_id, "run_id": run_id, "exported_at": exported_at},
+    }
+
+
+def process_batch(es: Any, conn: Any, s3: Any, cfg: ExportConfig, batch: Batch, *, run_id: str) -> BatchResult:
+    """Export one batch; every message ends completed or failed with its reason.
+
+    Raises only when the batch cannot proceed at all (Elasticsearch or MySQL unreachable); the
+    batch is then marked failed and the caller's retry runs it again, skipping what was done.
+    """
+    started = time.monotonic()
+    messages = tracking.start_batch(conn, batch.batch_id)
+    try:
+        details = source.fetch_details(es, cfg, [m.message_id for m in messages])
+    except Exception as exc:
+        tracking.fail_batch(conn, batch.batch_id, f"{type(exc).__name__}: {exc}")
+        raise
+    exported_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    outcomes: list[Outcome] = []
+    uploads: list[sink.Upload] = []
+    for m in messages:
+        d = details[m.message_id]
+        if d.message is None:
+            outcomes.append(Outcome(m.row_id, m.message_id, False, error=(
+                f"message {m.message_id!r} is no longer in index {cfg.messages_index!r}")))
+            continue
+        try:
+            key = sink.object_key(cfg.prefix, m.message_ts.date(), m.message_id)
+            body = sink.serialise(build_document(d, job_id=batch.job_id, batch_id=batch.batch_id,
+                                                 run_id=run_id, exported_at=exported_at))
+        except (TypeError, ValueError) as exc:
+            outcomes.append(Outcome(m.row_id, m.message_id, False, error=f"cannot serialise: {exc}"))
+            continue
+        uploads.append(sink.Upload(key, body, tag=m))
+    written = 0
+    for result in sink.upload_all(s3, cfg.bucket, uploads, cfg.upload_concurrency):
+        m = result.upload.tag
+        if result.ok:
+            written += len(result.upload.body)
+            outcomes.append(Outcome(m.row_id, m.message_id, True, s3_key=result.upload.key))
+        else:
+            outcomes.append(Outcome(m.row_id, m.message_id, False, error=result.error))
+    try:
+        tracking.record_outcomes(conn, outcomes)
+        counts = tracking.finish_batch(conn, batch.batch_id, bytes_written=written)
+    except Exception as exc:
+        _try_fail_batch(conn, batch.batch_id, exc)
+        raise
+    failed_now = sum(1 for o in outcomes if not o.ok)
+    result = BatchResult(batch.job_id, batch.batch_id, batch.batch_no, len(messages), len(outcomes) - failed_now,
+                         failed_now, written, time.monotonic() - started)
+    log.info("batch job=%s batch=%s no=%s attempted=%d completed=%d failed=%d bytes=%d seconds=%.2f "
+             "(batch totals: %s)", batch.job_id, batch.batch_id, batch.batch_no, result.attempted,
+             result.completed, result.failed, written, result.seconds, counts)
+    return result
+
+
+def _try_fail_batch(conn: Any, batch_id: int, exc: Exception) -> None:
+    try:
+        conn.rollback()
+        tracking.fail_batch(conn, batch_id, f"{type(exc).__name__}: {exc}")
+    except Exception:  # noqa: BLE001 - the database may be the thing that is down
+        log.warning("could not mark batch %s failed", batch_id)
+
+
+@dataclass
+class Report:
+    """What a run did, as written to job_runs and the manifest."""
+
+    job_id: int
+    dag_id: str
+    run_id: str
+    interval_start: str
+    interval_end: str
+    es_count: int
+    ids_found: int
+    tracked: int
+    completed: int
+    failed: int
+    pending: int
+    dead: int
+    batches: int
+    to_export: int
+    exported_this_run: int
+    failed_this_run: int
+    objects: int
+    objects_expected: int
+    bytes_written: int
+    status: str = ""
+    problems: list[str] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _days(start: datetime, end: datetime) -> list[date]:
+    first, last = start.date(), (end - timedelta(microseconds=1)).date()
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def reconcile(es: Any, conn: Any, s3: Any, cfg: ExportConfig, job: Job) -> Report:
+    """Check that the run's counts add up, record the outcome, write the manifest.
+
+    Raises ReconcileError when they do not, or when messages failed, so the run is red and says why.
+    """
+    row = tracking.get_job(conn, job.job_id)
+    es_count = source.count_interval(es, cfg, job.start, job.end)
+    by_status = tracking.status_counts(conn, job.start, job.end)
+    batches = tracking.batch_counts(conn, job.job_id)
+    days = _days(job.start, job.end)
+    objects = sum(sink.count_objects(s3, cfg.bucket, sink.day_prefix(cfg.prefix, d)) for d in days)
+    day_counts = tracking.status_counts(conn, datetime.combine(days[0], datetime.min.time(), UTC),
+                                        datetime.combine(days[-1] + timedelta(days=1), datetime.min.time(), UTC))
+    report = Report(
+        job_id=job.job_id, dag_id=job.dag_id, run_id=job.run_id,
+        interval_start=job.start.isoformat(), interval_end=job.end.isoformat(),
+        es_count=es_count, ids_found=int(row["ids_found"] or 0), tracked=sum(by_status.values()),
+        completed=by_status.get(tracking.COMPLETED, 0), failed=by_status.get(tracking.FAILED, 0),
+        pending=by_status.get(tracking.PENDING, 0), dead=by_status.get(tracking.DEAD, 0),
+        batches=batches["batches"], to_export=int(row["to_export"] or 0),
+        exported_this_run=batches["completed"], failed_this_run=batches["failed"],
+        objects=objects, objects_expected=day_counts.get(tracking.COMPLETED, 0),
+        bytes_written=batches["bytes_written"],
+    )
+    report.problems = _problems(report, batches)
+    report.failures = tracking.failures(conn, job.job_id)
+    report.status = tracking.COMPLETED if not report.problems and not report.failed else tracking.FAILED
+    tracking.update_job(
+        conn, job.job_id, status=report.status, es_count=es_count, completed=report.exported_this_run,
+        failed=report.failed, objects=objects, finished_at=tracking.utc_naive(datetime.now(UTC)),
+        last_error="; ".join(report.problems)[:4000] or None,
+    )
+    sink.put_json(s3, cfg.bucket, sink.manifest_key(cfg.prefix, job.dag_id, job.run_id), asdict(report))
+    log.info("reconcile job=%s status=%s es_count=%d tracked=%d completed=%d failed=%d objects=%d",
+             job.job_id, report.status, es_count, report.tracked, report.completed, report.failed, objects)
+    if report.problems:
+        raise ReconcileError("the export does not add up: " + "; ".join(report.problems))
+    if report.failed:
+        raise ReconcileError(f"{report.failed} message(s) of the interval failed to export (reasons in "
+                             "message_tracking.last_error and the run's manifest); es_message_retry re-exports them")
+    return report
+
+
+def _problems(r: Report, batches: dict[str, int]) -> list[str]:
+    problems = []
+    if r.es_count != r.ids_found:
+        problems.append(f"Elasticsearch now holds {r.es_count} messages for the interval but the extract saw "
+                        f"{r.ids_found}; documents changed during the run, run it again")
+    if r.tracked < r.ids_found:
+        problems.append(f"only {r.tracked} of the {r.ids_found} ids found are tracked in message_tracking")
+    if r.pending:
+        problems.append(f"{r.pending} message(s) of the interval are still pending (a batch did not finish)")
+    if batches["finished"] != batches["batches"]:
+        problems.append(f"{batches['batches'] - batches['finished']} of {batches['batches']} batch(es) did not finish")
+    if r.objects != r.objects_expected:
+        problems.append(f"S3 holds {r.objects} objects for the interval's day(s) but tracking has "
+                        f"{r.objects_expected} completed messages for them")
+    return problems

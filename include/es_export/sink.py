@@ -1,0 +1,119 @@
+"""S3: object keys, serialisation and uploads.
+
+The key of a message is a pure function of its id and day, so a retry or a re-export overwrites
+the same object instead of adding a second one (Kafka Connect's S3 sink does the same).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+# Kept as they are: letters, digits, '-', '_', '.'. Everything else becomes ~HH per UTF-8 byte,
+# which is reversible, and avoids '%', '/', spaces and non-ASCII that S3 tools mishandle.
+_SAFE = re.compile(r"[A-Za-z0-9\-_.]")
+_ESCAPE = re.compile(r"~([0-9A-F]{2})")
+# S3 keys may be 1024 bytes; leave room for the prefix and the day folder.
+MAX_ENCODED_ID = 800
+HASHED_MARK = "~~sha256-"
+MANIFEST_FOLDER = "_manifests"
+
+
+def encode_id(message_id: str) -> str:
+    """A key-safe, reversible form of a message id (a hash for ids too long for a key)."""
+    if not message_id:
+        raise ValueError("message id must not be empty")
+    out = []
+    for i, ch in enumerate(message_id):
+        # A leading '.' is escaped so no key part is ever '.' or '..'.
+        if _SAFE.match(ch) and not (i == 0 and ch == "."):
+            out.append(ch)
+        else:
+            out.extend(f"~{b:02X}" for b in ch.encode("utf-8"))
+    encoded = "".join(out)
+    if len(encoded) > MAX_ENCODED_ID:
+        return HASHED_MARK + hashlib.sha256(message_id.encode("utf-8")).hexdigest()
+    return encoded
+
+
+def decode_id(encoded: str) -> str:
+    if encoded.startswith(HASHED_MARK):
+        raise ValueError(f"{encoded!r} is the hash of a long id; read message_id from the object instead")
+    raw = bytearray()
+    pos = 0
+    for m in _ESCAPE.finditer(encoded):
+        raw += encoded[pos:m.start()].encode("ascii")
+        raw.append(int(m.group(1), 16))
+        pos = m.end()
+    raw += encoded[pos:].encode("ascii")
+    return raw.decode("utf-8")
+
+
+def day_prefix(prefix: str, day: date) -> str:
+    return f"{prefix}/dt={day.isoformat()}/"
+
+
+def object_key(prefix: str, day: date, message_id: str) -> str:
+    return f"{day_prefix(prefix, day)}{encode_id(message_id)}.json"
+
+
+def manifest_key(prefix: str, dag_id: str, run_id: str) -> str:
+    return f"{prefix}/{MANIFEST_FOLDER}/{encode_id(dag_id)}/{encode_id(run_id)}.json"
+
+
+def serialise(document: dict[str, Any]) -> bytes:
+    """UTF-8 JSON; raises TypeError/ValueError for content JSON cannot hold (NaN, sets, bytes)."""
+    return json.dumps(document, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+
+
+@dataclass(frozen=True)
+class Upload:
+    key: str
+    body: bytes
+    tag: Any = None  # whatever the caller needs back with the result
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    upload: Upload
+    error: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def upload_all(s3: Any, bucket: str, uploads: list[Upload], concurrency: int) -> Iterator[UploadResult]:
+    """PUT every object with at most `concurrency` requests in flight; one result per upload.
+
+    Retries with backoff are the S3 client's (botocore retry config); an upload still failing after
+    them comes back with its error instead of stopping the others.
+    """
+    def put(upload: Upload) -> UploadResult:
+        try:
+            s3.put_object(Bucket=bucket, Key=upload.key, Body=upload.body, ContentType="application/json")
+            return UploadResult(upload, None)
+        except Exception as exc:  # noqa: BLE001 - reported per object, the batch goes on
+            return UploadResult(upload, f"S3 upload of {upload.key!r} failed: {type(exc).__name__}: {exc}")
+
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="s3-put") as pool:
+        yield from pool.map(put, uploads)
+
+
+def count_objects(s3: Any, bucket: str, prefix: str) -> int:
+    """Number of `.json` objects under `prefix`, listed page by page."""
+    total = 0
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        total += sum(1 for obj in page.get("Contents", []) if obj["Key"].endswith(".json"))
+    return total
+
+
+def put_json(s3: Any, bucket: str, key: str, document: dict[str, Any]) -> None:
+    body = json.dumps(document, ensure_ascii=False, indent=2, default=str).encode("utf-8")
+    s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json")

@@ -1,0 +1,421 @@
+"""MySQL tracking: schema migrations and every statement on job_runs, message_tracking, batch_progress.
+
+Works with any DB-API connection that uses the `%s` paramstyle (mysqlclient in Airflow, PyMySQL in
+Lambda). Every statement is parameterised; table and column names are constants of this module.
+Times are stored as naive UTC DATETIME(6).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import islice
+from typing import Any
+
+from es_export.errors import TrackingError
+
+# Message statuses: pending -> completed | failed -> (retry) ... -> dead after the last attempt.
+PENDING, RUNNING, COMPLETED, FAILED, DEAD = "pending", "running", "completed", "failed", "dead"
+
+MIGRATIONS: list[tuple[int, str, list[str]]] = [
+    (1, "job_runs, message_tracking, batch_progress", [
+        """CREATE TABLE IF NOT EXISTS job_runs (
+            id BIGINT AUTO_INCREMENT PRIMARY KEY,
+            dag_id VARCHAR(250) NOT NULL,
+            run_id VARCHAR(250) NOT NULL,
+            interval_start DATETIME(6) NOT NULL,
+            interval_end DATETIME(6) NOT NULL,
+            next_run_date DATETIME(6) NOT NULL,
+            status VARCHAR(16) NOT NULL DEFAULT 'pending',
+            dispatch VARCHAR(16) NOT NULL DEFAULT 'local',
+            batch_size INT NOT NULL DEFAULT 500,
+            reprocess BOOLEAN NOT NULL DEFAULT FALSE,
+            es_count BIGINT NULL,
+            ids_found BIGINT NULL,
+            ids_new BIGINT NULL,
+            batches INT NULL,
+            to_export BIGINT NULL,
+            completed BIGINT NULL,
+            failed BIGINT NULL,
+            objects BIGINT NULL,
+            attempts INT NOT NULL DEFAULT 0,
+            last_error TEXT NULL,
+            started_at DATETIME(6) NULL,
+            finished_at DATETIME(6) NULL,
+            created_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+            updated_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6),
+            UNIQUE KEY uq_job_runs_run (dag_id, run_id),
+            KEY ix_job_runs_interval (interval_start, interval_end)
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
+        """CREATE TABLE IF NOT EXISTS message_tracking (
+            id BIGINT AUTO_INCREMENT PRIMARY KEY,
+            message_id VARCHAR(512) NOT NULL,
+            message_ts DATETIME(6) NOT NULL,
+            job_id BIGINT NULL,
+            batch_id BIGINT NULL,
+            status VARCHAR(16) NOT NULL DEFAULT 'pending',
+            attempts INT NOT NULL DEFAULT 0,
+            last_error TEXT NULL,
+            s3_key VARCHAR(1024) NULL,
+            exported_at DATETIME(6) NULL,
+            next_attempt_at DATETIME(6) NULL,
+            dag_id VARCHAR(250) NULL,
+            run_id VARCHAR(250) NULL,
+            created_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+            updated_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6),
+            UNIQUE KEY uq_message_tracking_message_id (message_id),
+            KEY ix_message_tracking_ts (message_ts, status),
+            KEY ix_message_tracking_job (job_id, id),
+            KEY ix_message_tracking_batch (batch_id, status),
+            KEY ix_message_tracking_retry (status, next_attempt_at)
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
+        """CREATE TABLE IF NOT EXISTS batch_progress (
+            id BIGINT AUTO_INCREMENT PRIMARY KEY,
+            job_id BIGINT NOT NULL,
+            batch_no INT NOT NULL,
+            status VARCHAR(16) NOT NULL DEFAULT 'pending',
+            total INT NOT NULL DEFAULT 0,
+            completed INT NOT NULL DEFAULT 0,
+            failed INT NOT NULL DEFAULT 0,
+            bytes_written BIGINT NOT NULL DEFAULT 0,
+            attempts INT NOT NULL DEFAULT 0,
+            last_error TEXT NULL,
+            started_at DATETIME(6) NULL,
+            finished_at DATETIME(6) NULL,
+            created_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+            updated_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6),
+            UNIQUE KEY uq_batch_progress_job_batch (job_id, batch_no),
+            KEY ix_batch_progress_status (job_id, status)
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
+    ]),
+]
+
+
+def utc_naive(value: datetime) -> datetime:
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value
+
+
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+def _values(rows: int, width: int) -> str:
+    one = "(" + ", ".join(["%s"] * width) + ")"
+    return ", ".join([one] * rows)
+
+
+# ---------------------------------------------------------------------------- migrations
+
+def migrate(conn: Any) -> list[int]:
+    """Apply the migrations this database lacks, in order; returns the versions applied now."""
+    applied_now = []
+    with conn.cursor() as cur:
+        cur.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version ("
+            " version INT PRIMARY KEY, description VARCHAR(250) NOT NULL,"
+            " applied_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6))"
+        )
+        cur.execute("SELECT version FROM schema_version")
+        done = {row[0] for row in cur.fetchall()}
+        for version, description, statements in MIGRATIONS:
+            if version in done:
+                continue
+            for statement in statements:
+                cur.execute(statement)
+            # INSERT IGNORE: two workers migrating at once both succeed.
+            cur.execute("INSERT IGNORE INTO schema_version (version, description) VALUES (%s, %s)",
+                        (version, description))
+            applied_now.append(version)
+    conn.commit()
+    return applied_now
+
+
+def schema_version(conn: Any) -> int:
+    with conn.cursor() as cur:
+        cur.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+        return int(cur.fetchone()[0])
+
+
+# ---------------------------------------------------------------------------- jobs
+
+@dataclass(frozen=True)
+class Job:
+    job_id: int
+    dag_id: str
+    run_id: str
+    start: datetime
+    end: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"job_id": self.job_id, "dag_id": self.dag_id, "run_id": self.run_id,
+                "start": self.start.isoformat(), "end": self.end.isoformat()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Job:
+        return cls(int(d["job_id"]), d["dag_id"], d["run_id"], datetime.fromisoformat(d["start"]),
+                   datetime.fromisoformat(d["end"]))
+
+
+def start_job(conn: Any, *, dag_id: str, run_id: str, start: datetime, end: datetime,
+              dispatch: str, batch_size: int, reprocess: bool) -> Job:
+    """The job_runs row of an Airflow run, created on first use and reused when the run is retried."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO job_runs (dag_id, run_id, interval_start, interval_end, next_run_date, status,"
+            " dispatch, batch_size, reprocess, attempts, started_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 1, UTC_TIMESTAMP(6))"
+            " ON DUPLICATE KEY UPDATE id = LAST_INSERT_ID(id), status = VALUES(status),"
+            " interval_start = VALUES(interval_start), interval_end = VALUES(interval_end),"
+            " next_run_date = VALUES(next_run_date), dispatch = VALUES(dispatch),"
+            " batch_size = VALUES(batch_size), reprocess = VALUES(reprocess),"
+            " attempts = attempts + 1, last_error = NULL, finished_at = NULL",
+            (dag_id, run_id, utc_naive(start), utc_naive(end), utc_naive(end), RUNNING,
+             dispatch, batch_size, reprocess),
+        )
+        job_id = int(cur.lastrowid)
+    conn.commit()
+    return Job(job_id, dag_id, run_id, start, end)
+
+
+def update_job(conn: Any, job_id: int, **fields: Any) -> None:
+    allowed = {"status", "es_count", "ids_found", "ids_new", "batches", "to_export", "completed", "failed",
+               "objects", "last_error", "finished_at"}
+    unknown = set(fields) - allowed
+    if unknown:
+        raise TrackingError(f"job_runs has no updatable column(s) {sorted(unknown)}")
+    if not fields:
+        return
+    names = sorted(fields)
+    assignments = ", ".join(f"{name} = %s" for name in names)
+    with conn.cursor() as cur:
+        cur.execute(f"UPDATE job_runs SET {assignments} WHERE id = %s", [fields[n] for n in names] + [job_id])
+    conn.commit()
+
+
+def get_job(conn: Any, job_id: int) -> dict[str, Any]:
+    with conn.cursor() as cur:
+        cur.execute("SELECT * FROM job_runs WHERE id = %s", (job_id,))
+        row = cur.fetchone()
+        if row is None:
+            raise TrackingError(f"job {job_id} does not exist in job_runs")
+        return dict(zip([d[0] for d in cur.description], row, strict=True))
+
+
+# ---------------------------------------------------------------------------- extract
+
+def insert_ids(conn: Any, hits: Iterable[Any], *, chunk_size: int, dag_id: str, run_id: str) -> tuple[int, int]:
+    """Track streamed ids in multi-row INSERT IGNOREs; ids already known are left as they are.
+
+    Returns (ids seen, ids new). Commits per chunk, so memory stays flat whatever the count.
+    """
+    seen = new = 0
+    with conn.cursor() as cur:
+        for chunk in _chunks(hits, chunk_size):
+            params: list[Any] = []
+            for hit in chunk:
+                params += [hit.message_id, utc_naive(hit.timestamp), dag_id, run_id]
+            cur.execute(
+                "INSERT IGNORE INTO message_tracking (message_id, message_ts, dag_id, run_id) VALUES "
+                + _values(len(chunk), 4),
+                params,
+            )
+            seen += len(chunk)
+            new += cur.rowcount
+            conn.commit()
+    return seen, new
+
+
+# ---------------------------------------------------------------------------- plan
+
+@dataclass(frozen=True)
+class Batch:
+    """What travels through XCom: a descriptor, never the ids."""
+
+    job_id: int
+    batch_id: int
+    batch_no: int
+    size: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {"job_id": self.job_id, "batch_id": self.batch_id, "batch_no": self.batch_no, "size": self.size}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Batch:
+        return cls(int(d["job_id"]), int(d["batch_id"]), int(d["batch_no"]), int(d["size"]))
+
+
+def claim_for_job(conn: Any, job: Job, *, reprocess: bool) -> int:
+    """Give this job the interval's messages that still need exporting; returns how many."""
+    statuses = [PENDING, FAILED, COMPLETED] if reprocess else [PENDING, FAILED]
+    with conn.cursor() as cur:
+        cur.execute(
+            "UPDATE message_tracking SET job_id = %s, batch_id = NULL, status = %s, dag_id = %s, run_id = %s"
+            " WHERE message_ts >= %s AND message_ts < %s AND status IN (" + ", ".join(["%s"] * len(statuses)) + ")",
+            [job.job_id, PENDING, job.dag_id, job.run_id, utc_naive(job.start), utc_naive(job.end), *statuses],
+        )
+        claimed = int(cur.rowcount)
+        # A retried plan replaces the batches of its earlier attempt.
+        cur.execute("DELETE FROM batch_progress WHERE job_id = %s", (job.job_id,))
+    conn.commit()
+    return claimed
+
+
+def effective_batch_size(total: int, batch_size: int, max_batches: int) -> int:
+    """`batch_size`, raised just enough that `total` messages fit in at most `max_batches` batches."""
+    needed = -(-total // max_batches) if total else 0
+    return max(batch_size, needed)
+
+
+def plan_batches(conn: Any, job: Job, *, batch_size: int) -> list[Batch]:
+    """Cut the job's messages into batches of `batch_size` by keyset over the primary key."""
+    batches = []
+    last_id = 0
+    with conn.cursor() as cur:
+        while True:
+            cur.execute(
+                "SELECT MAX(id), COUNT(*) FROM (SELECT id FROM message_tracking"
+                " WHERE job_id = %s AND id > %s ORDER BY id LIMIT %s) AS page",
+                (job.job_id, last_id, batch_size),
+            )
+            high, count = cur.fetchone()
+            if not count:
+                break
+            batch_no = len(batches)
+            cur.execute(
+                "INSERT INTO batch_progress (job_id, batch_no, status, total) VALUES (%s, %s, %s, %s)",
+                (job.job_id, batch_no, PENDING, count),
+            )
+            batch_id = int(cur.lastrowid)
+            cur.execute(
+                "UPDATE message_tracking SET batch_id = %s WHERE job_id = %s AND id > %s AND id <= %s",
+                (batch_id, job.job_id, last_id, high),
+            )
+            batches.append(Batch(job.job_id, batch_id, batch_no, int(count)))
+            last_id = high
+            conn.commit()
+    conn.commit()
+    return batches
+
+
+# ---------------------------------------------------------------------------- process
+
+@dataclass(frozen=True)
+class TrackedMessage:
+    row_id: int
+    message_id: str
+    message_ts: datetime
+
+
+@dataclass(frozen=True)
+class Outcome:
+    row_id: int
+    message_id: str
+    ok: bool
+    s3_key: str | None = None
+    error: str | None = None
+
+
+def start_batch(conn: Any, batch_id: int) -> list[TrackedMessage]:
+    """Mark the batch running and return its messages that still need exporting."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "UPDATE batch_progress SET status = %s, attempts = attempts + 1, started_at = UTC_TIMESTAMP(6),"
+            " finished_at = NULL, last_error = NULL WHERE id = %s",
+            (RUNNING, batch_id),
+        )
+        if cur.rowcount == 0:
+            raise TrackingError(f"batch {batch_id} does not exist in batch_progress; was the plan replaced?")
+        cur.execute(
+            "SELECT id, message_id, message_ts FROM message_tracking WHERE batch_id = %s AND status IN (%s, %s)"
+            " ORDER BY id",
+            (batch_id, PENDING, FAILED),
+        )
+        rows = [TrackedMessage(int(r[0]), r[1], r[2].replace(tzinfo=UTC)) for r in cur.fetchall()]
+    conn.commit()
+    return rows
+
+
+def record_outcomes(conn: Any, outcomes: Iterable[Outcome], chunk_size: int = 1000) -> None:
+    """Write each message's outcome; one multi-row upsert on the primary key per chunk."""
+    with conn.cursor() as cur:
+        for chunk in _chunks(outcomes, chunk_size):
+            params: list[Any] = []
+            for o in chunk:
+                params += [o.row_id, o.message_id, COMPLETED if o.ok else FAILED, o.s3_key,
+                           None if o.ok else (o.error or "unknown error")[:4000]]
+            cur.execute(
+                "INSERT INTO message_tracking (id, message_id, status, s3_key, last_error, message_ts) VALUES "
+                + _values(len(chunk), 5).replace("%s)", "%s, UTC_TIMESTAMP(6))")
+                + " ON DUPLICATE KEY UPDATE status = VALUES(status), s3_key = COALESCE(VALUES(s3_key), s3_key),"
+                " last_error = VALUES(last_error), attempts = attempts + 1,"
+                " exported_at = IF(VALUES(status) = 'completed', UTC_TIMESTAMP(6), exported_at)",
+                params,
+            )
+    conn.commit()
+
+
+def finish_batch(conn: Any, batch_id: int, *, bytes_written: int = 0) -> dict[str, int]:
+    """Close the batch with its counts, read back from message_tracking so they are always true."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT COALESCE(SUM(status = %s), 0), COALESCE(SUM(status IN (%s, %s)), 0), COUNT(*)"
+            " FROM message_tracking WHERE batch_id = %s",
+            (COMPLETED, FAILED, DEAD, batch_id),
+        )
+        completed, failed, total = (int(v) for v in cur.fetchone())
+        cur.execute(
+            "UPDATE batch_progress SET status = %s, completed = %s, failed = %s, total = %s,"
+            " bytes_written = bytes_written + %s, finished_at = UTC_TIMESTAMP(6) WHERE id = %s",
+            (COMPLETED, completed, failed, total, bytes_written, batch_id),
+        )
+    conn.commit()
+    return {"completed": completed, "failed": failed, "total": total}
+
+
+def fail_batch(conn: Any, batch_id: int, error: str) -> None:
+    with conn.cursor() as cur:
+        cur.execute(
+            "UPDATE batch_progress SET status = %s, last_error = %s, finished_at = UTC_TIMESTAMP(6) WHERE id = %s",
+            (FAILED, error[:4000], batch_id),
+        )
+    conn.commit()
+
+
+# ---------------------------------------------------------------------------- reconcile
+
+def status_counts(conn: Any, start: datetime, end: datetime) -> dict[str, int]:
+    """Tracked messages of [start, end) by status."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT status, COUNT(*) FROM message_tracking WHERE message_ts >= %s AND message_ts < %s GROUP BY status",
+            (utc_naive(start), utc_naive(end)),
+        )
+        return {status: int(n) for status, n in cur.fetchall()}
+
+
+def batch_counts(conn: Any, job_id: int) -> dict[str, int]:
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT COUNT(*), COALESCE(SUM(total), 0), COALESCE(SUM(completed), 0), COALESCE(SUM(failed), 0),"
+            " COALESCE(SUM(status = %s), 0), COALESCE(SUM(bytes_written), 0)"
+            " FROM batch_progress WHERE job_id = %s",
+            (COMPLETED, job_id),
+        )
+        batches, total, completed, failed, finished, written = (int(v) for v in cur.fetchone())
+    return {"batches": batches, "total": total, "completed": completed, "failed": failed,
+            "finished": finished, "bytes_written": written}
+
+
+def failures(conn: Any, job_id: int, limit: int = 1000) -> list[dict[str, Any]]:
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT message_id, attempts, last_error FROM message_tracking WHERE job_id = %s AND status IN (%s, %s)"
+            " ORDER BY id LIMIT %s",
+            (job_id, FAILED, DEAD, limit),
+        )
+        return [{"message_id": m, "attempts": int(a), "error": e} for m, a, e in cur.fetchall()]
