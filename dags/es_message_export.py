@@ -18,6 +18,7 @@ import os
 from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import CronDataIntervalTimetable, Param, TriggerRule, dag, get_current_context, task
+
 from es_export import pipeline
 from es_export.config import RunParams
 from es_export.errors import ConfigError

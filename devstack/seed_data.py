@@ -162,8 +162,10 @@ def ids_for_day(cfg: SeedConfig, day: date) -> Iterator[str]:
     return (message_id(cfg, n) for n in range(cfg.messages) if message_day(cfg, n) == day)
 
 
-def create_indices(es, recreate: bool = False) -> None:
-    for index, mapping in MAPPINGS.items():
+def create_indices(es, recreate: bool = False, index_names: dict[str, str] | None = None) -> None:
+    names = index_names or {}
+    for default_name, mapping in MAPPINGS.items():
+        index = names.get(default_name, default_name)
         if recreate:
             es.indices.delete(index=index, ignore_unavailable=True)
         if not es.indices.exists(index=index):
@@ -174,18 +176,23 @@ def create_indices(es, recreate: bool = False) -> None:
             )
 
 
-def load(es, cfg: SeedConfig, recreate: bool = True, chunk_size: int = 2000) -> int:
-    """Index the data set with the bulk API; returns the number of documents written."""
+def load(es, cfg: SeedConfig, recreate: bool = True, chunk_size: int = 2000,
+         index_names: dict[str, str] | None = None) -> int:
+    """Index the data set with the bulk API; returns the number of documents written.
+
+    `index_names` maps the default index names to others (tests use their own indices).
+    """
     from elasticsearch import helpers
 
-    create_indices(es, recreate=recreate)
-    indices = list(MAPPINGS)
+    names = {name: (index_names or {}).get(name, name) for name in MAPPINGS}
+    create_indices(es, recreate=recreate, index_names=names)
+    indices = list(names.values())
     # Refreshing while bulk loading only costs time; refresh once at the end.
     es.indices.put_settings(index=indices, settings={"refresh_interval": "-1"})
     written = 0
     try:
         actions = (
-            {"_index": d.index, **({"_id": d.doc_id} if d.doc_id is not None else {}), "_source": d.source}
+            {"_index": names[d.index], **({"_id": d.doc_id} if d.doc_id is not None else {}), "_source": d.source}
             for d in generate(cfg)
         )
         for ok, _item in helpers.streaming_bulk(

@@ -11,6 +11,7 @@ from typing import Any
 
 from airflow.sdk import Connection, Variable
 from airflow.sdk.exceptions import AirflowFailException
+
 from es_export.config import ExportConfig, RunParams
 from es_export.errors import ExportError
 

@@ -1,0 +1,209 @@
+"""The export DAG run for real (dag.test) against Elasticsearch, MariaDB and the S3 server."""
+
+import json
+import os
+import uuid
+from datetime import UTC, date, datetime
+
+import pytest
+
+import seed_data
+from es_export import sink
+from seed_data import SeedConfig
+
+pytestmark = pytest.mark.integration
+
+SEED = SeedConfig(messages=1500, days=3, start=date(2024, 10, 1), seed=11, large=2)
+DAY = date(2024, 10, 2)
+PREFIX = "messages"
+TEST_DB = "tracking_test"
+
+
+@pytest.fixture(scope="module")
+def env(es, s3, airflow_db):
+    """Own indices, bucket and tracking database, so the demo's data never mixes in."""
+    suffix = uuid.uuid4().hex[:8]
+    cfg = {"messages_index": f"t-messages-{suffix}", "history_index": f"t-history-{suffix}",
+           "status_index": f"t-status-{suffix}", "audit_index": f"t-audit-{suffix}",
+           "bucket": f"export-test-{suffix}", "prefix": PREFIX, "scan_page_size": 300}
+    seed_with_indices(es, cfg, SEED)
+    s3.create_bucket(Bucket=cfg["bucket"])
+    from support import reset_database
+
+    reset_database(TEST_DB)
+    saved = {k: os.environ.get(k) for k in ("AIRFLOW_VAR_ES_MESSAGE_EXPORT_CONFIG", "AIRFLOW_CONN_MYSQL_TRACKING")}
+    os.environ["AIRFLOW_VAR_ES_MESSAGE_EXPORT_CONFIG"] = json.dumps(cfg)
+    conn = json.loads(os.environ["AIRFLOW_CONN_MYSQL_TRACKING"])
+    os.environ["AIRFLOW_CONN_MYSQL_TRACKING"] = json.dumps({**conn, "schema": TEST_DB})
+    yield cfg
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    es.indices.delete(index=",".join(cfg[k] for k in ("messages_index", "history_index", "status_index",
+                                                        "audit_index")))
+
+
+def seed_with_indices(es, cfg, seed_cfg):
+    names = {seed_data.MESSAGES_INDEX: cfg["messages_index"], seed_data.HISTORY_INDEX: cfg["history_index"],
+             seed_data.STATUS_INDEX: cfg["status_index"], seed_data.AUDIT_INDEX: cfg["audit_index"]}
+    seed_data.load(es, seed_cfg, index_names=names)
+
+
+def run_dag(**conf):
+    from airflow.dag_processing.dagbag import DagBag
+
+    from support import DAGS
+
+    dag = DagBag(dag_folder=str(DAGS / "es_message_export.py")).dags["es_message_export"]
+    run_id = f"test__{uuid.uuid4().hex[:10]}"
+    dr = dag.test(run_conf=conf, run_id=run_id, logical_date=datetime.now(UTC))
+    return dr
+
+
+def list_keys(s3, bucket, prefix):
+    keys = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys += [o["Key"] for o in page.get("Contents", [])]
+    return keys
+
+
+def read_json(s3, bucket, key):
+    return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+def query(sql, *params):
+    from support import connect
+
+    conn = connect(TEST_DB)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall()
+    finally:
+        conn.close()
+
+
+def day_bounds(day):
+    return f"{day.isoformat()}", f"{date.fromordinal(day.toordinal() + 1).isoformat()}"
+
+
+@pytest.fixture(scope="module")
+def first_run(env):
+    start, end = day_bounds(DAY)
+    dr = run_dag(start=start, end=end, batch_size=100)
+    return dr
+
+
+def expected_ids(day):
+    return set(seed_data.ids_for_day(SEED, day))
+
+
+def test_first_run_succeeds(first_run):
+    assert first_run.state == "success"
+
+
+def test_every_message_of_the_day_and_no_other_is_on_s3(first_run, env, s3):
+    keys = list_keys(s3, env["bucket"], f"{PREFIX}/dt=")
+    ids = expected_ids(DAY)
+    assert len(ids) > 400
+    assert sorted(keys) == sorted(sink.object_key(PREFIX, DAY, i) for i in ids)
+
+
+def test_awkward_ids_survive_the_key_encoding(first_run, env, s3):
+    keys = list_keys(s3, env["bucket"], sink.day_prefix(PREFIX, DAY))
+    decoded = {sink.decode_id(k.rsplit("/", 1)[1][: -len(".json")]) for k in keys}
+    assert decoded == expected_ids(DAY)
+    assert any("/" in i for i in decoded) and any(not i.isascii() for i in decoded)
+
+
+def test_each_object_equals_what_elasticsearch_holds(first_run, env, s3, es):
+    ids = sorted(expected_ids(DAY))
+    sources = {d["_id"]: d["_source"] for d in es.mget(index=env["messages_index"], ids=ids)["docs"]}
+    related = {}
+    for section, index in (("history", env["history_index"]), ("status", env["status_index"]),
+                           ("audit", env["audit_index"])):
+        for doc in (h["_source"] for h in es.search(index=index, size=10000,
+                                                    query={"terms": {"message_id": ids}})["hits"]["hits"]):
+            related.setdefault((section, doc["message_id"]), []).append(doc)
+    for mid in ids:
+        doc = read_json(s3, env["bucket"], sink.object_key(PREFIX, DAY, mid))
+        assert doc["message_id"] == mid
+        assert doc["message"] == sources[mid]
+        for section in ("history", "status", "audit"):
+            want = related.get((section, mid), [])
+            assert [d["timestamp"] for d in doc[section]] == sorted(d["timestamp"] for d in want)
+            assert sorted(map(json.dumps, doc[section])) == sorted(map(json.dumps, want))
+        assert doc["export"]["run_id"] == first_run.run_id
+
+
+def test_tracking_is_complete_and_batches_add_up(first_run):
+    ids = expected_ids(DAY)
+    rows = query("SELECT status, COUNT(*) FROM message_tracking WHERE message_ts >= %s AND message_ts < %s"
+                 " GROUP BY status", *day_bounds(DAY))
+    assert dict(rows) == {"completed": len(ids)}
+    (job_id, status, ids_found, completed, failed, objects), = query(
+        "SELECT id, status, ids_found, completed, failed, objects FROM job_runs WHERE run_id = %s", first_run.run_id)
+    assert (status, ids_found, completed, failed, objects) == ("completed", len(ids), len(ids), 0, len(ids))
+    (batches, total, done, bad), = query(
+        "SELECT COUNT(*), SUM(total), SUM(completed), SUM(failed) FROM batch_progress WHERE job_id = %s", job_id)
+    assert (batches, int(total), int(done), int(bad)) == (-(-len(ids) // 100), len(ids), len(ids), 0)
+
+
+def test_manifest_is_written_outside_the_data_folders(first_run, env, s3):
+    keys = list_keys(s3, env["bucket"], f"{PREFIX}/_manifests/")
+    manifest = read_json(s3, env["bucket"], sink.manifest_key(PREFIX, "es_message_export", first_run.run_id))
+    assert len(keys) >= 1
+    assert manifest["completed"] == len(expected_ids(DAY)) and manifest["status"] == "completed"
+
+
+def test_second_run_writes_nothing_and_duplicates_nothing(first_run, env, s3):
+    before = {k: s3.head_object(Bucket=env["bucket"], Key=k)["ETag"]
+              for k in list_keys(s3, env["bucket"], f"{PREFIX}/dt=")}
+    dr = run_dag(start=day_bounds(DAY)[0], end=day_bounds(DAY)[1])
+    assert dr.state == "success"
+    after = list_keys(s3, env["bucket"], f"{PREFIX}/dt=")
+    assert sorted(after) == sorted(before)
+    sample = sorted(before)[0]
+    assert read_json(s3, env["bucket"], sample)["export"]["run_id"] == first_run.run_id
+    (batches, to_export), = query("SELECT batches, to_export FROM job_runs WHERE run_id = %s", dr.run_id)
+    assert (batches, to_export) == (0, 0)
+    (dupes,) = query("SELECT COUNT(*) - COUNT(DISTINCT message_id) FROM message_tracking")[0]
+    assert dupes == 0
+
+
+def test_reprocess_rewrites_every_object(first_run, env, s3):
+    dr = run_dag(start=day_bounds(DAY)[0], end=day_bounds(DAY)[1], reprocess=True)
+    assert dr.state == "success"
+    keys = list_keys(s3, env["bucket"], sink.day_prefix(PREFIX, DAY))
+    assert len(keys) == len(expected_ids(DAY))
+    assert {read_json(s3, env["bucket"], k)["export"]["run_id"] for k in keys[:50]} == {dr.run_id}
+
+
+def test_empty_day_succeeds_with_zero_batches(env):
+    dr = run_dag(start="2024-09-01", end="2024-09-02")
+    assert dr.state == "success"
+    assert query("SELECT status, ids_found, batches FROM job_runs WHERE run_id = %s", dr.run_id) == (
+        ("completed", 0, 0),)
+
+
+def test_more_batches_than_the_limit_still_map_within_it(env):
+    os.environ["AIRFLOW_VAR_ES_MESSAGE_EXPORT_CONFIG"] = json.dumps({**env, "max_batches": 4})
+    try:
+        dr = run_dag(start="2024-10-03", end="2024-10-04", batch_size=1)
+    finally:
+        os.environ["AIRFLOW_VAR_ES_MESSAGE_EXPORT_CONFIG"] = json.dumps(env)
+    assert dr.state == "success"
+    (job_id, batches, to_export), = query("SELECT id, batches, to_export FROM job_runs WHERE run_id = %s", dr.run_id)
+    assert to_export == len(expected_ids(date(2024, 10, 3))) and batches == 4
+    mapped = [ti for ti in dr.get_task_instances() if ti.task_id == "process"]
+    assert len(mapped) == 4 and all(ti.state == "success" for ti in mapped)
+
+
+def test_bad_params_are_refused_before_any_work(env):
+    dr = run_dag(start="2024-10-03", end="2024-10-01")
+    assert dr.state == "failed"
+    assert query("SELECT COUNT(*) FROM job_runs WHERE run_id = %s", dr.run_id) == ((0,),)
+    states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
+    assert states["start_job"] == "failed" and states["extract"] == "upstream_failed"

@@ -1,0 +1,70 @@
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from es_export.config import MAX_MAP_LENGTH, Dispatch, ExportConfig, RunParams, parse_instant
+from es_export.errors import ConfigError
+
+pytestmark = pytest.mark.unit
+
+
+def test_defaults_are_the_local_ones():
+    cfg = ExportConfig()
+    assert (cfg.bucket, cfg.prefix, cfg.messages_index) == ("message-export", "messages", "messages")
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        pytest.param({"bucket": ""}, "bucket must be a non-empty string", id="empty-bucket"),
+        pytest.param({"prefix": "a/"}, "prefix must be a string without leading or trailing '/'", id="prefix-slash"),
+        pytest.param({"scan_page_size": 0}, "scan_page_size must be a positive integer, got 0", id="zero-page"),
+        pytest.param({"scan_page_size": 20000}, "at most 10000", id="page-over-window"),
+        pytest.param({"max_batches": MAX_MAP_LENGTH + 1}, "max_batches must be at most 1024", id="over-map-limit"),
+        pytest.param({"colour": "red"}, r"unknown configuration key\(s\) \['colour'\]", id="unknown-key"),
+    ],
+)
+def test_bad_config_is_refused_naming_the_field(values, message):
+    with pytest.raises(ConfigError, match=message):
+        ExportConfig.from_mapping(values)
+
+
+def test_params_default_to_the_data_interval():
+    start = datetime(2024, 10, 1, tzinfo=UTC)
+    p = RunParams.resolve({}, start, start + timedelta(days=1))
+    assert (p.start, p.end, p.dispatch, p.batch_size, p.reprocess) == (
+        start, start + timedelta(days=1), Dispatch.LOCAL, 500, False)
+
+
+def test_params_override_the_interval_and_dates_mean_utc_midnight():
+    p = RunParams.resolve({"start": "2024-10-02", "end": "2024-10-03T12:00:00+02:00"}, None, None)
+    assert p.start == datetime(2024, 10, 2, tzinfo=UTC)
+    assert p.end == datetime(2024, 10, 3, 10, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        pytest.param({"start": "2024-10-02", "end": "2024-10-01"}, r"end \(2024-10-01.*\) must be after start",
+                     id="end-before-start"),
+        pytest.param({"start": "2024-01-01", "end": "2024-03-01"}, "longer than the maximum of 31 days",
+                     id="range-too-long"),
+        pytest.param({"start": "2024-10-01", "end": "2024-10-02", "dispatch": "ftp"},
+                     r"dispatch must be one of \['local', 'lambda', 'sqs'\], got 'ftp'", id="unknown-dispatch"),
+        pytest.param({"start": "yesterday", "end": "2024-10-02"}, "start must be an ISO date", id="bad-start"),
+        pytest.param({"start": "2024-10-01", "end": "2024-10-02", "batch_size": -5},
+                     "batch_size must be a positive integer, got -5", id="negative-batch"),
+    ],
+)
+def test_bad_params_are_refused_naming_the_param(params, message):
+    with pytest.raises(ConfigError, match=message):
+        RunParams.resolve(params, None, None)
+
+
+def test_params_survive_xcom_round_trip():
+    p = RunParams.resolve({"start": "2024-10-01", "end": "2024-10-02", "reprocess": True, "batch_size": 7}, None, None)
+    assert RunParams.from_dict(p.as_dict()) == p
+
+
+def test_naive_datetimes_are_utc():
+    assert parse_instant("x", datetime(2024, 1, 1)) == datetime(2024, 1, 1, tzinfo=UTC)

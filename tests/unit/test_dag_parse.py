@@ -1,0 +1,49 @@
+"""Every DAG file loads without errors, fast, and without touching connections or Variables."""
+
+import time
+from pathlib import Path
+from unittest import mock
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+DAGS = Path(__file__).resolve().parents[2] / "dags"
+PARSE_BUDGET_SECONDS = 10
+
+
+@pytest.fixture(scope="module")
+def dagbag_and_lookups():
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk import Connection, Variable
+
+    with mock.patch.object(Connection, "get") as conn_get, mock.patch.object(Variable, "get") as var_get:
+        started = time.monotonic()
+        bag = DagBag(dag_folder=str(DAGS))
+        elapsed = time.monotonic() - started
+    return bag, conn_get.call_count + var_get.call_count, elapsed
+
+
+def test_no_import_errors(dagbag_and_lookups):
+    bag, _, _ = dagbag_and_lookups
+    assert bag.import_errors == {}
+    assert "es_message_export" in bag.dags
+
+
+def test_no_connection_or_variable_lookup_at_parse_time(dagbag_and_lookups):
+    assert dagbag_and_lookups[1] == 0
+
+
+def test_parse_time_budget(dagbag_and_lookups):
+    assert dagbag_and_lookups[2] < PARSE_BUDGET_SECONDS
+
+
+def test_export_dag_contract(dagbag_and_lookups):
+    dag = dagbag_and_lookups[0].dags["es_message_export"]
+    assert set(dag.params) == {"start", "end", "dispatch", "batch_size", "reprocess"}
+    assert dag.params["dispatch"] == "local" and dag.params["batch_size"] == 500
+    assert dag.params["reprocess"] is False
+    assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"
+    assert dag.catchup is False
+    assert [t.task_id for t in dag.topological_sort()] == ["start_job", "extract", "plan", "process", "reconcile"]
+    assert dag.get_task("process").map_index_template

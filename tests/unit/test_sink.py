@@ -1,0 +1,63 @@
+import json
+from datetime import date
+
+import pytest
+
+from es_export import sink
+
+pytestmark = pytest.mark.unit
+
+AWKWARD = ["plain-id_1.2", "tenant/a/b", "with space", "..", "../etc/passwd", ".hidden", "ümlaut-消息",
+           "100%+&=?#", "back\\slash", "tilde~7E", "emoji 🚀"]
+
+
+@pytest.mark.parametrize("message_id", AWKWARD)
+def test_encoding_is_reversible_and_key_safe(message_id):
+    encoded = sink.encode_id(message_id)
+    assert sink.decode_id(encoded) == message_id
+    assert all(c.isascii() and (c.isalnum() or c in "-_.~") for c in encoded)
+    assert not encoded.startswith(".")
+
+
+def test_plain_ids_stay_readable():
+    assert sink.encode_id("msg-42-00000001") == "msg-42-00000001"
+
+
+def test_key_is_a_pure_function_of_day_and_id():
+    key = sink.object_key("messages", date(2024, 10, 1), "tenant/x y")
+    assert key == "messages/dt=2024-10-01/tenant~2Fx~20y.json"
+    assert key == sink.object_key("messages", date(2024, 10, 1), "tenant/x y")
+
+
+def test_very_long_ids_get_a_stable_hash():
+    long_id = "x/" * 500
+    assert sink.encode_id(long_id) == sink.encode_id(long_id)
+    assert sink.encode_id(long_id).startswith(sink.HASHED_MARK)
+    with pytest.raises(ValueError, match="hash of a long id"):
+        sink.decode_id(sink.encode_id(long_id))
+
+
+def test_serialise_keeps_unicode_and_refuses_nan():
+    assert json.loads(sink.serialise({"t": "Grüße 🚀"})) == {"t": "Grüße 🚀"}
+    with pytest.raises(ValueError):
+        sink.serialise({"x": float("nan")})
+
+
+class FlakyS3:
+    def __init__(self, bad_keys):
+        self.bad_keys, self.puts = set(bad_keys), {}
+
+    def put_object(self, Bucket, Key, Body, ContentType):  # noqa: N803 - boto3's names
+        if Key in self.bad_keys:
+            raise ConnectionError("boom")
+        self.puts[Key] = Body
+
+
+def test_upload_all_reports_each_failure_and_finishes_the_rest():
+    s3 = FlakyS3({"k3"})
+    uploads = [sink.Upload(f"k{i}", b"{}") for i in range(6)]
+    results = list(sink.upload_all(s3, "b", uploads, concurrency=3))
+    assert [r.upload.key for r in results] == [u.key for u in uploads]
+    assert [r.key for r in [r.upload for r in results if not r.ok]] == ["k3"]
+    assert "k3" in results[3].error and "ConnectionError: boom" in results[3].error
+    assert set(s3.puts) == {"k0", "k1", "k2", "k4", "k5"}
