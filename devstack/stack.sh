@@ -86,7 +86,11 @@ es_up() {
 mysql_root() { mariadb --socket="$MYSQL_SOCKET" -uroot "$@"; }
 
 mysql_up() {
-  if pid_alive mariadb; then say "mariadb: already running (pid $(cat "$PIDS/mariadb.pid"))"; return; fi
+  if pid_alive mariadb; then
+    say "mariadb: already running (pid $(cat "$PIDS/mariadb.pid"))"
+    mysql_users
+    return
+  fi
   require_free_port "$MYSQL_PORT" "MariaDB" MYSQL_PORT
   local datadir="$LOCAL/mariadb/data"
   if [ ! -d "$datadir/mysql" ]; then
@@ -101,6 +105,11 @@ mysql_up() {
     --log-error="$LOGS/mariadb.err" >"$LOGS/mariadb.log" 2>&1 &
   echo $! >"$PIDS/mariadb.pid"
   wait_until 60 "MariaDB on port $MYSQL_PORT" mysql_root -e "SELECT 1"
+  mysql_users
+  say "mariadb: started on 127.0.0.1:$MYSQL_PORT (database $MYSQL_DB, user $MYSQL_USER)"
+}
+
+mysql_users() {
   local pw; pw="$(mysql_password)"
   # Idempotent: safe on every `up`.
   mysql_root <<SQL
@@ -111,9 +120,8 @@ ALTER USER '$MYSQL_USER'@'127.0.0.1' IDENTIFIED BY '$pw';
 ALTER USER '$MYSQL_USER'@'localhost' IDENTIFIED BY '$pw';
 GRANT ALL PRIVILEGES ON \`$MYSQL_DB\`.* TO '$MYSQL_USER'@'127.0.0.1';
 GRANT ALL PRIVILEGES ON \`$MYSQL_DB\`.* TO '$MYSQL_USER'@'localhost';
-GRANT ALL PRIVILEGES ON \`${MYSQL_DB}_test\`.* TO '$MYSQL_USER'@'127.0.0.1';
+GRANT ALL PRIVILEGES ON \`${MYSQL_DB}\\_test%\`.* TO '$MYSQL_USER'@'127.0.0.1';
 SQL
-  say "mariadb: started on 127.0.0.1:$MYSQL_PORT (database $MYSQL_DB, user $MYSQL_USER)"
 }
 
 # ---------------------------------------------------------------- moto (S3 + SQS)

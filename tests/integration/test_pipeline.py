@@ -1,0 +1,89 @@
+"""Core pipeline steps on the real stack, for cases a DAG run cannot set up: bad input."""
+
+import uuid
+from datetime import UTC, date, datetime
+
+import pytest
+
+import seed_data
+from es_export import pipeline, tracking
+from es_export.config import ExportConfig, RunParams
+from es_export.errors import SourceError
+from seed_data import SeedConfig
+from support import connect, reset_database
+
+pytestmark = pytest.mark.integration
+
+SEED = SeedConfig(messages=200, days=1, start=date(2024, 11, 5), seed=23, large=0)
+DB = "tracking_test_pipeline"
+
+
+@pytest.fixture(scope="module")
+def cfg(es, s3):
+    suffix = uuid.uuid4().hex[:8]
+    names = {seed_data.MESSAGES_INDEX: f"p-messages-{suffix}", seed_data.HISTORY_INDEX: f"p-history-{suffix}",
+             seed_data.STATUS_INDEX: f"p-status-{suffix}", seed_data.AUDIT_INDEX: f"p-audit-{suffix}"}
+    seed_data.load(es, SEED, index_names=names)
+    config = ExportConfig(messages_index=names["messages"], history_index=names["message_history"],
+                          status_index=names["message_status"], audit_index=names["message_audit"],
+                          bucket=f"pipeline-{suffix}", scan_page_size=50)
+    s3.create_bucket(Bucket=config.bucket)
+    yield config
+    es.indices.delete(index=",".join(names.values()))
+
+
+@pytest.fixture()
+def conn():
+    reset_database(DB)
+    c = connect(DB)
+    yield c
+    c.close()
+
+
+def params(**kw):
+    return RunParams(start=datetime(2024, 11, 5, tzinfo=UTC), end=datetime(2024, 11, 6, tzinfo=UTC), **kw)
+
+
+def test_migrations_are_versioned_and_idempotent(conn):
+    assert tracking.migrate(conn) == [1]
+    assert tracking.migrate(conn) == []
+    assert tracking.schema_version(conn) == 1
+
+
+def test_a_message_gone_from_elasticsearch_fails_alone(es, conn, s3, cfg):
+    job = pipeline.open_job(conn, dag_id="t", run_id=f"r-{uuid.uuid4().hex}", params=params(batch_size=1000))
+    found = pipeline.extract(es, conn, cfg, job)
+    assert found.ids_found == SEED.messages
+    (batch,) = pipeline.plan(conn, cfg, job, params(batch_size=1000))
+    gone = seed_data.message_id(SEED, 5)
+    es.delete(index=cfg.messages_index, id=gone, refresh=True)
+    try:
+        result = pipeline.process_batch(es, conn, s3, cfg, batch, run_id=job.run_id)
+    finally:
+        es.index(index=cfg.messages_index, id=gone, document={"timestamp": "2024-11-05T00:00:00Z"}, refresh=True)
+    assert (result.completed, result.failed) == (SEED.messages - 1, 1)
+    with conn.cursor() as cur:
+        cur.execute("SELECT status, last_error FROM message_tracking WHERE message_id = %s", (gone,))
+        status, error = cur.fetchone()
+    assert status == "failed" and f"message {gone!r} is no longer in index" in error
+    # Re-running the batch only retries the failed message, and now it exists again.
+    again = pipeline.process_batch(es, conn, s3, cfg, batch, run_id=job.run_id)
+    assert (again.attempted, again.completed, again.failed) == (1, 1, 0)
+
+
+def test_index_without_the_timestamp_field_gives_a_clear_error(es, conn, cfg):
+    index = f"no-ts-{uuid.uuid4().hex[:8]}"
+    es.indices.create(index=index, mappings={"properties": {"created": {"type": "date"}}})
+    try:
+        bad = ExportConfig(messages_index=index, bucket=cfg.bucket)
+        job = pipeline.open_job(conn, dag_id="t", run_id=f"r-{uuid.uuid4().hex}", params=params())
+        with pytest.raises(SourceError, match=f"index '{index}' has no field 'timestamp' in its mapping"):
+            pipeline.extract(es, conn, bad, job)
+    finally:
+        es.indices.delete(index=index)
+
+
+def test_missing_index_gives_a_clear_error(es, conn, cfg):
+    job = pipeline.open_job(conn, dag_id="t", run_id=f"r-{uuid.uuid4().hex}", params=params())
+    with pytest.raises(SourceError, match="index 'no-such-index' does not exist"):
+        pipeline.extract(es, conn, ExportConfig(messages_index="no-such-index"), job)
