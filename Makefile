@@ -56,6 +56,9 @@ status:
 seed: up
 	@$(WITH_ENV) $(PY) -m seed_data $(SEED_ARGS)
 
+demo: up
+	@$(WITH_ENV) $(PY) devstack/demo.py
+
 lint: venv
 	$(VENV)/bin/ruff check .
 

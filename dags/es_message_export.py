@@ -106,7 +106,7 @@ def es_message_export():
                                             Batch.from_dict(batch), run_id=batch["run_id"])
         return result.as_dict()
 
-    @task(multiple_outputs=False, trigger_rule=TriggerRule.ALL_DONE, retries=1)
+    @task(multiple_outputs=False, trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS, retries=1)
     def reconcile(spec: dict) -> dict:
         """Compare Elasticsearch, MySQL and S3; write the manifest; fail the run on any gap."""
         cfg = load_config()

@@ -57,9 +57,7 @@ def run_dag(**conf):
     from support import DAGS
 
     dag = DagBag(dag_folder=str(DAGS / "es_message_export.py")).dags["es_message_export"]
-    run_id = f"test__{uuid.uuid4().hex[:10]}"
-    dr = dag.test(run_conf=conf, run_id=run_id, logical_date=datetime.now(UTC))
-    return dr
+    return dag.test(run_conf=conf, logical_date=datetime.now(UTC))
 
 
 def list_keys(s3, bucket, prefix):

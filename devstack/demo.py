@@ -1,0 +1,103 @@
+"""`make demo`: seed the local stack if needed, export one day with `airflow dags test`, summarise.
+
+Run with the stack's settings loaded (the Makefile does that). Running it again exports nothing
+new, and the summary says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+import seed_data
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def ensure_seeded(es, cfg: seed_data.SeedConfig) -> None:
+    expected = cfg.messages
+    index = seed_data.MESSAGES_INDEX
+    if es.indices.exists(index=index) and es.count(index=index)["count"] == expected:
+        print(f"sample data: {expected} messages already in Elasticsearch")
+        return
+    written = seed_data.load(es, cfg)
+    print(f"sample data: seeded {cfg.messages} messages ({written} documents) from {cfg.start}")
+
+
+def run_export(day: date) -> tuple[int, float]:
+    conf = {"start": day.isoformat(), "end": (day + timedelta(days=1)).isoformat()}
+    started = time.monotonic()
+    subprocess.run([str(BIN / "airflow"), "db", "migrate"], check=True, capture_output=True)
+    out = subprocess.run([str(BIN / "airflow"), "dags", "test", "es_message_export", "-c", json.dumps(conf)],
+                         capture_output=True, text=True)
+    log = ROOT / ".local" / "logs" / "demo-dags-test.log"
+    log.write_text(out.stdout + out.stderr)
+    print(f"airflow dags test es_message_export: exit {out.returncode} (full log: {log})")
+    return out.returncode, time.monotonic() - started
+
+
+def latest_job(conn) -> dict:
+    with conn.cursor() as cur:
+        cur.execute("SELECT * FROM job_runs WHERE dag_id = 'es_message_export' ORDER BY id DESC LIMIT 1")
+        row = cur.fetchone()
+        return dict(zip([d[0] for d in cur.description], row, strict=True)) if row else {}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--day", type=date.fromisoformat, default=date(2024, 10, 1))
+    args = parser.parse_args()
+
+    import boto3
+    import MySQLdb
+    from elasticsearch import Elasticsearch
+
+    from es_export import sink
+    from es_export.config import ExportConfig
+
+    cfg = ExportConfig()
+    es = Elasticsearch(os.environ["ES_URL"], request_timeout=120)
+    ensure_seeded(es, seed_data.SeedConfig())
+    s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    if cfg.bucket not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
+        s3.create_bucket(Bucket=cfg.bucket)
+
+    code, elapsed = run_export(args.day)
+
+    conn = MySQLdb.connect(host=os.environ["MYSQL_HOST"], port=int(os.environ["MYSQL_PORT"]),
+                           user=os.environ["MYSQL_USER"], password=os.environ["MYSQL_PASSWORD"],
+                           database=os.environ["MYSQL_DB"], charset="utf8mb4")
+    job = latest_job(conn)
+    objects = sink.count_objects(s3, cfg.bucket, sink.day_prefix(cfg.prefix, args.day))
+    es_count = es.count(index=cfg.messages_index, query={"range": {"timestamp": {
+        "gte": args.day.isoformat(), "lt": (args.day + timedelta(days=1)).isoformat()}}})["count"]
+    exported = int(job.get("completed") or 0)
+    print()
+    print(f"Export of {args.day} ({job.get('run_id')}): {job.get('status')}")
+    print(f"  messages found in Elasticsearch : {job.get('ids_found')} (independent count: {es_count})")
+    print(f"  exported by this run            : {exported}")
+    print(f"  already exported, skipped       : {int(job.get('ids_found') or 0) - int(job.get('to_export') or 0)}")
+    print(f"  failed                          : {job.get('failed')}")
+    print(f"  objects under the day's prefix  : {objects} (listed on S3)")
+    print(f"  elapsed                         : {elapsed:.1f}s")
+    if exported == 0 and code == 0:
+        print("  Nothing was re-exported: every message of the day was already exported. "
+              "Trigger with reprocess=true to export them again.")
+    manifest = sink.manifest_key(cfg.prefix, "es_message_export", str(job.get("run_id")))
+    print("Where to look:")
+    print(f"  objects  : s3://{cfg.bucket}/{sink.day_prefix(cfg.prefix, args.day)} ({os.environ['AWS_ENDPOINT_URL']})")
+    print(f"  manifest : s3://{cfg.bucket}/{manifest}")
+    print(f"  tracking : MySQL {os.environ['MYSQL_HOST']}:{os.environ['MYSQL_PORT']}/{os.environ['MYSQL_DB']}, "
+          f"tables job_runs (id {job.get('id')}), batch_progress, message_tracking")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
