@@ -69,4 +69,4 @@ test: lint up
 	@$(WITH_ENV) $(VENV)/bin/pytest
 
 clean: down
-	rm -rf .local devstack/elasticsearch/target
+	rm -rf .local devstack/es_node/target

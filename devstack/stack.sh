@@ -73,9 +73,9 @@ es_up() {
   ES_URL="http://127.0.0.1:$ES_PORT"
   if pid_alive elasticsearch; then say "elasticsearch: already running (pid $(cat "$PIDS/elasticsearch.pid"))"; return; fi
   require_free_port "$ES_PORT" "Elasticsearch" ES_PORT
-  bash "$ROOT/devstack/elasticsearch/run.sh" build >"$LOGS/elasticsearch-build.log" 2>&1 \
+  bash "$ROOT/devstack/es_node/run.sh" build >"$LOGS/elasticsearch-build.log" 2>&1 \
     || die "building the Elasticsearch launcher failed; see $LOGS/elasticsearch-build.log"
-  nohup bash "$ROOT/devstack/elasticsearch/run.sh" --port "$ES_PORT" --home "$LOCAL/elasticsearch" \
+  nohup bash "$ROOT/devstack/es_node/run.sh" --port "$ES_PORT" --home "$LOCAL/elasticsearch" \
     >"$LOGS/elasticsearch.log" 2>&1 &
   echo $! >"$PIDS/elasticsearch.pid"
   wait_until 180 "Elasticsearch on port $ES_PORT" es_healthy
