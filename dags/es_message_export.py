@@ -18,6 +18,7 @@ import os
 from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import CronDataIntervalTimetable, Param, TriggerRule, dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException
 
 from es_export import pipeline
 from es_export.config import RunParams
@@ -106,9 +107,11 @@ def es_message_export():
                                             Batch.from_dict(batch), run_id=batch["run_id"])
         return result.as_dict()
 
-    @task(multiple_outputs=False, trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS, retries=1)
-    def reconcile(spec: dict) -> dict:
+    @task(multiple_outputs=False, trigger_rule=TriggerRule.ALL_DONE, retries=1)
+    def reconcile(spec: dict | None) -> dict:
         """Compare Elasticsearch, MySQL and S3; write the manifest; fail the run on any gap."""
+        if not spec:  # a skip here would turn the run green although nothing was exported
+            raise AirflowFailException("the run stopped before extract (see start_job's log); nothing was exported")
         cfg = load_config()
         with failing_fast(), mysql_connection() as conn:
             report = pipeline.reconcile(elasticsearch_client(), conn, s3_client(cfg), cfg,

@@ -23,7 +23,7 @@ STATUS_INDEX = "message_status"
 AUDIT_INDEX = "message_audit"
 
 # Ids that break naive S3 keys or URLs: every AWKWARD_EVERY-th message gets one of these shapes.
-AWKWARD_EVERY = 97
+AWKWARD_EVERY = 37
 AWKWARD_SHAPES = (
     "tenant/{base}",
     "{base} with space",

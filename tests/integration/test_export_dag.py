@@ -28,9 +28,13 @@ def env(es, s3, airflow_db):
            "bucket": f"export-test-{suffix}", "prefix": PREFIX, "scan_page_size": 300}
     seed_with_indices(es, cfg, SEED)
     s3.create_bucket(Bucket=cfg["bucket"])
-    from support import reset_database
+    from es_export import tracking
+    from support import connect, reset_database
 
     reset_database(TEST_DB)
+    conn = connect(TEST_DB)
+    tracking.migrate(conn)
+    conn.close()
     saved = {k: os.environ.get(k) for k in ("AIRFLOW_VAR_ES_MESSAGE_EXPORT_CONFIG", "AIRFLOW_CONN_MYSQL_TRACKING")}
     os.environ["AIRFLOW_VAR_ES_MESSAGE_EXPORT_CONFIG"] = json.dumps(cfg)
     conn = json.loads(os.environ["AIRFLOW_CONN_MYSQL_TRACKING"])
