@@ -51,14 +51,23 @@ if (( major >= 24 )); then export MAVEN_OPTS="${MAVEN_OPTS:-} --sun-misc-unsafe-
 build() {
   cd "$here"
   echo "[es-local] building launcher with Java $major ($JAVA_HOME)..." >&2
-  mvn -q -B -Dstyle.color=never package -DskipTests
-  mvn -q -B -Dstyle.color=never dependency:build-classpath -Dmdep.outputFile=target/classpath.txt
-  mkdir -p target/native
+  # Keep Maven's chatter in a log; show it only if the build fails.
+  if ! { mvn -B package -DskipTests && mvn -B dependency:build-classpath -Dmdep.outputFile=target/classpath.txt; } \
+       > target/build.log 2>&1; then
+    cat target/build.log >&2
+    echo "[es-local] build failed (log: $here/target/build.log)" >&2
+    return 1
+  fi
+  touch target/classpath.txt   # the build stamp: the dependency plugin leaves an unchanged file untouched
 }
 
-# Rebuild when the outputs are missing or the pom/sources changed since the last build.
+# Rebuild when the outputs are missing, a jar on the recorded classpath is gone (e.g. ~/.m2 was cleaned,
+# or the file came from another machine), or the pom/sources changed since the last build.
 needs_build() {
   [[ -f "$here/target/classpath.txt" && -f "$here/target/classes/dev/esexport/localnode/Main.class" ]] || return 0
+  local jar jars
+  IFS=: read -ra jars < "$here/target/classpath.txt"
+  for jar in "${jars[@]}"; do [[ -f "$jar" ]] || return 0; done
   [[ -n "$(find "$here/pom.xml" "$here/src" -newer "$here/target/classpath.txt" -print -quit)" ]]
 }
 
@@ -77,10 +86,12 @@ jvm_opts=(
   # Netty settings from Elasticsearch's jvm.options (no Unsafe: avoids JDK 24+ warnings, matches production).
   -Dio.netty.noUnsafe=true -Dio.netty.noKeySetOptimization=true -Dio.netty.recycler.maxCapacityPerThread=0
   -Dlog4j2.disable.jmx=true
-  # ES native helpers (libvec, zstd, ...) ship only in the distribution tarball, not on Maven Central. Pointing
-  # at an empty dir makes ES log "native methods disabled" and carry on with pure-Java fallbacks.
+  # ES's native helpers (libvec, zstd, ...) ship only in the distribution tarball, not on Maven Central. Without
+  # this property ES fails with an NPE while looking for them; pointing at an empty dir makes it fall back
+  # cleanly to pure-Java code (mlock, zstd stored-field compression and native vector ops are unavailable).
   -Des.nativelibs.path="$here/target/native"
 )
 
 cd "$here"
+mkdir -p target/native   # empty on purpose, see es.nativelibs.path above
 exec "$JAVA_HOME/bin/java" "${jvm_opts[@]}" -cp "target/classes:$(cat target/classpath.txt)" dev.esexport.localnode.Main "$@"

@@ -8,8 +8,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from elasticsearch import NotFoundError
+
 from es_export.config import ExportConfig
 from es_export.errors import SourceError, TransientError
+
+
+class PointInTimeExpired(TransientError):
+    """The scan's point-in-time was closed or expired between two pages (keep-alive too short)."""
+
 
 # The date type family whose values sort as epoch milliseconds.
 DATE_TYPES = {"date", "date_nanos"}
@@ -67,15 +74,19 @@ def scan(
     try:
         search_after = None
         while True:
-            resp = es.search(
-                pit={"id": pit_id, "keep_alive": keep_alive},
-                query=query,
-                sort=sort,
-                size=page_size,
-                source=source,
-                search_after=search_after,
-                track_total_hits=False,
-            )
+            try:
+                resp = es.search(
+                    pit={"id": pit_id, "keep_alive": keep_alive},
+                    query=query,
+                    sort=sort,
+                    size=page_size,
+                    source=source,
+                    search_after=search_after,
+                    track_total_hits=False,
+                )
+            except NotFoundError as exc:
+                raise PointInTimeExpired(f"the point-in-time over {index!r} expired or was closed "
+                                         f"(keep_alive {keep_alive}): {exc}") from exc
             pit_id = resp.get("pit_id", pit_id)
             hits = resp["hits"]["hits"]
             if not hits:

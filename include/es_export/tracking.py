@@ -89,6 +89,18 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             KEY ix_batch_progress_status (job_id, status)
         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
     ]),
+    (2, "leases, retry schedule, extract checkpoints", [
+        "ALTER TABLE message_tracking ADD COLUMN lease_expires_at DATETIME(6) NULL AFTER next_attempt_at",
+        """CREATE TABLE IF NOT EXISTS extract_checkpoints (
+            job_id BIGINT PRIMARY KEY,
+            last_ts_ms BIGINT NOT NULL,
+            ids_before BIGINT NOT NULL,
+            ids_new BIGINT NOT NULL DEFAULT 0,
+            finished BOOLEAN NOT NULL DEFAULT FALSE,
+            resumes INT NOT NULL DEFAULT 0,
+            updated_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6)
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
+    ]),
 ]
 
 
@@ -98,7 +110,7 @@ def utc_naive(value: datetime) -> datetime:
     return value
 
 
-def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+def chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
     it = iter(items)
     while chunk := list(islice(it, size)):
         yield chunk
@@ -208,28 +220,6 @@ def get_job(conn: Any, job_id: int) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------- extract
 
-def insert_ids(conn: Any, hits: Iterable[Any], *, chunk_size: int, dag_id: str, run_id: str) -> tuple[int, int]:
-    """Track streamed ids in multi-row INSERT IGNOREs; ids already known are left as they are.
-
-    Returns (ids seen, ids new). Commits per chunk, so memory stays flat whatever the count.
-    """
-    seen = new = 0
-    with conn.cursor() as cur:
-        for chunk in _chunks(hits, chunk_size):
-            params: list[Any] = []
-            for hit in chunk:
-                params += [hit.message_id, utc_naive(hit.timestamp), dag_id, run_id]
-            cur.execute(
-                "INSERT IGNORE INTO message_tracking (message_id, message_ts, dag_id, run_id) VALUES "
-                + _values(len(chunk), 4),
-                params,
-            )
-            seen += len(chunk)
-            new += cur.rowcount
-            conn.commit()
-    return seen, new
-
-
 # ---------------------------------------------------------------------------- plan
 
 @dataclass(frozen=True)
@@ -250,13 +240,19 @@ class Batch:
 
 
 def claim_for_job(conn: Any, job: Job, *, reprocess: bool) -> int:
-    """Give this job the interval's messages that still need exporting; returns how many."""
+    """Give this job the interval's messages that still need exporting; returns how many.
+
+    A message another worker is exporting right now (running, lease not expired) is never taken;
+    the lease of a worker that died expires and the message can be taken again.
+    """
     statuses = [PENDING, FAILED, COMPLETED] if reprocess else [PENDING, FAILED]
     with conn.cursor() as cur:
         cur.execute(
-            "UPDATE message_tracking SET job_id = %s, batch_id = NULL, status = %s, dag_id = %s, run_id = %s"
-            " WHERE message_ts >= %s AND message_ts < %s AND status IN (" + ", ".join(["%s"] * len(statuses)) + ")",
-            [job.job_id, PENDING, job.dag_id, job.run_id, utc_naive(job.start), utc_naive(job.end), *statuses],
+            "UPDATE message_tracking SET job_id = %s, batch_id = NULL, status = %s, dag_id = %s, run_id = %s,"
+            " lease_expires_at = NULL WHERE message_ts >= %s AND message_ts < %s AND (status IN ("
+            + ", ".join(["%s"] * len(statuses)) + ") OR (status = %s AND lease_expires_at < UTC_TIMESTAMP(6)))",
+            [job.job_id, PENDING, job.dag_id, job.run_id, utc_naive(job.start), utc_naive(job.end), *statuses,
+             RUNNING],
         )
         claimed = int(cur.rowcount)
         # A retried plan replaces the batches of its earlier attempt.
@@ -320,8 +316,12 @@ class Outcome:
     error: str | None = None
 
 
-def start_batch(conn: Any, batch_id: int) -> list[TrackedMessage]:
-    """Mark the batch running and return its messages that still need exporting."""
+def start_batch(conn: Any, batch_id: int, *, lease_seconds: int = 7200) -> list[TrackedMessage]:
+    """Mark the batch and its unfinished messages running under a lease; return those messages.
+
+    A retry of the same batch takes its running messages back at once (Airflow never runs one task
+    instance twice at a time); other jobs must wait until the lease expires.
+    """
     with conn.cursor() as cur:
         cur.execute(
             "UPDATE batch_progress SET status = %s, attempts = attempts + 1, started_at = UTC_TIMESTAMP(6),"
@@ -331,29 +331,54 @@ def start_batch(conn: Any, batch_id: int) -> list[TrackedMessage]:
         if cur.rowcount == 0:
             raise TrackingError(f"batch {batch_id} does not exist in batch_progress; was the plan replaced?")
         cur.execute(
-            "SELECT id, message_id, message_ts FROM message_tracking WHERE batch_id = %s AND status IN (%s, %s)"
-            " ORDER BY id",
-            (batch_id, PENDING, FAILED),
+            "UPDATE message_tracking SET status = %s, lease_expires_at = UTC_TIMESTAMP(6) + INTERVAL %s SECOND"
+            " WHERE batch_id = %s AND status IN (%s, %s, %s)",
+            (RUNNING, lease_seconds, batch_id, PENDING, FAILED, RUNNING),
+        )
+        cur.execute(
+            "SELECT id, message_id, message_ts FROM message_tracking WHERE batch_id = %s AND status = %s ORDER BY id",
+            (batch_id, RUNNING),
         )
         rows = [TrackedMessage(int(r[0]), r[1], r[2].replace(tzinfo=UTC)) for r in cur.fetchall()]
     conn.commit()
     return rows
 
 
-def record_outcomes(conn: Any, outcomes: Iterable[Outcome], chunk_size: int = 1000) -> None:
-    """Write each message's outcome; one multi-row upsert on the primary key per chunk."""
+@dataclass(frozen=True)
+class RetryPolicy:
+    """After a failure a message waits base * 2^(attempts-1) seconds (capped); after max_attempts it is dead."""
+
+    max_attempts: int = 5
+    base_seconds: int = 60
+    max_seconds: int = 3600
+
+
+def record_outcomes(conn: Any, outcomes: Iterable[Outcome], *, policy: RetryPolicy = RetryPolicy(),
+                    chunk_size: int = 1000) -> None:
+    """Write each message's outcome; one multi-row upsert on the primary key per chunk.
+
+    MySQL evaluates the assignments left to right: `status` still sees the old `attempts`, and
+    `next_attempt_at` sees the new `attempts` and `status`.
+    """
     with conn.cursor() as cur:
-        for chunk in _chunks(outcomes, chunk_size):
+        for chunk in chunks(outcomes, chunk_size):
             params: list[Any] = []
             for o in chunk:
                 params += [o.row_id, o.message_id, COMPLETED if o.ok else FAILED, o.s3_key,
                            None if o.ok else (o.error or "unknown error")[:4000]]
+            params += [policy.max_attempts, policy.base_seconds, policy.max_seconds]
             cur.execute(
                 "INSERT INTO message_tracking (id, message_id, status, s3_key, last_error, message_ts) VALUES "
                 + _values(len(chunk), 5).replace("%s)", "%s, UTC_TIMESTAMP(6))")
-                + " ON DUPLICATE KEY UPDATE status = VALUES(status), s3_key = COALESCE(VALUES(s3_key), s3_key),"
-                " last_error = VALUES(last_error), attempts = attempts + 1,"
-                " exported_at = IF(VALUES(status) = 'completed', UTC_TIMESTAMP(6), exported_at)",
+                + " ON DUPLICATE KEY UPDATE"
+                " status = IF(VALUES(status) = 'failed' AND attempts + 1 >= %s, 'dead', VALUES(status)),"
+                " attempts = attempts + 1,"
+                " s3_key = COALESCE(VALUES(s3_key), s3_key),"
+                " last_error = VALUES(last_error),"
+                " lease_expires_at = NULL,"
+                " next_attempt_at = IF(status = 'failed',"
+                " UTC_TIMESTAMP(6) + INTERVAL LEAST(%s * POW(2, attempts - 1), %s) SECOND, NULL),"
+                " exported_at = IF(status = 'completed', UTC_TIMESTAMP(6), exported_at)",
                 params,
             )
     conn.commit()
@@ -418,4 +443,100 @@ def failures(conn: Any, job_id: int, limit: int = 1000) -> list[dict[str, Any]]:
             " ORDER BY id LIMIT %s",
             (job_id, FAILED, DEAD, limit),
         )
+        return [{"message_id": m, "attempts": int(a), "error": e} for m, a, e in cur.fetchall()]
+
+
+# ---------------------------------------------------------------------------- extract checkpoints
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """How far an extract got: every id with a timestamp below last_ts_ms is tracked (ids_before of them)."""
+
+    last_ts_ms: int
+    ids_before: int
+    ids_new: int
+    finished: bool
+
+
+def load_checkpoint(conn: Any, job_id: int) -> Checkpoint | None:
+    with conn.cursor() as cur:
+        cur.execute("SELECT last_ts_ms, ids_before, ids_new, finished FROM extract_checkpoints WHERE job_id = %s",
+                    (job_id,))
+        row = cur.fetchone()
+    conn.commit()
+    return Checkpoint(int(row[0]), int(row[1]), int(row[2]), bool(row[3])) if row else None
+
+
+def save_checkpoint(conn: Any, job_id: int, cp: Checkpoint, *, resumed: bool = False) -> None:
+    """Upsert without commit: the caller commits it together with the ids it covers."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO extract_checkpoints (job_id, last_ts_ms, ids_before, ids_new, finished, resumes)"
+            " VALUES (%s, %s, %s, %s, %s, %s) ON DUPLICATE KEY UPDATE last_ts_ms = VALUES(last_ts_ms),"
+            " ids_before = VALUES(ids_before), ids_new = VALUES(ids_new), finished = VALUES(finished),"
+            " resumes = resumes + VALUES(resumes)",
+            (job_id, cp.last_ts_ms, cp.ids_before, cp.ids_new, cp.finished, 1 if resumed else 0),
+        )
+
+
+def insert_chunk(conn: Any, hits: list[Any], *, dag_id: str, run_id: str) -> int:
+    """INSERT IGNORE one chunk of ids (no commit); returns how many were new."""
+    params: list[Any] = []
+    for hit in hits:
+        params += [hit.message_id, utc_naive(hit.timestamp), dag_id, run_id]
+    with conn.cursor() as cur:
+        cur.execute("INSERT IGNORE INTO message_tracking (message_id, message_ts, dag_id, run_id) VALUES "
+                    + _values(len(hits), 4), params)
+        return int(cur.rowcount)
+
+
+# ---------------------------------------------------------------------------- retry
+
+def claim_failed(conn: Any, job: Job, *, only_job_id: int | None = None, start: datetime | None = None,
+                 end: datetime | None = None, revive_dead: bool = False, limit: int = 1_000_000) -> int:
+    """Give this (retry) job the failed messages whose next attempt is due; returns how many.
+
+    Also takes messages whose worker died (lease expired). With `revive_dead`, dead messages are
+    taken too and start counting attempts again.
+    """
+    due = ("((status = %s AND (next_attempt_at IS NULL OR next_attempt_at <= UTC_TIMESTAMP(6)))"
+           " OR (status = %s AND lease_expires_at < UTC_TIMESTAMP(6))")
+    params: list[Any] = [FAILED, RUNNING]
+    if revive_dead:
+        due += " OR status = %s"
+        params.append(DEAD)
+    conditions = [due + ")"]
+    if only_job_id is not None:
+        conditions.append("job_id = %s")
+        params.append(only_job_id)
+    if start is not None:
+        conditions.append("message_ts >= %s")
+        params.append(utc_naive(start))
+    if end is not None:
+        conditions.append("message_ts < %s")
+        params.append(utc_naive(end))
+    with conn.cursor() as cur:
+        cur.execute(
+            "UPDATE message_tracking SET attempts = IF(status = %s, 0, attempts), job_id = %s, batch_id = NULL,"
+            " status = %s, dag_id = %s, run_id = %s, lease_expires_at = NULL WHERE " + " AND ".join(conditions)
+            + " ORDER BY id LIMIT %s",
+            [DEAD, job.job_id, PENDING, job.dag_id, job.run_id, *params, limit],
+        )
+        claimed = int(cur.rowcount)
+        cur.execute("DELETE FROM batch_progress WHERE job_id = %s", (job.job_id,))
+    conn.commit()
+    return claimed
+
+
+def job_status_counts(conn: Any, job_id: int) -> dict[str, int]:
+    """Messages currently owned by a job, by status."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT status, COUNT(*) FROM message_tracking WHERE job_id = %s GROUP BY status", (job_id,))
+        return {status: int(n) for status, n in cur.fetchall()}
+
+
+def dead_messages(conn: Any, job_id: int, limit: int = 100) -> list[dict[str, Any]]:
+    with conn.cursor() as cur:
+        cur.execute("SELECT message_id, attempts, last_error FROM message_tracking WHERE job_id = %s AND status = %s"
+                    " ORDER BY id LIMIT %s", (job_id, DEAD, limit))
         return [{"message_id": m, "attempts": int(a), "error": e} for m, a, e in cur.fetchall()]

@@ -26,7 +26,6 @@ public final class Main {
     // held in a field because JUL only keeps weak references to configured loggers.
     private static final java.util.logging.Logger LUCENE_JUL = java.util.logging.Logger.getLogger("org.apache.lucene");
 
-
     public static void main(String[] args) throws Exception {
         LUCENE_JUL.setLevel(java.util.logging.Level.WARNING);
         String home = option(args, "--home", "es.local.home", null);
@@ -67,7 +66,8 @@ public final class Main {
 
         // Netty4Plugin: HTTP server + transport layer (without it there is no REST endpoint).
         // RootInfoPlugin: GET / and HEAD /, normally from the rest-root module (not on Maven Central).
-        Node node = new LocalNode(new Environment(settings, homeDir.resolve("config")), List.of(Netty4Plugin.class, RootInfoPlugin.class));
+        Environment env = new Environment(settings, homeDir.resolve("config"));
+        Node node = new LocalNode(env, List.of(Netty4Plugin.class, RootInfoPlugin.class));
 
         // Node threads are daemons, so the main thread waits on this latch to keep the JVM up.
         CountDownLatch stopped = new CountDownLatch(1);
