@@ -33,6 +33,7 @@ AWKWARD_SHAPES = (
     "消息-{base}",
     "{base}%2F+plus&amp",
     "{base}\\back",
+    "o'brien\"; DROP TABLE job_runs; -- {base}",
 )
 LARGE_BODY_BYTES = 300_000
 

@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from es_export.errors import ConfigError
+from es_export.tracking import RetryPolicy
 
 MAX_MAP_LENGTH = 1024  # Airflow's default [core] max_map_length
 
@@ -47,6 +48,12 @@ class ExportConfig:
     upload_concurrency: int = 16
     max_batches: int = 500
     max_range_days: int = 31
+    max_attempts: int = 5
+    retry_base_seconds: int = 60
+    retry_max_seconds: int = 3600
+    lease_seconds: int = 7200
+    retry_max_messages: int = 100_000
+    sns_topic_arn: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("messages_index", "history_index", "status_index", "audit_index",
@@ -57,7 +64,8 @@ class ExportConfig:
         if not isinstance(self.prefix, str) or self.prefix.startswith("/") or self.prefix.endswith("/"):
             raise ConfigError(f"prefix must be a string without leading or trailing '/', got {self.prefix!r}")
         for name in ("scan_page_size", "insert_chunk_size", "details_page_size", "upload_concurrency",
-                     "max_batches", "max_range_days"):
+                     "max_batches", "max_range_days", "max_attempts", "retry_base_seconds",
+                     "retry_max_seconds", "lease_seconds", "retry_max_messages"):
             _positive(name, getattr(self, name))
         if self.scan_page_size > 10000 or self.details_page_size > 10000:
             raise ConfigError("scan_page_size and details_page_size must be at most 10000 "
@@ -75,6 +83,9 @@ class ExportConfig:
         if unknown:
             raise ConfigError(f"unknown configuration key(s) {unknown}; known keys: {sorted(known)}")
         return cls(**values)
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(self.max_attempts, self.retry_base_seconds, self.retry_max_seconds)
 
     def related_indices(self) -> dict[str, str]:
         """Output section name -> index holding documents that carry the message id."""

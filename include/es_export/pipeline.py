@@ -155,7 +155,7 @@ def process_batch(es: Any, conn: Any, s3: Any, cfg: ExportConfig, batch: Batch, 
     batch is then marked failed and the caller's retry runs it again, skipping what was done.
     """
     started = time.monotonic()
-    messages = tracking.start_batch(conn, batch.batch_id)
+    messages = tracking.start_batch(conn, batch.batch_id, lease_seconds=cfg.lease_seconds)
     try:
         details = source.fetch_details(es, cfg, [m.message_id for m in messages])
     except Exception as exc:
@@ -187,7 +187,7 @@ def process_batch(es: Any, conn: Any, s3: Any, cfg: ExportConfig, batch: Batch, 
         else:
             outcomes.append(Outcome(m.row_id, m.message_id, False, error=result.error))
     try:
-        tracking.record_outcomes(conn, outcomes)
+        tracking.record_outcomes(conn, outcomes, policy=cfg.retry_policy())
         counts = tracking.finish_batch(conn, batch.batch_id, bytes_written=written)
     except Exception as exc:
         _try_fail_batch(conn, batch.batch_id, exc)
@@ -260,7 +260,8 @@ def reconcile(es: Any, conn: Any, s3: Any, cfg: ExportConfig, job: Job) -> Repor
         interval_start=job.start.isoformat(), interval_end=job.end.isoformat(),
         es_count=es_count, ids_found=int(row["ids_found"] or 0), tracked=sum(by_status.values()),
         completed=by_status.get(tracking.COMPLETED, 0), failed=by_status.get(tracking.FAILED, 0),
-        pending=by_status.get(tracking.PENDING, 0), dead=by_status.get(tracking.DEAD, 0),
+        pending=by_status.get(tracking.PENDING, 0) + by_status.get(tracking.RUNNING, 0),
+        dead=by_status.get(tracking.DEAD, 0),
         batches=batches["batches"], to_export=int(row["to_export"] or 0),
         exported_this_run=batches["completed"], failed_this_run=batches["failed"],
         objects=objects, objects_expected=day_counts.get(tracking.COMPLETED, 0),
@@ -268,7 +269,7 @@ def reconcile(es: Any, conn: Any, s3: Any, cfg: ExportConfig, job: Job) -> Repor
     )
     report.problems = _problems(report, batches)
     report.failures = tracking.failures(conn, job.job_id)
-    report.status = tracking.COMPLETED if not report.problems and not report.failed else tracking.FAILED
+    report.status = tracking.COMPLETED if not (report.problems or report.failed or report.dead) else tracking.FAILED
     tracking.update_job(
         conn, job.job_id, status=report.status, es_count=es_count, completed=report.exported_this_run,
         failed=report.failed, objects=objects, finished_at=tracking.utc_naive(datetime.now(UTC)),
@@ -279,9 +280,10 @@ def reconcile(es: Any, conn: Any, s3: Any, cfg: ExportConfig, job: Job) -> Repor
              job.job_id, report.status, es_count, report.tracked, report.completed, report.failed, objects)
     if report.problems:
         raise ReconcileError("the export does not add up: " + "; ".join(report.problems))
-    if report.failed:
-        raise ReconcileError(f"{report.failed} message(s) of the interval failed to export (reasons in "
-                             "message_tracking.last_error and the run's manifest); es_message_retry re-exports them")
+    if report.failed or report.dead:
+        raise ReconcileError(f"{report.failed} message(s) of the interval failed to export and {report.dead} are dead "
+                             "(reasons in message_tracking.last_error and the run's manifest); es_message_retry "
+                             "re-exports failed ones, dead ones need revive_dead")
     return report
 
 
@@ -293,10 +295,53 @@ def _problems(r: Report, batches: dict[str, int]) -> list[str]:
     if r.tracked < r.ids_found:
         problems.append(f"only {r.tracked} of the {r.ids_found} ids found are tracked in message_tracking")
     if r.pending:
-        problems.append(f"{r.pending} message(s) of the interval are still pending (a batch did not finish)")
+        problems.append(f"{r.pending} message(s) of the interval are still pending or running (a batch did not finish)")
     if batches["finished"] != batches["batches"]:
         problems.append(f"{batches['batches'] - batches['finished']} of {batches['batches']} batch(es) did not finish")
     if r.objects != r.objects_expected:
         problems.append(f"S3 holds {r.objects} objects for the interval's day(s) but tracking has "
                         f"{r.objects_expected} completed messages for them")
     return problems
+
+
+# ---------------------------------------------------------------------------- retry
+
+def plan_retry(conn: Any, cfg: ExportConfig, job: Job, *, batch_size: int, only_job_id: int | None = None,
+               start: datetime | None = None, end: datetime | None = None, revive_dead: bool = False) -> list[Batch]:
+    """Batches of the failed messages whose next attempt is due (and dead ones when reviving)."""
+    claimed = tracking.claim_failed(conn, job, only_job_id=only_job_id, start=start, end=end,
+                                    revive_dead=revive_dead, limit=cfg.retry_max_messages)
+    size = tracking.effective_batch_size(claimed, batch_size, cfg.max_batches)
+    batches = tracking.plan_batches(conn, job, batch_size=size)
+    tracking.update_job(conn, job.job_id, batches=len(batches), to_export=claimed, ids_found=claimed)
+    log.info("retry job=%s claimed=%d batches=%d revive_dead=%s", job.job_id, claimed, len(batches), revive_dead)
+    return batches
+
+
+@dataclass
+class RetrySummary:
+    job_id: int
+    claimed: int
+    completed: int
+    failed: int
+    dead: int
+    unfinished: int
+    dead_messages: list[dict[str, Any]]
+
+
+def summarize_retry(conn: Any, job: Job) -> RetrySummary:
+    """Outcome of a retry job; records it in job_runs."""
+    row = tracking.get_job(conn, job.job_id)
+    counts = tracking.job_status_counts(conn, job.job_id)
+    summary = RetrySummary(
+        job_id=job.job_id, claimed=int(row["to_export"] or 0), completed=counts.get(tracking.COMPLETED, 0),
+        failed=counts.get(tracking.FAILED, 0), dead=counts.get(tracking.DEAD, 0),
+        unfinished=counts.get(tracking.PENDING, 0) + counts.get(tracking.RUNNING, 0),
+        dead_messages=tracking.dead_messages(conn, job.job_id),
+    )
+    status = tracking.COMPLETED if not (summary.failed or summary.dead or summary.unfinished) else tracking.FAILED
+    tracking.update_job(conn, job.job_id, status=status, completed=summary.completed,
+                        failed=summary.failed + summary.dead, finished_at=tracking.utc_naive(datetime.now(UTC)))
+    log.info("retry summary job=%s claimed=%d completed=%d failed=%d dead=%d unfinished=%d", job.job_id,
+             summary.claimed, summary.completed, summary.failed, summary.dead, summary.unfinished)
+    return summary

@@ -79,3 +79,21 @@ def failing_fast() -> Generator[None, None, None]:
         if not exc.retryable:
             raise AirflowFailException(str(exc)) from exc
         raise
+
+
+def alert_dead(cfg: ExportConfig, job_id: int, dead: list[dict[str, Any]], context: Any) -> None:
+    """Tell a person that messages ran out of attempts: a log line always, SNS when a topic is set."""
+    import logging
+
+    if not dead:
+        return
+    sample = ", ".join(repr(d["message_id"]) for d in dead[:10])
+    message = (f"{len(dead)} message(s) of retry job {job_id} are dead after {cfg.max_attempts} attempts "
+               f"(e.g. {sample}); last error: {dead[0]['error']}. Revive them with es_message_retry "
+               "and revive_dead=true once the cause is fixed.")
+    logging.getLogger("es_export.alerts").error(message)
+    if cfg.sns_topic_arn:
+        from airflow.providers.amazon.aws.notifications.sns import SnsNotifier
+
+        SnsNotifier(aws_conn_id=AWS_CONN_ID, target_arn=cfg.sns_topic_arn, subject="es_message_export: dead messages",
+                    message=message).notify(context)

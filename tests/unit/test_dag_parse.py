@@ -47,3 +47,11 @@ def test_export_dag_contract(dagbag_and_lookups):
     assert dag.catchup is False
     assert [t.task_id for t in dag.topological_sort()] == ["start_job", "extract", "plan", "process", "reconcile"]
     assert dag.get_task("process").map_index_template
+
+
+def test_retry_dag_contract(dagbag_and_lookups):
+    dag = dagbag_and_lookups[0].dags["es_message_retry"]
+    assert set(dag.params) == {"job_id", "start", "end", "revive_dead", "dispatch", "batch_size"}
+    assert dag.max_active_runs == 1 and dag.catchup is False
+    assert type(dag.timetable).__name__ == "CronTriggerTimetable"
+    assert [t.task_id for t in dag.topological_sort()] == ["start_job", "plan", "process", "summarize"]

@@ -1,0 +1,123 @@
+"""
+### Retry failed message exports
+
+Every 15 minutes (`ES_RETRY_SCHEDULE`, a cron expression) this DAG takes the messages whose export
+failed and whose next attempt is due (exponential backoff from their attempt count), plus those of
+workers that died (expired lease), and exports them again with the same processing code as
+`es_message_export`. After `max_attempts` a message becomes `dead` and an alert goes out (a log
+line, and an SNS message when `sns_topic_arn` is configured).
+
+Params narrow the selection to one job (`job_id`) or a time range (`start`, `end`);
+`revive_dead` takes dead messages too and gives them a fresh set of attempts.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+
+from airflow.sdk import CronTriggerTimetable, Param, TriggerRule, dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException
+
+from es_export import pipeline
+from es_export.config import RunParams, parse_instant
+from es_export.errors import ConfigError
+from es_export.tracking import Batch, Job
+from es_export_airflow import (
+    alert_dead,
+    elasticsearch_client,
+    failing_fast,
+    load_config,
+    mysql_connection,
+    s3_client,
+)
+
+DATE_OR_DATETIME = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?$"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dag(
+    dag_id="es_message_retry",
+    schedule=CronTriggerTimetable(os.environ.get("ES_RETRY_SCHEDULE", "*/15 * * * *"), timezone="UTC"),
+    start_date=datetime(2024, 10, 1, tzinfo=UTC),
+    catchup=False,
+    max_active_runs=1,
+    dagrun_timeout=timedelta(hours=2),
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=30), "retry_exponential_backoff": True,
+                  "execution_timeout": timedelta(hours=1)},
+    params={
+        "job_id": Param(None, type=["null", "integer"], minimum=1,
+                        description="Only messages of this job_runs id. Empty: every job."),
+        "start": Param(None, type=["null", "string"], pattern=DATE_OR_DATETIME,
+                       description="Only messages with a timestamp at or after this (UTC)."),
+        "end": Param(None, type=["null", "string"], pattern=DATE_OR_DATETIME,
+                     description="Only messages with a timestamp before this (UTC)."),
+        "revive_dead": Param(False, type="boolean", description="Also retry dead messages, with fresh attempts."),
+        "dispatch": Param("local", type="string", enum=["local", "lambda", "sqs"],
+                          description="Where batches run, as for es_message_export."),
+        "batch_size": Param(500, type="integer", minimum=1, maximum=100_000),
+    },
+    tags=["export", "retry"],
+    doc_md=__doc__,
+)
+def es_message_retry():
+    @task(multiple_outputs=False, retries=0)
+    def start_job() -> dict:
+        """Validate the params and open this run's job_runs row."""
+        context = get_current_context()
+        p = context["params"]
+        with failing_fast():
+            start = parse_instant("start", p["start"]) if p.get("start") else None
+            end = parse_instant("end", p["end"]) if p.get("end") else None
+            params = RunParams(start=start or EPOCH, end=end or datetime.now(UTC) + timedelta(days=1),
+                               dispatch=p.get("dispatch") or "local", batch_size=p.get("batch_size") or 500,
+                               max_range=timedelta(days=365 * 200))
+            if params.dispatch.value != "local":
+                raise ConfigError(f"dispatch={params.dispatch.value!r} is not available in this version; "
+                                  "use dispatch='local'")
+            with mysql_connection() as conn:
+                job = pipeline.open_job(conn, dag_id=context["dag"].dag_id, run_id=context["run_id"], params=params)
+        return {"job": job.as_dict(), "batch_size": params.batch_size, "job_filter": p.get("job_id"),
+                "start": start.isoformat() if start else None, "end": end.isoformat() if end else None,
+                "revive_dead": bool(p.get("revive_dead"))}
+
+    @task
+    def plan(spec: dict) -> list[dict]:
+        """Claim the failed messages that are due and cut them into batches."""
+        with failing_fast(), mysql_connection() as conn:
+            batches = pipeline.plan_retry(
+                conn, load_config(), Job.from_dict(spec["job"]), batch_size=spec["batch_size"],
+                only_job_id=spec["job_filter"], revive_dead=spec["revive_dead"],
+                start=parse_instant("start", spec["start"]) if spec["start"] else None,
+                end=parse_instant("end", spec["end"]) if spec["end"] else None)
+        return [{**b.as_dict(), "run_id": spec["job"]["run_id"]} for b in batches]
+
+    @task(multiple_outputs=False, map_index_template="batch {{ batch_label }}")
+    def process(batch: dict) -> dict:
+        """Export one batch again, exactly as es_message_export does."""
+        get_current_context()["batch_label"] = f"{batch['batch_no']} ({batch['size']} msgs)"
+        cfg = load_config()
+        with failing_fast(), mysql_connection() as conn:
+            result = pipeline.process_batch(elasticsearch_client(), conn, s3_client(cfg), cfg,
+                                            Batch.from_dict(batch), run_id=batch["run_id"])
+        return result.as_dict()
+
+    @task(multiple_outputs=False, trigger_rule=TriggerRule.ALL_DONE, retries=1)
+    def summarize(spec: dict | None) -> dict:
+        """Record the outcome, alert on dead messages, fail the run if a batch did not finish."""
+        if not spec:
+            raise AirflowFailException("the run stopped before planning (see plan's log); nothing was retried")
+        cfg = load_config()
+        with failing_fast(), mysql_connection() as conn:
+            summary = pipeline.summarize_retry(conn, Job.from_dict(spec["job"]))
+        alert_dead(cfg, summary.job_id, summary.dead_messages, get_current_context())
+        if summary.unfinished:
+            raise AirflowFailException(f"{summary.unfinished} claimed message(s) were not processed; "
+                                       "the next retry run takes them again")
+        return {k: v for k, v in vars(summary).items() if k != "dead_messages"}
+
+    spec = start_job()
+    process.expand(batch=plan(spec)) >> summarize(spec)
+
+
+es_message_retry()

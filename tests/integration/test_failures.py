@@ -1,0 +1,302 @@
+"""Faults on the real stack: every message of the interval ends on S3 exactly once, tracking consistent.
+
+Scenarios: S3 unreachable during a run (recovered by es_message_retry), a message missing from
+Elasticsearch (dead after its last attempt, alert sent, revived), the process of a batch killed with
+SIGKILL (recovered by the task's retry), a point-in-time that expires mid-scan and an extract that
+crashes mid-scan (resumed from its checkpoint).
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from elastic_transport import ConnectionError as TransportConnectionError
+
+import seed_data
+from es_export import pipeline, sink, tracking
+from es_export.config import ExportConfig, RunParams
+from seed_data import SeedConfig
+from support import DAGS, ROOT, connect, reset_database
+
+pytestmark = pytest.mark.integration
+
+SEED = SeedConfig(messages=160, days=4, start=date(2024, 12, 1), seed=31, large=0)
+DB = "tracking_test_failures"
+PREFIX = "messages"
+
+
+@pytest.fixture(scope="module")
+def env(es, s3, airflow_db):
+    suffix = uuid.uuid4().hex[:8]
+    names = {name: f"f-{name}-{suffix}" for name in seed_data.MAPPINGS}
+    seed_data.load(es, SEED, index_names=names)
+    cfg = {"messages_index": names["messages"], "history_index": names["message_history"],
+           "status_index": names["message_status"], "audit_index": names["message_audit"],
+           "bucket": f"failures-{suffix}", "prefix": PREFIX, "scan_page_size": 10, "insert_chunk_size": 10,
+           "retry_base_seconds": 1, "max_attempts": 5}
+    s3.create_bucket(Bucket=cfg["bucket"])
+    reset_database(DB)
+    conn = connect(DB)
+    tracking.migrate(conn)
+    conn.close()
+    saved = {k: os.environ.get(k) for k in ("AIRFLOW_VAR_ES_MESSAGE_EXPORT_CONFIG", "AIRFLOW_CONN_MYSQL_TRACKING",
+                                            "AIRFLOW_CONN_AWS_DEFAULT")}
+    os.environ["AIRFLOW_VAR_ES_MESSAGE_EXPORT_CONFIG"] = json.dumps(cfg)
+    os.environ["AIRFLOW_CONN_MYSQL_TRACKING"] = json.dumps({**json.loads(saved["AIRFLOW_CONN_MYSQL_TRACKING"]),
+                                                           "schema": DB})
+    yield cfg
+    for k, v in saved.items():
+        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    es.indices.delete(index=",".join(names.values()))
+
+
+def set_config(cfg, **changes):
+    os.environ["AIRFLOW_VAR_ES_MESSAGE_EXPORT_CONFIG"] = json.dumps({**cfg, **changes})
+
+
+def run(dag_id, **conf):
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(DAGS / f"{dag_id}.py")).dags[dag_id]
+    return dag.test(run_conf=conf, logical_date=datetime.now(UTC))
+
+
+def day_conf(day):
+    return {"start": day.isoformat(), "end": (day + timedelta(days=1)).isoformat()}
+
+
+def keys_of_day(s3, bucket, day):
+    keys = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=sink.day_prefix(PREFIX, day)):
+        keys += [o["Key"] for o in page.get("Contents", [])]
+    return keys
+
+
+def assert_day_exported_exactly_once(s3, cfg, day):
+    expected = sorted(sink.object_key(PREFIX, day, i) for i in seed_data.ids_for_day(SEED, day))
+    assert sorted(keys_of_day(s3, cfg["bucket"], day)) == expected
+    conn = connect(DB)
+    with conn.cursor() as cur:
+        cur.execute("SELECT status, COUNT(*) FROM message_tracking WHERE message_ts >= %s AND message_ts < %s"
+                    " GROUP BY status", (day, day + timedelta(days=1)))
+        assert dict(cur.fetchall()) == {"completed": len(expected)}
+        cur.execute("SELECT COUNT(*) - COUNT(DISTINCT message_id) FROM message_tracking")
+        assert cur.fetchone()[0] == 0
+    conn.close()
+
+
+def query(sql, *params):
+    conn = connect(DB)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall()
+    finally:
+        conn.close()
+
+
+def test_s3_unreachable_then_the_retry_dag_recovers(env, s3):
+    day = SEED.start
+    good = os.environ["AIRFLOW_CONN_AWS_DEFAULT"]
+    os.environ["AIRFLOW_CONN_AWS_DEFAULT"] = json.dumps(
+        {**json.loads(good), "extra": {"region_name": "us-east-1", "endpoint_url": "http://127.0.0.1:9"}})
+    try:
+        dr = run("es_message_export", **day_conf(day))
+    finally:
+        os.environ["AIRFLOW_CONN_AWS_DEFAULT"] = good
+    assert dr.state == "failed"
+    rows = query("SELECT status, COUNT(*), MIN(last_error) FROM message_tracking GROUP BY status")
+    assert [(r[0], r[1]) for r in rows] == [("failed", len(list(seed_data.ids_for_day(SEED, day))))]
+    assert "S3 upload of" in rows[0][2]
+    assert keys_of_day(s3, env["bucket"], day) == []
+    time.sleep(1.5)  # the backoff of a first failure is retry_base_seconds
+    retry = run("es_message_retry")
+    assert retry.state == "success"
+    assert_day_exported_exactly_once(s3, env, day)
+
+
+@pytest.fixture()
+def alert_queue(env, s3):
+    import boto3
+
+    sns = boto3.client("sns", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name="us-east-1")
+    sqs = boto3.client("sqs", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name="us-east-1")
+    topic = sns.create_topic(Name=f"dead-{uuid.uuid4().hex[:6]}")["TopicArn"]
+    queue_url = sqs.create_queue(QueueName=f"alerts-{uuid.uuid4().hex[:6]}")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+    return topic, sqs, queue_url
+
+
+def test_missing_message_goes_dead_alerts_and_is_revived(env, es, s3, alert_queue):
+    topic, sqs, queue_url = alert_queue
+    day = SEED.start + timedelta(days=1)
+    set_config(env, max_attempts=2, sns_topic_arn=topic)
+    gone = next(i for i in seed_data.ids_for_day(SEED, day) if "'" in i or "/" in i)
+    source = es.get(index=env["messages_index"], id=gone)["_source"]
+    # The id was tracked by an earlier extract, then vanished from Elasticsearch: only it fails.
+    conn = connect(DB)
+    with conn.cursor() as cur:
+        cur.execute("INSERT INTO message_tracking (message_id, message_ts) VALUES (%s, %s)",
+                    (gone, datetime.fromisoformat(source["timestamp"].replace("Z", "+00:00")).replace(tzinfo=None)))
+    conn.commit()
+    conn.close()
+    es.delete(index=env["messages_index"], id=gone, refresh=True)
+    try:
+        dr = run("es_message_export", **day_conf(day))
+        assert dr.state == "failed"
+        assert query("SELECT status, last_error FROM message_tracking WHERE message_id = %s", gone) == (
+            ("failed", f"message {gone!r} is no longer in index {env['messages_index']!r}"),)
+        # A second attempt (its last) fails too: the message is dead and an alert goes out.
+        time.sleep(1.5)
+        assert run("es_message_retry").state == "success"
+        assert query("SELECT status, attempts FROM message_tracking WHERE message_id = %s", gone) == (("dead", 2),)
+        body = json.loads(sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=2)["Messages"][0]["Body"])
+        assert repr(gone) in body["Message"] and "dead after 2 attempts" in body["Message"]
+        # Nothing picks up a dead message by itself...
+        time.sleep(1.5)
+        assert run("es_message_retry").state == "success"
+        assert query("SELECT status FROM message_tracking WHERE message_id = %s", gone) == (("dead",),)
+    finally:
+        es.index(index=env["messages_index"], id=gone, document=source, refresh=True)
+        set_config(env)
+    # ...until an operator revives it once the cause is fixed.
+    assert run("es_message_retry", revive_dead=True).state == "success"
+    assert_day_exported_exactly_once(s3, env, day)
+
+
+KILLER = """
+import os, signal, sys, boto3, pymysql
+from elasticsearch import Elasticsearch
+from es_export import pipeline
+from es_export.config import ExportConfig
+from es_export.tracking import Batch
+cfg = ExportConfig(**{k: v for k, v in __import__("json").loads(sys.argv[1]).items()})
+s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+puts = 0
+class DiesMidBatch:
+    def put_object(self, **kw):
+        global puts
+        puts += 1
+        if puts > 10:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return s3.put_object(**kw)
+conn = pymysql.connect(host=os.environ["MYSQL_HOST"], port=int(os.environ["MYSQL_PORT"]), user=os.environ["MYSQL_USER"],
+                       password=os.environ["MYSQL_PASSWORD"], database=sys.argv[3], charset="utf8mb4")
+pipeline.process_batch(Elasticsearch(os.environ["ES_URL"]), conn, DiesMidBatch(), cfg,
+                       Batch.from_dict(__import__("json").loads(sys.argv[2])), run_id="killed")
+"""
+
+
+def export_config(env, **changes):
+    keep = {k: v for k, v in env.items()}
+    return ExportConfig(**{**keep, "upload_concurrency": 1, **changes})
+
+
+def params_for(day):
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return RunParams(start=start, end=start + timedelta(days=1), batch_size=1000)
+
+
+def test_batch_process_killed_with_sigkill_is_finished_by_the_task_retry(env, es, s3):
+    day = SEED.start + timedelta(days=2)
+    cfg = export_config(env)
+    conn = connect(DB)
+    job = pipeline.open_job(conn, dag_id="es_message_export", run_id=f"kill-{uuid.uuid4().hex[:6]}",
+                            params=params_for(day))
+    pipeline.extract(es, conn, cfg, job)
+    (batch,) = pipeline.plan(conn, cfg, job, params_for(day))
+    child = subprocess.run([sys.executable, "-c", KILLER, json.dumps({**env, "upload_concurrency": 1}),
+                            json.dumps(batch.as_dict()), DB], env={**os.environ, "PYTHONPATH": str(ROOT / "include")},
+                           capture_output=True, text=True)
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    assert len(keys_of_day(s3, env["bucket"], day)) == 10
+    # Another job cannot take the messages while the dead worker's lease runs...
+    other = pipeline.open_job(conn, dag_id="es_message_export", run_id=f"other-{uuid.uuid4().hex[:6]}",
+                              params=params_for(day))
+    assert tracking.claim_for_job(conn, other, reprocess=False) == 0
+    # ...but the retry of the same batch (what Airflow does after the task died) takes them back.
+    result = pipeline.process_batch(es, conn, s3, cfg, batch, run_id=job.run_id)
+    assert (result.attempted, result.failed) == (batch.size, 0)
+    conn.close()
+    assert_day_exported_exactly_once(s3, env, day)
+
+
+class ClosesPitAfterFirstPage:
+    """A real client whose point-in-time disappears after the first page, as an expired one does."""
+
+    def __init__(self, es):
+        self._es, self.pages = es, 0
+
+    def search(self, **kw):
+        self.pages += 1
+        if self.pages == 2:
+            self._es.close_point_in_time(id=kw["pit"]["id"])
+        return self._es.search(**kw)
+
+    def __getattr__(self, name):
+        return getattr(self._es, name)
+
+
+class CrashesAfterThreePages(ClosesPitAfterFirstPage):
+    def search(self, **kw):
+        self.pages += 1
+        if self.pages > 3:
+            raise TransportConnectionError("connection reset by peer (simulated crash of the node)")
+        return self._es.search(**kw)
+
+
+def count_day(es, env, day):
+    return es.count(index=env["messages_index"], query={"range": {"timestamp": {
+        "gte": day.isoformat(), "lt": (day + timedelta(days=1)).isoformat()}}})["count"]
+
+
+def test_expired_point_in_time_is_reopened_from_the_checkpoint(env, es):
+    day = SEED.start + timedelta(days=3)
+    conn = connect(DB)
+    job = pipeline.open_job(conn, dag_id="t", run_id=f"pit-{uuid.uuid4().hex[:6]}", params=params_for(day))
+    result = pipeline.extract(ClosesPitAfterFirstPage(es), conn, export_config(env), job)
+    conn.close()
+    assert result.reopened == 1
+    assert result.ids_found == count_day(es, env, day) > 20
+    assert query("SELECT COUNT(*) FROM message_tracking WHERE message_ts >= %s AND message_ts < %s",
+                 day, day + timedelta(days=1)) == ((result.ids_found,),)
+
+
+def test_crashed_extract_resumes_where_it_stopped(env, es):
+    day = SEED.start + timedelta(days=3)
+    conn = connect(DB)
+    job = pipeline.open_job(conn, dag_id="t", run_id=f"crash-{uuid.uuid4().hex[:6]}", params=params_for(day))
+    with pytest.raises(TransportConnectionError):
+        pipeline.extract(CrashesAfterThreePages(es), conn, export_config(env), job)
+    saved = tracking.load_checkpoint(conn, job.job_id)
+    assert not saved.finished and saved.ids_before > 0
+    counting = ClosesPitAfterFirstPage(es)
+    counting.pages = 10  # never closes: just counts pages
+    result = pipeline.extract(counting, conn, export_config(env), job)
+    conn.close()
+    assert result.resumed
+    assert result.ids_found == count_day(es, env, day)
+    # Resumed at the checkpoint, not from the start (10 ids a page).
+    assert counting.pages - 10 <= -(-(result.ids_found - saved.ids_before) // 10) + 1 < -(-result.ids_found // 10)
+
+
+def test_no_password_in_logs_or_errors(env, capfd):
+    password = os.environ["MYSQL_PASSWORD"]
+    dr = run("es_message_export", **day_conf(SEED.start + timedelta(days=3)))
+    bad = json.loads(os.environ["AIRFLOW_CONN_MYSQL_TRACKING"])
+    os.environ["AIRFLOW_CONN_MYSQL_TRACKING"] = json.dumps({**bad, "login": "nobody"})
+    try:
+        failed = run("es_message_export", **day_conf(SEED.start + timedelta(days=3)))
+    finally:
+        os.environ["AIRFLOW_CONN_MYSQL_TRACKING"] = json.dumps(bad)
+    out, err = capfd.readouterr()
+    assert dr.state == "success" and failed.state == "failed"
+    assert "Access denied" in out + err
+    assert password not in out + err
