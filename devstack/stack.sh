@@ -146,6 +146,8 @@ write_env() {
   (umask 077; cat >"$ENV_FILE" <<EOF
 # Written by devstack/stack.sh up. Source it: set -a; . .local/stack.env; set +a
 ES_URL=$ES_URL
+ES_PORT=$ES_PORT
+MOTO_PORT=$MOTO_PORT
 MYSQL_HOST=127.0.0.1
 MYSQL_PORT=$MYSQL_PORT
 MYSQL_DB=$MYSQL_DB
@@ -218,9 +220,22 @@ cmd_status() {
   if [ -f "$ENV_FILE" ]; then say "settings: $ENV_FILE"; fi
 }
 
+# One service at a time, for fault tests: stack.sh stop|start elasticsearch|mariadb|moto
+cmd_one() {
+  local action="$1" name="${2:-}"
+  case "$action:$name" in
+    stop:elasticsearch|stop:mariadb|stop:moto) stop_one "$name" ;;
+    start:elasticsearch) ES_URL_EXTERNAL=""; es_up ;;
+    start:mariadb) mysql_up ;;
+    start:moto) moto_up ;;
+    *) die "usage: $0 stop|start elasticsearch|mariadb|moto" ;;
+  esac
+}
+
 case "${1:-}" in
   up) cmd_up ;;
   down) cmd_down ;;
   status) cmd_status ;;
-  *) die "usage: $0 up|down|status" ;;
+  stop|start) cmd_one "$@" ;;
+  *) die "usage: $0 up|down|status|stop NAME|start NAME" ;;
 esac

@@ -39,10 +39,11 @@ build
 mkdir -p "$TARGET/native"
 # - no native libraries (zstd, systemd) ship in the jars: point ES at an empty folder so it falls back
 #   to pure Java quietly instead of failing to find the distribution's lib/platform directory;
-# - the vector module and native access are what the distribution's jvm.options enable too.
+# - the vector module, native access and the netty settings are those of the distribution's jvm.options.
 exec "$JAVA_HOME/bin/java" \
   -Xms${ES_HEAP:-512m} -Xmx${ES_HEAP:-512m} \
-  -XX:+UseG1GC -Djava.awt.headless=true -Dfile.encoding=UTF-8 \
+  -XX:+UseG1GC -Djava.awt.headless=true -Dfile.encoding=UTF-8 -Dlog4j2.disable.jmx=true \
+  -Dio.netty.noUnsafe=true -Dio.netty.noKeySetOptimization=true -Dio.netty.recycler.maxCapacityPerThread=0 \
   -Des.nativelibs.path="$TARGET/native" \
   --add-modules jdk.incubator.vector --enable-native-access=ALL-UNNAMED \
   -cp "$TARGET/classes:$(cat "$TARGET/classpath.txt")" \

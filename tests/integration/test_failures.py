@@ -26,7 +26,7 @@ from support import DAGS, ROOT, connect, reset_database
 
 pytestmark = pytest.mark.integration
 
-SEED = SeedConfig(messages=160, days=4, start=date(2024, 12, 1), seed=31, large=0)
+SEED = SeedConfig(messages=240, days=6, start=date(2024, 12, 1), seed=31, large=0)
 DB = "tracking_test_failures"
 PREFIX = "messages"
 
@@ -285,6 +285,84 @@ def test_crashed_extract_resumes_where_it_stopped(env, es):
     assert result.ids_found == count_day(es, env, day)
     # Resumed at the checkpoint, not from the start (10 ids a page).
     assert counting.pages - 10 <= -(-(result.ids_found - saved.ids_before) // 10) + 1 < -(-result.ids_found // 10)
+
+
+def stack(action, service):
+    out = subprocess.run(["bash", str(ROOT / "devstack" / "stack.sh"), action, service], capture_output=True,
+                         text=True, env=os.environ.copy())
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.fixture()
+def local_node():
+    if not (ROOT / ".local" / "pids" / "elasticsearch.pid").exists():
+        pytest.skip("the Elasticsearch node is external (ES_URL): this test stops and restarts the local node")
+    yield
+    stack("start", "elasticsearch")  # whatever happened, leave it running
+
+
+class StopsNodeBeforeDetails(ClosesPitAfterFirstPage):
+    """The real node goes down just as the batch asks for its messages' details."""
+
+    def mget(self, **kw):
+        stack("stop", "elasticsearch")
+        return self._es.mget(**kw)
+
+
+def test_elasticsearch_stopped_mid_batch_and_restarted(env, es, s3, local_node):
+    from elasticsearch import Elasticsearch
+
+    day = SEED.start + timedelta(days=4)
+    cfg = export_config(env)
+    conn = connect(DB)
+    job = pipeline.open_job(conn, dag_id="es_message_export", run_id=f"esdown-{uuid.uuid4().hex[:6]}",
+                            params=params_for(day))
+    pipeline.extract(es, conn, cfg, job)
+    (batch,) = pipeline.plan(conn, cfg, job, params_for(day))
+    down = Elasticsearch(os.environ["ES_URL"], max_retries=1, request_timeout=5)
+    with pytest.raises(TransportConnectionError):
+        pipeline.process_batch(StopsNodeBeforeDetails(down), conn, s3, cfg, batch, run_id=job.run_id)
+    assert query("SELECT status, last_error LIKE %s FROM batch_progress WHERE id = %s", "%Connection%",
+                 batch.batch_id) == (("failed", 1),)
+    stack("start", "elasticsearch")
+    # The task's retry, on a node that is back.
+    result = pipeline.process_batch(Elasticsearch(os.environ["ES_URL"]), conn, s3, cfg, batch, run_id=job.run_id)
+    conn.close()
+    assert (result.attempted, result.completed) == (batch.size, batch.size)
+    assert_day_exported_exactly_once(s3, env, day)
+
+
+class RestartsMariadbMidBatch:
+    """Real S3 uploads; after five of them the tracking database restarts under the running batch."""
+
+    def __init__(self, s3):
+        self._s3, self.puts = s3, 0
+
+    def put_object(self, **kw):
+        self.puts += 1
+        if self.puts == 5:
+            stack("stop", "mariadb")
+            stack("start", "mariadb")
+        return self._s3.put_object(**kw)
+
+
+def test_mariadb_restarted_during_a_batch(env, es, s3):
+    import MySQLdb
+
+    day = SEED.start + timedelta(days=5)
+    cfg = export_config(env)
+    conn = connect(DB)
+    job = pipeline.open_job(conn, dag_id="es_message_export", run_id=f"dbdown-{uuid.uuid4().hex[:6]}",
+                            params=params_for(day))
+    pipeline.extract(es, conn, cfg, job)
+    (batch,) = pipeline.plan(conn, cfg, job, params_for(day))
+    with pytest.raises(MySQLdb.OperationalError):
+        pipeline.process_batch(es, conn, RestartsMariadbMidBatch(s3), cfg, batch, run_id=job.run_id)
+    conn = connect(DB)  # the task's retry opens a new connection
+    result = pipeline.process_batch(es, conn, s3, cfg, batch, run_id=job.run_id)
+    conn.close()
+    assert (result.attempted, result.completed) == (batch.size, batch.size)
+    assert_day_exported_exactly_once(s3, env, day)
 
 
 def test_no_password_in_logs_or_errors(env, capfd):
