@@ -23,12 +23,14 @@ from airflow.sdk.exceptions import AirflowFailException
 from es_export import pipeline
 from es_export.config import RunParams
 from es_export.errors import ConfigError
-from es_export.tracking import Batch, Job
+from es_export.tracking import Job
 from es_export_airflow import (
+    batch_label,
     elasticsearch_client,
     failing_fast,
     load_config,
     mysql_connection,
+    run_batch,
     run_params,
     s3_client,
 )
@@ -100,12 +102,8 @@ def es_message_export():
     @task(multiple_outputs=False, map_index_template="batch {{ batch_label }}")
     def process(batch: dict) -> dict:
         """Export one batch: fetch details, write one JSON per message, record each outcome."""
-        get_current_context()["batch_label"] = f"{batch['batch_no']} (id {batch['batch_id']}, {batch['size']} msgs)"
-        cfg = load_config()
-        with failing_fast(), mysql_connection() as conn:
-            result = pipeline.process_batch(elasticsearch_client(), conn, s3_client(cfg), cfg,
-                                            Batch.from_dict(batch), run_id=batch["run_id"])
-        return result.as_dict()
+        get_current_context()["batch_label"] = batch_label(batch)
+        return run_batch(batch)
 
     @task(multiple_outputs=False, trigger_rule=TriggerRule.ALL_DONE, retries=1)
     def reconcile(spec: dict | None) -> dict:

@@ -22,14 +22,14 @@ from airflow.sdk.exceptions import AirflowFailException
 from es_export import pipeline
 from es_export.config import RunParams, parse_instant
 from es_export.errors import ConfigError
-from es_export.tracking import Batch, Job
+from es_export.tracking import Job
 from es_export_airflow import (
     alert_dead,
-    elasticsearch_client,
+    batch_label,
     failing_fast,
     load_config,
     mysql_connection,
-    s3_client,
+    run_batch,
 )
 
 DATE_OR_DATETIME = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?$"
@@ -95,12 +95,8 @@ def es_message_retry():
     @task(multiple_outputs=False, map_index_template="batch {{ batch_label }}")
     def process(batch: dict) -> dict:
         """Export one batch again, exactly as es_message_export does."""
-        get_current_context()["batch_label"] = f"{batch['batch_no']} ({batch['size']} msgs)"
-        cfg = load_config()
-        with failing_fast(), mysql_connection() as conn:
-            result = pipeline.process_batch(elasticsearch_client(), conn, s3_client(cfg), cfg,
-                                            Batch.from_dict(batch), run_id=batch["run_id"])
-        return result.as_dict()
+        get_current_context()["batch_label"] = batch_label(batch)
+        return run_batch(batch)
 
     @task(multiple_outputs=False, trigger_rule=TriggerRule.ALL_DONE, retries=1)
     def summarize(spec: dict | None) -> dict:

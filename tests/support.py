@@ -24,3 +24,14 @@ def reset_database(name: str) -> None:
             cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
     finally:
         conn.close()
+
+
+def query(database: str, sql: str, *params):
+    """All rows of one statement, on a connection of its own."""
+    conn = connect(database)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall()
+    finally:
+        conn.close()

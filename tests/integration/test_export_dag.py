@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime
 import pytest
 
 import seed_data
+import support
 from es_export import sink
 from seed_data import SeedConfig
 
@@ -76,15 +77,7 @@ def read_json(s3, bucket, key):
 
 
 def query(sql, *params):
-    from support import connect
-
-    conn = connect(TEST_DB)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql, params)
-            return cur.fetchall()
-    finally:
-        conn.close()
+    return support.query(TEST_DB, sql, *params)
 
 
 def day_bounds(day):

@@ -19,6 +19,7 @@ import pytest
 from elastic_transport import ConnectionError as TransportConnectionError
 
 import seed_data
+import support
 from es_export import pipeline, sink, tracking
 from es_export.config import ExportConfig, RunParams
 from seed_data import SeedConfig
@@ -92,13 +93,7 @@ def assert_day_exported_exactly_once(s3, cfg, day):
 
 
 def query(sql, *params):
-    conn = connect(DB)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql, params)
-            return cur.fetchall()
-    finally:
-        conn.close()
+    return support.query(DB, sql, *params)
 
 
 def test_s3_unreachable_then_the_retry_dag_recovers(env, s3):
@@ -204,14 +199,20 @@ def params_for(day):
     return RunParams(start=start, end=start + timedelta(days=1), batch_size=1000)
 
 
+def one_batch_of_day(es, conn, cfg, day):
+    """What a run's extract and plan leave for its single mapped task: one batch with the whole day."""
+    job = pipeline.open_job(conn, dag_id="es_message_export", run_id=f"run-{uuid.uuid4().hex[:8]}",
+                            params=params_for(day))
+    pipeline.extract(es, conn, cfg, job)
+    (batch,) = pipeline.plan(conn, cfg, job, params_for(day))
+    return job, batch
+
+
 def test_batch_process_killed_with_sigkill_is_finished_by_the_task_retry(env, es, s3):
     day = SEED.start + timedelta(days=2)
     cfg = export_config(env)
     conn = connect(DB)
-    job = pipeline.open_job(conn, dag_id="es_message_export", run_id=f"kill-{uuid.uuid4().hex[:6]}",
-                            params=params_for(day))
-    pipeline.extract(es, conn, cfg, job)
-    (batch,) = pipeline.plan(conn, cfg, job, params_for(day))
+    job, batch = one_batch_of_day(es, conn, cfg, day)
     child = subprocess.run([sys.executable, "-c", KILLER, json.dumps({**env, "upload_concurrency": 1}),
                             json.dumps(batch.as_dict()), DB], env={**os.environ, "PYTHONPATH": str(ROOT / "include")},
                            capture_output=True, text=True)
@@ -315,10 +316,7 @@ def test_elasticsearch_stopped_mid_batch_and_restarted(env, es, s3, local_node):
     day = SEED.start + timedelta(days=4)
     cfg = export_config(env)
     conn = connect(DB)
-    job = pipeline.open_job(conn, dag_id="es_message_export", run_id=f"esdown-{uuid.uuid4().hex[:6]}",
-                            params=params_for(day))
-    pipeline.extract(es, conn, cfg, job)
-    (batch,) = pipeline.plan(conn, cfg, job, params_for(day))
+    job, batch = one_batch_of_day(es, conn, cfg, day)
     down = Elasticsearch(os.environ["ES_URL"], max_retries=1, request_timeout=5)
     with pytest.raises(TransportConnectionError):
         pipeline.process_batch(StopsNodeBeforeDetails(down), conn, s3, cfg, batch, run_id=job.run_id)
@@ -352,10 +350,7 @@ def test_mariadb_restarted_during_a_batch(env, es, s3):
     day = SEED.start + timedelta(days=5)
     cfg = export_config(env)
     conn = connect(DB)
-    job = pipeline.open_job(conn, dag_id="es_message_export", run_id=f"dbdown-{uuid.uuid4().hex[:6]}",
-                            params=params_for(day))
-    pipeline.extract(es, conn, cfg, job)
-    (batch,) = pipeline.plan(conn, cfg, job, params_for(day))
+    job, batch = one_batch_of_day(es, conn, cfg, day)
     with pytest.raises(MySQLdb.OperationalError):
         pipeline.process_batch(es, conn, RestartsMariadbMidBatch(s3), cfg, batch, run_id=job.run_id)
     conn = connect(DB)  # the task's retry opens a new connection
