@@ -18,23 +18,26 @@ import os
 from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import CronDataIntervalTimetable, Param, TriggerRule, dag, get_current_context, task
+from airflow.sdk.bases.sensor import PokeReturnValue
 from airflow.sdk.exceptions import AirflowFailException
 
 from es_export import pipeline
 from es_export.config import RunParams
-from es_export.errors import ConfigError
 from es_export.tracking import Job
 from es_export_airflow import (
     batch_label,
+    dispatch,
     elasticsearch_client,
     failing_fast,
     load_config,
     mysql_connection,
-    run_batch,
     run_params,
     s3_client,
 )
 
+# How often a batch in SQS mode is checked, and how long it may take in any mode.
+POKE_SECONDS = float(os.environ.get("ES_EXPORT_POKE_SECONDS", "30"))
+BATCH_TIMEOUT = timedelta(hours=6)
 DATE_OR_DATETIME = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?$"
 
 
@@ -77,9 +80,6 @@ def es_message_export():
         with failing_fast():
             cfg = load_config()
             params = run_params(context, cfg)
-            if params.dispatch.value != "local":
-                raise ConfigError(f"dispatch={params.dispatch.value!r} is not available in this version; "
-                                  "use dispatch='local'")
             with mysql_connection() as conn:
                 job = pipeline.open_job(conn, dag_id=context["dag"].dag_id, run_id=context["run_id"], params=params)
         return {"job": job.as_dict(), "params": params.as_dict()}
@@ -95,15 +95,16 @@ def es_message_export():
     def plan(spec: dict) -> list[dict]:
         """Cut the messages to export into batches; only descriptors go through XCom."""
         with failing_fast(), mysql_connection() as conn:
-            batches = pipeline.plan(conn, load_config(), Job.from_dict(spec["job"]),
-                                    RunParams.from_dict(spec["params"]))
-        return [{**b.as_dict(), "run_id": spec["job"]["run_id"]} for b in batches]
+            cfg, params = load_config(), RunParams.from_dict(spec["params"])
+            batches = pipeline.plan(conn, cfg, Job.from_dict(spec["job"]), params)
+            return dispatch.hand_out(cfg, batches, run_id=spec["job"]["run_id"], mode=params.dispatch)
 
-    @task(multiple_outputs=False, map_index_template="batch {{ batch_label }}")
-    def process(batch: dict) -> dict:
-        """Export one batch: fetch details, write one JSON per message, record each outcome."""
+    @task.sensor(map_index_template="batch {{ batch_label }}", mode="reschedule", poke_interval=POKE_SECONDS,
+                 timeout=BATCH_TIMEOUT.total_seconds())
+    def process(batch: dict) -> PokeReturnValue:
+        """Export one batch: here (local), in the Lambda (lambda), or wait for the Lambda behind SQS (sqs)."""
         get_current_context()["batch_label"] = batch_label(batch)
-        return run_batch(batch)
+        return dispatch.poke(batch)
 
     @task(multiple_outputs=False, trigger_rule=TriggerRule.ALL_DONE, retries=1)
     def reconcile(spec: dict | None) -> dict:

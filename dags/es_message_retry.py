@@ -17,21 +17,24 @@ import os
 from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import CronTriggerTimetable, Param, TriggerRule, dag, get_current_context, task
+from airflow.sdk.bases.sensor import PokeReturnValue
 from airflow.sdk.exceptions import AirflowFailException
 
 from es_export import pipeline
 from es_export.config import RunParams, parse_instant
-from es_export.errors import ConfigError
 from es_export.tracking import Job
 from es_export_airflow import (
     alert_dead,
     batch_label,
+    dispatch,
     failing_fast,
     load_config,
     mysql_connection,
-    run_batch,
 )
 
+# How often a batch in SQS mode is checked, and how long it may take in any mode.
+POKE_SECONDS = float(os.environ.get("ES_EXPORT_POKE_SECONDS", "30"))
+BATCH_TIMEOUT = timedelta(hours=6)
 DATE_OR_DATETIME = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?$"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -72,12 +75,10 @@ def es_message_retry():
             params = RunParams(start=start or EPOCH, end=end or datetime.now(UTC) + timedelta(days=1),
                                dispatch=p.get("dispatch") or "local", batch_size=p.get("batch_size") or 500,
                                max_range=timedelta(days=365 * 200))
-            if params.dispatch.value != "local":
-                raise ConfigError(f"dispatch={params.dispatch.value!r} is not available in this version; "
-                                  "use dispatch='local'")
             with mysql_connection() as conn:
                 job = pipeline.open_job(conn, dag_id=context["dag"].dag_id, run_id=context["run_id"], params=params)
         return {"job": job.as_dict(), "batch_size": params.batch_size, "job_filter": p.get("job_id"),
+                "dispatch": params.dispatch.value,
                 "start": start.isoformat() if start else None, "end": end.isoformat() if end else None,
                 "revive_dead": bool(p.get("revive_dead"))}
 
@@ -85,18 +86,20 @@ def es_message_retry():
     def plan(spec: dict) -> list[dict]:
         """Claim the failed messages that are due and cut them into batches."""
         with failing_fast(), mysql_connection() as conn:
+            cfg = load_config()
             batches = pipeline.plan_retry(
-                conn, load_config(), Job.from_dict(spec["job"]), batch_size=spec["batch_size"],
+                conn, cfg, Job.from_dict(spec["job"]), batch_size=spec["batch_size"],
                 only_job_id=spec["job_filter"], revive_dead=spec["revive_dead"],
                 start=parse_instant("start", spec["start"]) if spec["start"] else None,
                 end=parse_instant("end", spec["end"]) if spec["end"] else None)
-        return [{**b.as_dict(), "run_id": spec["job"]["run_id"]} for b in batches]
+            return dispatch.hand_out(cfg, batches, run_id=spec["job"]["run_id"], mode=spec["dispatch"])
 
-    @task(multiple_outputs=False, map_index_template="batch {{ batch_label }}")
-    def process(batch: dict) -> dict:
-        """Export one batch again, exactly as es_message_export does."""
+    @task.sensor(map_index_template="batch {{ batch_label }}", mode="reschedule", poke_interval=POKE_SECONDS,
+                 timeout=BATCH_TIMEOUT.total_seconds())
+    def process(batch: dict) -> PokeReturnValue:
+        """Export one batch: here (local), in the Lambda (lambda), or wait for the Lambda behind SQS (sqs)."""
         get_current_context()["batch_label"] = batch_label(batch)
-        return run_batch(batch)
+        return dispatch.poke(batch)
 
     @task(multiple_outputs=False, trigger_rule=TriggerRule.ALL_DONE, retries=1)
     def summarize(spec: dict | None) -> dict:

@@ -16,6 +16,9 @@ ENV_FILE="$LOCAL/stack.env"
 ES_PORT="${ES_PORT:-9200}"
 MYSQL_PORT="${MYSQL_PORT:-3306}"
 MOTO_PORT="${MOTO_PORT:-5000}"
+LAMBDA_PORT="${LAMBDA_PORT:-9001}"
+LAMBDA_FUNCTION="es-message-export-processor"
+SQS_QUEUE="es-export-batches"
 MYSQL_DB="${MYSQL_DB:-tracking}"
 MYSQL_USER="${MYSQL_USER:-tracking}"
 MYSQL_SOCKET="$LOCAL/mariadb/mysqld.sock"
@@ -136,6 +139,38 @@ moto_up() {
   say "moto: started on http://127.0.0.1:$MOTO_PORT (S3 and SQS)"
 }
 
+# ---------------------------------------------------------------- Lambda + SQS stand-ins
+lambda_healthy() { curl -sf "http://127.0.0.1:$LAMBDA_PORT/" >/dev/null; }
+
+# The queue the SQS dispatch mode sends to, with a dead-letter queue after 3 receives (as the
+# SAM template in deploy/ creates it on AWS). Idempotent.
+sqs_queues() {
+  AWS_ENDPOINT_URL="http://127.0.0.1:$MOTO_PORT" AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \
+  AWS_DEFAULT_REGION=us-east-1 "$VENV/bin/python" - "$SQS_QUEUE" <<'PY'
+import json, sys, boto3
+sqs, name = boto3.client("sqs"), sys.argv[1]
+dlq = sqs.create_queue(QueueName=name + "-dlq")["QueueUrl"]
+dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "30", "RedrivePolicy": json.dumps(
+    {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "3"})})
+PY
+}
+
+lambda_up() {
+  sqs_queues || die "could not create the SQS queues on moto"
+  if pid_alive lambda; then say "lambda: already running (pid $(cat "$PIDS/lambda.pid"))"; return; fi
+  require_free_port "$LAMBDA_PORT" "the local Lambda endpoint" LAMBDA_PORT
+  # The stand-in runs the real handler with the settings a deployed Lambda gets from its environment.
+  ES_URL="$ES_URL" MYSQL_HOST=127.0.0.1 MYSQL_PORT="$MYSQL_PORT" MYSQL_USER="$MYSQL_USER" MYSQL_DB="$MYSQL_DB" \
+  MYSQL_PASSWORD="$(mysql_password)" AWS_ENDPOINT_URL="http://127.0.0.1:$MOTO_PORT" AWS_ACCESS_KEY_ID=testing \
+  AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1 PYTHONPATH="$ROOT/include" \
+    nohup "$VENV/bin/python" "$ROOT/devstack/lambda_local.py" --port "$LAMBDA_PORT" --function "$LAMBDA_FUNCTION" \
+    --queue "$SQS_QUEUE" >"$LOGS/lambda.log" 2>&1 &
+  echo $! >"$PIDS/lambda.pid"
+  wait_until 30 "the local Lambda on port $LAMBDA_PORT" lambda_healthy
+  say "lambda: started on http://127.0.0.1:$LAMBDA_PORT (function $LAMBDA_FUNCTION, polling SQS queue $SQS_QUEUE)"
+}
+
 # ---------------------------------------------------------------- settings file
 write_env() {
   local pw; pw="$(mysql_password)"
@@ -166,7 +201,8 @@ AIRFLOW__LOGGING__LOGGING_LEVEL=WARNING
 PYTHONPATH=$ROOT/include:$ROOT/devstack
 AIRFLOW_CONN_ELASTICSEARCH_DEFAULT='{"conn_type": "elasticsearch", "host": "$es_host", "port": $es_port, "schema": "http"}'
 AIRFLOW_CONN_MYSQL_TRACKING='{"conn_type": "mysql", "host": "127.0.0.1", "port": $MYSQL_PORT, "login": "$MYSQL_USER", "password": "$pw", "schema": "$MYSQL_DB"}'
-AIRFLOW_CONN_AWS_DEFAULT='{"conn_type": "aws", "login": "testing", "password": "testing", "extra": {"region_name": "us-east-1", "endpoint_url": "$moto"}}'
+AIRFLOW_CONN_AWS_DEFAULT='{"conn_type": "aws", "login": "testing", "password": "testing", "extra": {"region_name": "us-east-1", "endpoint_url": "$moto", "service_config": {"lambda": {"endpoint_url": "http://127.0.0.1:$LAMBDA_PORT"}}}}'
+LAMBDA_PORT=$LAMBDA_PORT
 EOF
   )
 }
@@ -192,11 +228,13 @@ cmd_up() {
   mysql_up
   moto_up
   es_up
+  lambda_up
   write_env
   say "settings written to $ENV_FILE"
 }
 
 cmd_down() {
+  stop_one lambda
   stop_one elasticsearch
   stop_one moto
   stop_one mariadb
@@ -217,6 +255,7 @@ cmd_status() {
   status_line elasticsearch "$ES_URL" es_healthy
   status_line mariadb "127.0.0.1:$MYSQL_PORT" mysql_root -e "SELECT 1"
   status_line moto "http://127.0.0.1:$MOTO_PORT" moto_healthy
+  status_line lambda "http://127.0.0.1:$LAMBDA_PORT" lambda_healthy
   if [ -f "$ENV_FILE" ]; then say "settings: $ENV_FILE"; fi
 }
 
@@ -224,7 +263,8 @@ cmd_status() {
 cmd_one() {
   local action="$1" name="${2:-}"
   case "$action:$name" in
-    stop:elasticsearch|stop:mariadb|stop:moto) stop_one "$name" ;;
+    stop:elasticsearch|stop:mariadb|stop:moto|stop:lambda) stop_one "$name" ;;
+    start:lambda) ES_URL="${ES_URL:-http://127.0.0.1:$ES_PORT}"; lambda_up ;;
     start:elasticsearch) ES_URL_EXTERNAL=""; es_up ;;
     start:mariadb) mysql_up ;;
     start:moto) moto_up ;;

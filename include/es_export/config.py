@@ -54,6 +54,9 @@ class ExportConfig:
     lease_seconds: int = 7200
     retry_max_messages: int = 100_000
     sns_topic_arn: str | None = None
+    lambda_function_name: str = "es-message-export-processor"
+    sqs_queue_name: str = "es-export-batches"
+    sqs_max_receive: int = 3
 
     def __post_init__(self) -> None:
         for name in ("messages_index", "history_index", "status_index", "audit_index",
@@ -65,7 +68,7 @@ class ExportConfig:
             raise ConfigError(f"prefix must be a string without leading or trailing '/', got {self.prefix!r}")
         for name in ("scan_page_size", "insert_chunk_size", "details_page_size", "upload_concurrency",
                      "max_batches", "max_range_days", "max_attempts", "retry_base_seconds",
-                     "retry_max_seconds", "lease_seconds", "retry_max_messages"):
+                     "retry_max_seconds", "lease_seconds", "retry_max_messages", "sqs_max_receive"):
             _positive(name, getattr(self, name))
         if self.scan_page_size > 10000 or self.details_page_size > 10000:
             raise ConfigError("scan_page_size and details_page_size must be at most 10000 "

@@ -101,6 +101,9 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             updated_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6)
         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
     ]),
+    (3, "batches dispatched to SQS", [
+        "ALTER TABLE batch_progress ADD COLUMN dispatched_at DATETIME(6) NULL AFTER attempts",
+    ]),
 ]
 
 
@@ -403,10 +406,20 @@ def finish_batch(conn: Any, batch_id: int, *, bytes_written: int = 0) -> dict[st
 
 
 def fail_batch(conn: Any, batch_id: int, error: str) -> None:
+    """The batch could not proceed: record why and release its messages' leases at once.
+
+    The messages become `failed` without spending an attempt, so the task's retry, a later run or
+    es_message_retry can take them straight away.
+    """
     with conn.cursor() as cur:
         cur.execute(
             "UPDATE batch_progress SET status = %s, last_error = %s, finished_at = UTC_TIMESTAMP(6) WHERE id = %s",
             (FAILED, error[:4000], batch_id),
+        )
+        cur.execute(
+            "UPDATE message_tracking SET status = %s, last_error = %s, lease_expires_at = NULL,"
+            " next_attempt_at = UTC_TIMESTAMP(6) WHERE batch_id = %s AND status = %s",
+            (FAILED, f"batch failed: {error}"[:4000], batch_id, RUNNING),
         )
     conn.commit()
 
@@ -540,3 +553,27 @@ def dead_messages(conn: Any, job_id: int, limit: int = 100) -> list[dict[str, An
         cur.execute("SELECT message_id, attempts, last_error FROM message_tracking WHERE job_id = %s AND status = %s"
                     " ORDER BY id LIMIT %s", (job_id, DEAD, limit))
         return [{"message_id": m, "attempts": int(a), "error": e} for m, a, e in cur.fetchall()]
+
+
+# ---------------------------------------------------------------------------- dispatch (SQS)
+
+def mark_dispatched(conn: Any, batch_ids: list[int]) -> None:
+    if not batch_ids:
+        return
+    with conn.cursor() as cur:
+        cur.execute("UPDATE batch_progress SET dispatched_at = UTC_TIMESTAMP(6) WHERE id IN ("
+                    + ", ".join(["%s"] * len(batch_ids)) + ")", batch_ids)
+    conn.commit()
+
+
+def batch_state(conn: Any, batch_id: int) -> dict[str, Any]:
+    """The batch_progress row of a batch, as a dict."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT id AS batch_id, job_id, batch_no, status, total, completed, failed, attempts,"
+                    " dispatched_at, last_error FROM batch_progress WHERE id = %s", (batch_id,))
+        row = cur.fetchone()
+        if row is None:
+            raise TrackingError(f"batch {batch_id} does not exist in batch_progress; was the plan replaced?")
+        state = dict(zip([d[0] for d in cur.description], row, strict=True))
+    conn.commit()  # a fresh snapshot on the next call (REPEATABLE READ)
+    return state

@@ -99,18 +99,6 @@ def alert_dead(cfg: ExportConfig, job_id: int, dead: list[dict[str, Any]], conte
                     message=message).notify(context)
 
 
-def run_batch(batch: dict[str, Any]) -> dict[str, Any]:
-    """The body of both DAGs' mapped `process` task: export one batch in this worker."""
-    from es_export import pipeline
-    from es_export.tracking import Batch
-
-    cfg = load_config()
-    with failing_fast(), mysql_connection() as conn:
-        result = pipeline.process_batch(elasticsearch_client(), conn, s3_client(cfg), cfg,
-                                        Batch.from_dict(batch), run_id=batch["run_id"])
-    return result.as_dict()
-
-
 def batch_label(batch: dict[str, Any]) -> str:
     """What the grid shows for a mapped `process` task (its map_index_template)."""
     return f"{batch['batch_no']} (id {batch['batch_id']}, {batch['size']} msgs)"

@@ -1,0 +1,110 @@
+"""Running a batch in each dispatch mode: in this worker, in the processing Lambda, through SQS.
+
+Whatever the mode, the batch runs the same `pipeline.process_batch` and records its outcome in
+MySQL; the mapped `process` task (a sensor in reschedule mode) reports the batch_progress counts.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from airflow.sdk import Connection
+from airflow.sdk.bases.sensor import PokeReturnValue
+
+from es_export import pipeline, tracking
+from es_export.config import Dispatch, ExportConfig
+from es_export.errors import TransientError
+from es_export.tracking import Batch
+from es_export_airflow import (
+    AWS_CONN_ID,
+    MYSQL_CONN_ID,
+    elasticsearch_client,
+    failing_fast,
+    load_config,
+    mysql_connection,
+    s3_client,
+)
+
+# Longest a Lambda may run; the invoke must wait that long before giving up on the response.
+LAMBDA_READ_TIMEOUT = 900
+
+
+def payload(cfg: ExportConfig, batch: dict[str, Any]) -> dict[str, Any]:
+    """What the Lambda receives: the batch descriptor and the settings this run uses."""
+    settings = {k: v for k, v in vars(cfg).items() if v is not None}
+    settings["tracking_database"] = Connection.get(MYSQL_CONN_ID).schema
+    return {"batch": {k: batch[k] for k in ("job_id", "batch_id", "batch_no", "size", "run_id")},
+            "settings": settings}
+
+
+def poke(batch: dict[str, Any]) -> PokeReturnValue:
+    """One poke of the mapped `process` sensor."""
+    cfg = load_config()
+    mode = Dispatch(batch.get("dispatch", Dispatch.LOCAL))
+    with failing_fast():
+        if mode is Dispatch.LOCAL:
+            with mysql_connection() as conn:
+                result = pipeline.process_batch(elasticsearch_client(), conn, s3_client(cfg), cfg,
+                                                Batch.from_dict(batch), run_id=batch["run_id"])
+            return PokeReturnValue(is_done=True, xcom_value=result.as_dict())
+        if mode is Dispatch.LAMBDA:
+            return PokeReturnValue(is_done=True, xcom_value=invoke_lambda(cfg, batch))
+        return _wait_for_sqs(cfg, batch)
+
+
+def invoke_lambda(cfg: ExportConfig, batch: dict[str, Any]) -> dict[str, Any]:
+    """One synchronous invoke; a function error fails the task, so Airflow retries the batch."""
+    from airflow.providers.amazon.aws.hooks.lambda_function import LambdaHook
+    from botocore.config import Config
+
+    hook = LambdaHook(aws_conn_id=AWS_CONN_ID, config=Config(read_timeout=LAMBDA_READ_TIMEOUT, connect_timeout=10,
+                                                             retries={"max_attempts": 1}))
+    resp = hook.invoke_lambda(function_name=cfg.lambda_function_name, invocation_type="RequestResponse",
+                              payload=json.dumps(payload(cfg, batch)))
+    body = json.loads(resp["Payload"].read() or b"{}")
+    if resp.get("FunctionError"):
+        raise TransientError(f"Lambda {cfg.lambda_function_name} failed on batch {batch['batch_no']}: "
+                             f"{body.get('errorType')}: {body.get('errorMessage')}")
+    return body
+
+
+def send_to_sqs(cfg: ExportConfig, batches: list[dict[str, Any]]) -> None:
+    """Queue every batch with SendMessageBatch (10 a call) and note when each was sent."""
+    from airflow.providers.amazon.aws.hooks.sqs import SqsHook
+
+    if not batches:
+        return
+    sqs = SqsHook(aws_conn_id=AWS_CONN_ID).get_conn()
+    queue_url = sqs.get_queue_url(QueueName=cfg.sqs_queue_name)["QueueUrl"]
+    for i in range(0, len(batches), 10):
+        chunk = batches[i:i + 10]
+        resp = sqs.send_message_batch(QueueUrl=queue_url, Entries=[
+            {"Id": str(b["batch_id"]), "MessageBody": json.dumps(payload(cfg, b))} for b in chunk])
+        if resp.get("Failed"):
+            raise TransientError(f"SQS refused {len(resp['Failed'])} batch message(s): {resp['Failed'][0]}")
+        with mysql_connection() as conn:
+            tracking.mark_dispatched(conn, [b["batch_id"] for b in chunk])
+
+
+def _wait_for_sqs(cfg: ExportConfig, batch: dict[str, Any]) -> PokeReturnValue:
+    with mysql_connection() as conn:
+        state = tracking.batch_state(conn, batch["batch_id"])
+    if state["dispatched_at"] is None:  # the plan stopped before sending this one
+        send_to_sqs(cfg, [batch])
+        return PokeReturnValue(is_done=False)
+    if state["status"] == tracking.COMPLETED:
+        return PokeReturnValue(is_done=True, xcom_value={k: state[k] for k in ("batch_id", "batch_no", "total",
+                                                                               "completed", "failed")})
+    if state["status"] == tracking.FAILED and state["attempts"] >= cfg.sqs_max_receive:
+        raise TransientError(f"batch {batch['batch_no']} failed {state['attempts']} time(s) in the Lambda "
+                             f"(its message is in the dead-letter queue): {state['last_error']}")
+    return PokeReturnValue(is_done=False)
+
+
+def hand_out(cfg: ExportConfig, batches: list[Batch], *, run_id: str, mode: str) -> list[dict[str, Any]]:
+    """The descriptors the mapped `process` task expands over; in SQS mode the batches are queued now."""
+    descriptors = [{**b.as_dict(), "run_id": run_id, "dispatch": Dispatch(mode).value} for b in batches]
+    if Dispatch(mode) is Dispatch.SQS:
+        send_to_sqs(cfg, descriptors)
+    return descriptors
