@@ -12,7 +12,7 @@ WITH_ENV := set -a; . $(ENV); set +a;
 
 APT_PACKAGES := mariadb-server mariadb-client default-libmysqlclient-dev pkg-config build-essential maven curl zip
 
-.PHONY: help system-deps venv lock up down status seed lint test test-unit demo clean
+.PHONY: help system-deps venv lock up down status seed lint test test-unit demo clean lambda-zip
 
 help:
 	@echo "make demo    - start the local stack, seed sample data, run the export DAG for 2024-10-01"
@@ -21,6 +21,7 @@ help:
 	@echo "make status  - what runs where"
 	@echo "make seed    - write sample messages into Elasticsearch (SEED_ARGS='--messages 5000 ...')"
 	@echo "make down    - stop exactly the processes 'make up' started"
+	@echo "make lambda-zip - build dist/lambda.zip, the processing Lambda's deployment package"
 
 # Debian packages, installed only when one is missing.
 system-deps:
@@ -59,6 +60,10 @@ seed: up
 demo: up
 	@$(WITH_ENV) $(PY) devstack/demo.py
 
+# The processing Lambda's deployment package (python3.12 runtime): dist/lambda.zip.
+lambda-zip: venv
+	@bash deploy/build_lambda_zip.sh
+
 lint: venv
 	$(VENV)/bin/ruff check .
 
@@ -69,4 +74,4 @@ test: lint up
 	@$(WITH_ENV) $(VENV)/bin/pytest
 
 clean: down
-	rm -rf .local devstack/es_node/target
+	rm -rf .local devstack/es_node/target build dist
