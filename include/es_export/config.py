@@ -20,6 +20,11 @@ class Dispatch(enum.StrEnum):
     SQS = "sqs"
 
 
+class Layout(enum.StrEnum):
+    PER_MESSAGE = "per_message"  # one JSON object per message
+    NDJSON_GZIP = "ndjson_gzip"  # one gzip NDJSON object per batch and day, for high volume
+
+
 def _positive(name: str, value: Any) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
@@ -41,6 +46,7 @@ class ExportConfig:
     message_id_field: str = "message_id"
     bucket: str = "message-export"
     prefix: str = "messages"
+    layout: Layout = Layout.PER_MESSAGE
     scan_page_size: int = 5000
     pit_keep_alive: str = "5m"
     insert_chunk_size: int = 2000
@@ -73,6 +79,10 @@ class ExportConfig:
         if self.scan_page_size > 10000 or self.details_page_size > 10000:
             raise ConfigError("scan_page_size and details_page_size must be at most 10000 "
                               "(Elasticsearch's index.max_result_window)")
+        try:
+            object.__setattr__(self, "layout", Layout(self.layout))
+        except ValueError:
+            raise ConfigError(f"layout must be one of {[m.value for m in Layout]}, got {self.layout!r}") from None
         if self.max_batches > MAX_MAP_LENGTH:
             raise ConfigError(f"max_batches must be at most {MAX_MAP_LENGTH} (Airflow's max_map_length), "
                               f"got {self.max_batches}")

@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from es_export import sink, source, tracking
-from es_export.config import ExportConfig, RunParams
+from es_export.config import ExportConfig, Layout, RunParams
 from es_export.errors import ReconcileError
 from es_export.tracking import Batch, Job, Outcome
 
@@ -178,14 +178,19 @@ def process_batch(es: Any, conn: Any, s3: Any, cfg: ExportConfig, batch: Batch, 
             outcomes.append(Outcome(m.row_id, m.message_id, False, error=f"cannot serialise: {exc}"))
             continue
         uploads.append(sink.Upload(key, body, tag=m))
+    if cfg.layout is Layout.NDJSON_GZIP:
+        uploads = sink.bundle_ndjson(uploads, day_of=lambda m: m.message_ts.date(), prefix=cfg.prefix,
+                                     job_id=batch.job_id, batch_no=batch.batch_no)
+    else:
+        uploads = [sink.Upload(u.key, u.body, tag=[u.tag]) for u in uploads]
     written = 0
     for result in sink.upload_all(s3, cfg.bucket, uploads, cfg.upload_concurrency):
-        m = result.upload.tag
-        if result.ok:
-            written += len(result.upload.body)
-            outcomes.append(Outcome(m.row_id, m.message_id, True, s3_key=result.upload.key))
-        else:
-            outcomes.append(Outcome(m.row_id, m.message_id, False, error=result.error))
+        written += len(result.upload.body) if result.ok else 0
+        for m in result.upload.tag:
+            if result.ok:
+                outcomes.append(Outcome(m.row_id, m.message_id, True, s3_key=result.upload.key))
+            else:
+                outcomes.append(Outcome(m.row_id, m.message_id, False, error=result.error))
     try:
         tracking.record_outcomes(conn, outcomes, policy=cfg.retry_policy())
         counts = tracking.finish_batch(conn, batch.batch_id, bytes_written=written)
@@ -253,8 +258,9 @@ def reconcile(es: Any, conn: Any, s3: Any, cfg: ExportConfig, job: Job) -> Repor
     batches = tracking.batch_counts(conn, job.job_id)
     days = _days(job.start, job.end)
     objects = sum(sink.count_objects(s3, cfg.bucket, sink.day_prefix(cfg.prefix, d)) for d in days)
-    day_counts = tracking.status_counts(conn, datetime.combine(days[0], datetime.min.time(), UTC),
-                                        datetime.combine(days[-1] + timedelta(days=1), datetime.min.time(), UTC))
+    objects_expected = tracking.completed_objects(conn, datetime.combine(days[0], datetime.min.time(), UTC),
+                                                  datetime.combine(days[-1] + timedelta(days=1), datetime.min.time(),
+                                                                   UTC))
     report = Report(
         job_id=job.job_id, dag_id=job.dag_id, run_id=job.run_id,
         interval_start=job.start.isoformat(), interval_end=job.end.isoformat(),
@@ -264,7 +270,7 @@ def reconcile(es: Any, conn: Any, s3: Any, cfg: ExportConfig, job: Job) -> Repor
         dead=by_status.get(tracking.DEAD, 0),
         batches=batches["batches"], to_export=int(row["to_export"] or 0),
         exported_this_run=batches["completed"], failed_this_run=batches["failed"],
-        objects=objects, objects_expected=day_counts.get(tracking.COMPLETED, 0),
+        objects=objects, objects_expected=objects_expected,
         bytes_written=batches["bytes_written"],
     )
     report.problems = _problems(report, batches)
@@ -299,8 +305,8 @@ def _problems(r: Report, batches: dict[str, int]) -> list[str]:
     if batches["finished"] != batches["batches"]:
         problems.append(f"{batches['batches'] - batches['finished']} of {batches['batches']} batch(es) did not finish")
     if r.objects != r.objects_expected:
-        problems.append(f"S3 holds {r.objects} objects for the interval's day(s) but tracking has "
-                        f"{r.objects_expected} completed messages for them")
+        problems.append(f"S3 holds {r.objects} objects for the interval's day(s) but the completed messages of "
+                        f"those days are in {r.objects_expected}")
     return problems
 
 

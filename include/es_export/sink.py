@@ -6,6 +6,7 @@ the same object instead of adding a second one (Kafka Connect's S3 sink does the
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import re
@@ -77,6 +78,25 @@ class Upload:
     key: str
     body: bytes
     tag: Any = None  # whatever the caller needs back with the result
+    content_type: str = "application/json"
+
+
+def batch_object_key(prefix: str, day: date, job_id: int, batch_no: int) -> str:
+    """Key of a batch's NDJSON file for one day: a retry of the batch overwrites it."""
+    return f"{day_prefix(prefix, day)}batch-{job_id:010d}-{batch_no:05d}.ndjson.gz"
+
+
+def bundle_ndjson(uploads: list[Upload], *, day_of: Any, prefix: str, job_id: int, batch_no: int) -> list[Upload]:
+    """One gzip NDJSON object per day instead of one object per message; tags become lists."""
+    by_day: dict[date, list[Upload]] = {}
+    for u in uploads:
+        by_day.setdefault(day_of(u.tag), []).append(u)
+    return [
+        Upload(batch_object_key(prefix, day, job_id, batch_no),
+               gzip.compress(b"".join(u.body + b"\n" for u in group), compresslevel=5),
+               tag=[u.tag for u in group], content_type="application/x-ndjson")
+        for day, group in sorted(by_day.items())
+    ]
 
 
 @dataclass(frozen=True)
@@ -97,7 +117,8 @@ def upload_all(s3: Any, bucket: str, uploads: list[Upload], concurrency: int) ->
     """
     def put(upload: Upload) -> UploadResult:
         try:
-            s3.put_object(Bucket=bucket, Key=upload.key, Body=upload.body, ContentType="application/json")
+            extra = {"ContentEncoding": "gzip"} if upload.key.endswith(".gz") else {}
+            s3.put_object(Bucket=bucket, Key=upload.key, Body=upload.body, ContentType=upload.content_type, **extra)
             return UploadResult(upload, None)
         except Exception as exc:  # noqa: BLE001 - reported per object, the batch goes on
             return UploadResult(upload, f"S3 upload of {upload.key!r} failed: {type(exc).__name__}: {exc}")
@@ -106,11 +127,14 @@ def upload_all(s3: Any, bucket: str, uploads: list[Upload], concurrency: int) ->
         yield from pool.map(put, uploads)
 
 
+DATA_SUFFIXES = (".json", ".ndjson.gz")
+
+
 def count_objects(s3: Any, bucket: str, prefix: str) -> int:
-    """Number of `.json` objects under `prefix`, listed page by page."""
+    """Number of data objects (`.json` or `.ndjson.gz`) under `prefix`, listed page by page."""
     total = 0
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        total += sum(1 for obj in page.get("Contents", []) if obj["Key"].endswith(".json"))
+        total += sum(1 for obj in page.get("Contents", []) if obj["Key"].endswith(DATA_SUFFIXES))
     return total
 
 

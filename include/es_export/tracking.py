@@ -436,6 +436,14 @@ def status_counts(conn: Any, start: datetime, end: datetime) -> dict[str, int]:
         return {status: int(n) for status, n in cur.fetchall()}
 
 
+def completed_objects(conn: Any, start: datetime, end: datetime) -> int:
+    """How many distinct objects the completed messages of [start, end) are in (one each, or per batch)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT COUNT(DISTINCT s3_key) FROM message_tracking WHERE message_ts >= %s AND message_ts < %s"
+                    " AND status = %s", (utc_naive(start), utc_naive(end), COMPLETED))
+        return int(cur.fetchone()[0])
+
+
 def batch_counts(conn: Any, job_id: int) -> dict[str, int]:
     with conn.cursor() as cur:
         cur.execute(

@@ -202,3 +202,23 @@ def test_bad_params_are_refused_before_any_work(env):
     assert query("SELECT COUNT(*) FROM job_runs WHERE run_id = %s", dr.run_id) == ((0,),)
     states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
     assert states["start_job"] == "failed" and states["extract"] == "upstream_failed"
+
+
+def test_ndjson_layout_writes_one_gzip_file_per_batch(env, s3):
+    import gzip
+
+    bucket = f"{env['bucket']}-ndjson"
+    s3.create_bucket(Bucket=bucket)
+    os.environ["AIRFLOW_VAR_ES_MESSAGE_EXPORT_CONFIG"] = json.dumps({**env, "bucket": bucket, "layout": "ndjson_gzip"})
+    try:
+        day = date(2024, 10, 1)
+        dr = run_dag(start=day.isoformat(), end="2024-10-02", batch_size=200)
+    finally:
+        os.environ["AIRFLOW_VAR_ES_MESSAGE_EXPORT_CONFIG"] = json.dumps(env)
+    assert dr.state == "success"
+    keys = list_keys(s3, bucket, f"{PREFIX}/dt=")
+    ids = expected_ids(day)
+    assert len(keys) == -(-len(ids) // 200) and all(k.endswith(".ndjson.gz") for k in keys)
+    lines = [json.loads(line) for k in keys
+             for line in gzip.decompress(s3.get_object(Bucket=bucket, Key=k)["Body"].read()).splitlines()]
+    assert sorted(doc["message_id"] for doc in lines) == sorted(ids)

@@ -61,3 +61,15 @@ def test_upload_all_reports_each_failure_and_finishes_the_rest():
     assert [r.key for r in [r.upload for r in results if not r.ok]] == ["k3"]
     assert "k3" in results[3].error and "ConnectionError: boom" in results[3].error
     assert set(s3.puts) == {"k0", "k1", "k2", "k4", "k5"}
+
+
+def test_ndjson_bundles_one_gzip_object_per_day():
+    import gzip
+
+    uploads = [sink.Upload(f"k{i}", json.dumps({"n": i}).encode(), tag=(date(2024, 10, 1 + i % 2), i))
+               for i in range(5)]
+    bundles = sink.bundle_ndjson(uploads, day_of=lambda t: t[0], prefix="p", job_id=7, batch_no=3)
+    assert [b.key for b in bundles] == ["p/dt=2024-10-01/batch-0000000007-00003.ndjson.gz",
+                                       "p/dt=2024-10-02/batch-0000000007-00003.ndjson.gz"]
+    assert [json.loads(x)["n"] for x in gzip.decompress(bundles[0].body).splitlines()] == [0, 2, 4]
+    assert [t[1] for t in bundles[1].tag] == [1, 3]
