@@ -12,7 +12,7 @@ WITH_ENV := set -a; . $(ENV); set +a;
 
 APT_PACKAGES := mariadb-server mariadb-client default-libmysqlclient-dev pkg-config build-essential maven curl zip
 
-.PHONY: help system-deps venv lock up down status seed lint test test-unit demo clean lambda-zip
+.PHONY: help system-deps venv lock up down status seed lint test test-unit demo clean lambda-zip bench
 
 help:
 	@echo "make demo    - start the local stack, seed sample data, run the export DAG for 2024-10-01"
@@ -21,6 +21,7 @@ help:
 	@echo "make status  - what runs where"
 	@echo "make seed    - write sample messages into Elasticsearch (SEED_ARGS='--messages 5000 ...')"
 	@echo "make down    - stop exactly the processes 'make up' started"
+	@echo "make bench   - throughput and memory vs the naive design and elasticdump (N=100000); BENCHMARKS.md"
 	@echo "make lambda-zip - build dist/lambda.zip, the processing Lambda's deployment package"
 
 # Debian packages, installed only when one is missing.
@@ -63,6 +64,12 @@ demo: up
 # The processing Lambda's deployment package (python3.12 runtime): dist/lambda.zip.
 lambda-zip: venv
 	@bash deploy/build_lambda_zip.sh
+
+# Not part of `make test`: seeds N messages (default 100000) and writes BENCHMARKS.md.
+N ?= 100000
+bench: up
+	npm ci --prefix bench --no-audit --no-fund --silent
+	@$(WITH_ENV) PYTHONPATH=include:devstack:bench $(PY) bench/run_bench.py --messages $(N) $(BENCH_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -10,6 +10,7 @@ the DAG's tasks call, against a tracking database of its own. Prints one line pe
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -75,13 +76,16 @@ def prepare(n: int) -> None:
     conn.close()
 
 
-def step(name: str, n: int, batch_size: int) -> dict:
-    """Run one step in this process and report its figures (called in a child process)."""
-    from es_export import pipeline, tracking
+def step(name: str, n: int, batch_size: int, layout: str = "per_message", max_batches: int = 0) -> dict:
+    """Run one step in this process and report its figures (called in a child process).
+
+    `process` handles the batches of the extract; `max_batches` > 0 processes only that many.
+    """
+    from es_export import pipeline
     from es_export.config import RunParams
 
     es, conn, s3 = clients()
-    cfg = export_config(n)
+    cfg = dataclasses.replace(export_config(n), layout=layout)
     params = RunParams(start=datetime(DAY.year, DAY.month, DAY.day, tzinfo=UTC),
                        end=datetime(DAY.year, DAY.month, DAY.day, tzinfo=UTC) + timedelta(days=1),
                        batch_size=batch_size)
@@ -91,28 +95,38 @@ def step(name: str, n: int, batch_size: int) -> dict:
         count = pipeline.extract(es, conn, cfg, job).ids_found
     else:
         batches = pipeline.plan(conn, cfg, job, params)
+        batches = batches[:max_batches] if max_batches else batches
         count = sum(pipeline.process_batch(es, conn, s3, cfg, b, run_id=job.run_id).completed for b in batches)
-        tracking.get_job(conn, job.job_id)
     elapsed = time.monotonic() - started
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"step": name, "messages": count, "seconds": round(elapsed, 2),
             "per_second": round(count / elapsed, 1) if elapsed else None, "peak_rss_mb": round(peak_mb, 1)}
 
 
+def run_step(name: str, n: int, batch_size: int = 500, layout: str = "per_message", max_batches: int = 0) -> dict:
+    """One step in a fresh child process, so the peak RSS is the step's own."""
+    out = subprocess.run([sys.executable, __file__, "--messages", str(n), "--batch-size", str(batch_size),
+                          "--layout", layout, "--max-batches", str(max_batches), "--step", name],
+                         capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"step {name} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--layout", default="per_message", choices=["per_message", "ndjson_gzip"])
+    parser.add_argument("--max-batches", type=int, default=0)
     parser.add_argument("--step", choices=["extract", "process"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.step:
-        print(json.dumps(step(args.step, args.messages, args.batch_size)))
+        print(json.dumps(step(args.step, args.messages, args.batch_size, args.layout, args.max_batches)))
         return 0
     prepare(args.messages)
     for name in ("extract", "process"):
-        out = subprocess.run([sys.executable, __file__, "--messages", str(args.messages), "--batch-size",
-                              str(args.batch_size), "--step", name], capture_output=True, text=True, check=True)
-        r = json.loads(out.stdout.strip().splitlines()[-1])
+        r = run_step(name, args.messages, args.batch_size, args.layout, args.max_batches)
         print(f"{r['step']:8} {r['messages']:>9} messages {r['seconds']:>8.2f}s {r['per_second']:>10,.0f} msg/s"
               f"   peak RSS {r['peak_rss_mb']:>7.1f} MB")
     return 0

@@ -7,7 +7,10 @@ an Airflow task, the Lambda handler and a test all call the same function.
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -93,6 +96,50 @@ def extract(es: Any, conn: Any, cfg: ExportConfig, job: Job, *, max_reopen: int 
     return result
 
 
+def prefetched(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """Yield from `items` while a thread already fetches the next ones (at most `depth` ahead).
+
+    The extract then takes about as long as the slower of Elasticsearch and MySQL, not their sum;
+    memory stays bounded by `depth` chunks. An error of the producer is raised in the consumer.
+    """
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        buffer.put(item, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            buffer.put(done)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            buffer.put(exc)
+        finally:
+            close = getattr(items, "close", None)
+            if close:  # e.g. closes the scan's point-in-time when the consumer stopped early
+                close()
+
+    thread = threading.Thread(target=produce, name="extract-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = buffer.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+
+
 def _extract_from(es: Any, conn: Any, cfg: ExportConfig, job: Job, cp: tracking.Checkpoint, *,
                   resumed: bool) -> tracking.Checkpoint:
     counter = _IdCounter(cp)
@@ -100,7 +147,7 @@ def _extract_from(es: Any, conn: Any, cfg: ExportConfig, job: Job, cp: tracking.
     conn.commit()
     start = datetime.fromtimestamp(cp.last_ts_ms / 1000, tz=UTC)
     hits = source.stream_ids(es, cfg, max(start, job.start), job.end)
-    for chunk in tracking.chunks(hits, cfg.insert_chunk_size):
+    for chunk in prefetched(tracking.chunks(hits, cfg.insert_chunk_size)):
         counter.new += tracking.insert_chunk(conn, chunk, dag_id=job.dag_id, run_id=job.run_id)
         for hit in chunk:
             counter.add(_ms(hit.timestamp))
