@@ -73,3 +73,17 @@ def test_ndjson_bundles_one_gzip_object_per_day():
                                        "p/dt=2024-10-02/batch-0000000007-00003.ndjson.gz"]
     assert [json.loads(x)["n"] for x in gzip.decompress(bundles[0].body).splitlines()] == [0, 2, 4]
     assert [t[1] for t in bundles[1].tag] == [1, 3]
+
+
+@pytest.mark.parametrize("docs", [
+    pytest.param([{"timestamp": "2", "v": 1}, {"timestamp": "1", "v": 2}], id="distinct-times"),
+    pytest.param([{"timestamp": "1", "v": "b"}, {"timestamp": "1", "v": "a"}, {"timestamp": "0", "v": "c"}],
+                 id="tie"),
+])
+def test_related_documents_sort_the_same_whatever_their_order(docs):
+    from es_export.source import _sort_by_time
+
+    a, b = list(docs), list(reversed(docs))
+    _sort_by_time(a, "timestamp")
+    _sort_by_time(b, "timestamp")
+    assert a == b and [d["timestamp"] for d in a] == sorted(d["timestamp"] for d in docs)
