@@ -25,6 +25,7 @@ from es_export import pipeline
 from es_export.config import RunParams
 from es_export.tracking import Job
 from es_export_airflow import (
+    DATE_OR_DATETIME,
     batch_label,
     dispatch,
     elasticsearch_client,
@@ -38,7 +39,6 @@ from es_export_airflow import (
 # How often a batch in SQS mode is checked, and how long it may take in any mode.
 POKE_SECONDS = float(os.environ.get("ES_EXPORT_POKE_SECONDS", "30"))
 BATCH_TIMEOUT = timedelta(hours=6)
-DATE_OR_DATETIME = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?$"
 
 
 @dag(

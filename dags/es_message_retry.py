@@ -24,6 +24,7 @@ from es_export import pipeline
 from es_export.config import RunParams, parse_instant
 from es_export.tracking import Job
 from es_export_airflow import (
+    DATE_OR_DATETIME,
     alert_dead,
     batch_label,
     dispatch,
@@ -35,7 +36,6 @@ from es_export_airflow import (
 # How often a batch in SQS mode is checked, and how long it may take in any mode.
 POKE_SECONDS = float(os.environ.get("ES_EXPORT_POKE_SECONDS", "30"))
 BATCH_TIMEOUT = timedelta(hours=6)
-DATE_OR_DATETIME = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?$"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 

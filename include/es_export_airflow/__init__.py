@@ -16,6 +16,8 @@ from es_export.config import ExportConfig, RunParams
 from es_export.errors import ExportError
 
 CONFIG_VARIABLE = "es_message_export_config"
+# What the trigger forms accept for start and end: a date, or a date and time with an optional zone.
+DATE_OR_DATETIME = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?$"
 ES_CONN_ID = "elasticsearch_default"
 MYSQL_CONN_ID = "mysql_tracking"
 AWS_CONN_ID = "aws_default"

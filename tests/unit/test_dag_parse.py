@@ -55,3 +55,15 @@ def test_retry_dag_contract(dagbag_and_lookups):
     assert dag.max_active_runs == 1 and dag.catchup is False
     assert type(dag.timetable).__name__ == "CronTriggerTimetable"
     assert [t.task_id for t in dag.topological_sort()] == ["start_job", "plan", "process", "summarize"]
+
+
+@pytest.mark.parametrize(("value", "ok"), [
+    ("2024-10-01", True), ("2024-10-01T06:00:00Z", True), ("2024-10-01 06:00", True),
+    ("2024-10-01T06:00:00.5+02:00", True), ("yesterday", False), ("2024-10-1", False), ("", False),
+])
+def test_trigger_form_date_pattern(value, ok):
+    import re
+
+    from es_export_airflow import DATE_OR_DATETIME
+
+    assert bool(re.match(DATE_OR_DATETIME, value)) is ok
