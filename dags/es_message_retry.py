@@ -33,9 +33,6 @@ from es_export_airflow import (
     mysql_connection,
 )
 
-# How often a batch in SQS mode is checked, and how long it may take in any mode.
-POKE_SECONDS = float(os.environ.get("ES_EXPORT_POKE_SECONDS", "30"))
-BATCH_TIMEOUT = timedelta(hours=6)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -94,8 +91,7 @@ def es_message_retry():
                 end=parse_instant("end", spec["end"]) if spec["end"] else None)
             return dispatch.hand_out(cfg, batches, run_id=spec["job"]["run_id"], mode=spec["dispatch"])
 
-    @task.sensor(map_index_template="batch {{ batch_label }}", mode="reschedule", poke_interval=POKE_SECONDS,
-                 timeout=BATCH_TIMEOUT.total_seconds())
+    @task.sensor(map_index_template="batch {{ batch_label }}", **dispatch.sensor_settings())
     def process(batch: dict) -> PokeReturnValue:
         """Export one batch: here (local), in the Lambda (lambda), or wait for the Lambda behind SQS (sqs)."""
         get_current_context()["batch_label"] = batch_label(batch)

@@ -7,6 +7,8 @@ MySQL; the mapped `process` task (a sensor in reschedule mode) reports the batch
 from __future__ import annotations
 
 import json
+import os
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import Connection
@@ -25,6 +27,19 @@ from es_export_airflow import (
     mysql_connection,
     s3_client,
 )
+
+# Longest a batch may take in any mode, including waiting for the Lambda behind SQS.
+BATCH_TIMEOUT = timedelta(hours=6)
+
+
+def sensor_settings() -> dict[str, Any]:
+    """How the mapped `process` sensor waits: in reschedule mode, so it holds no worker slot.
+
+    Read when a DAG file is parsed, so `ES_EXPORT_POKE_SECONDS` (default 30) can be set per process.
+    """
+    return {"mode": "reschedule", "poke_interval": float(os.environ.get("ES_EXPORT_POKE_SECONDS", "30")),
+            "timeout": BATCH_TIMEOUT.total_seconds()}
+
 
 # Longest a Lambda may run; the invoke must wait that long before giving up on the response.
 LAMBDA_READ_TIMEOUT = 900

@@ -229,23 +229,30 @@ def test_batch_process_killed_with_sigkill_is_finished_by_the_task_retry(env, es
     assert_day_exported_exactly_once(s3, env, day)
 
 
-class ClosesPitAfterFirstPage:
-    """A real client whose point-in-time disappears after the first page, as an expired one does."""
+class CountsPages:
+    """The real client, counting the search pages it serves; subclasses add one fault."""
 
     def __init__(self, es):
         self._es, self.pages = es, 0
 
     def search(self, **kw):
         self.pages += 1
-        if self.pages == 2:
-            self._es.close_point_in_time(id=kw["pit"]["id"])
         return self._es.search(**kw)
 
     def __getattr__(self, name):
         return getattr(self._es, name)
 
 
-class CrashesAfterThreePages(ClosesPitAfterFirstPage):
+class ClosesPitAfterFirstPage(CountsPages):
+    """The point-in-time disappears after the first page, as an expired one does."""
+
+    def search(self, **kw):
+        if self.pages == 1:
+            self._es.close_point_in_time(id=kw["pit"]["id"])
+        return super().search(**kw)
+
+
+class CrashesAfterThreePages(CountsPages):
     def search(self, **kw):
         self.pages += 1
         if self.pages > 3:
@@ -278,14 +285,13 @@ def test_crashed_extract_resumes_where_it_stopped(env, es):
         pipeline.extract(CrashesAfterThreePages(es), conn, export_config(env), job)
     saved = tracking.load_checkpoint(conn, job.job_id)
     assert not saved.finished and saved.ids_before > 0
-    counting = ClosesPitAfterFirstPage(es)
-    counting.pages = 10  # never closes: just counts pages
+    counting = CountsPages(es)
     result = pipeline.extract(counting, conn, export_config(env), job)
     conn.close()
     assert result.resumed
     assert result.ids_found == count_day(es, env, day)
     # Resumed at the checkpoint, not from the start (10 ids a page).
-    assert counting.pages - 10 <= -(-(result.ids_found - saved.ids_before) // 10) + 1 < -(-result.ids_found // 10)
+    assert counting.pages <= -(-(result.ids_found - saved.ids_before) // 10) + 1 < -(-result.ids_found // 10)
 
 
 def stack(action, service):
@@ -302,7 +308,7 @@ def local_node():
     stack("start", "elasticsearch")  # whatever happened, leave it running
 
 
-class StopsNodeBeforeDetails(ClosesPitAfterFirstPage):
+class StopsNodeBeforeDetails(CountsPages):
     """The real node goes down just as the batch asks for its messages' details."""
 
     def mget(self, **kw):
