@@ -12,7 +12,7 @@ WITH_ENV := set -a; . $(ENV); set +a;
 
 APT_PACKAGES := mariadb-server mariadb-client default-libmysqlclient-dev pkg-config build-essential maven curl zip
 
-.PHONY: help system-deps venv lock up down status seed lint test test-unit demo clean lambda-zip bench
+.PHONY: help system-deps venv lock up down status seed lint test test-unit demo clean lambda-zip mwaa-bundle bench
 
 help:
 	@echo "make demo    - start the local stack, seed sample data, run the export DAG for 2024-10-01"
@@ -23,6 +23,7 @@ help:
 	@echo "make down    - stop exactly the processes 'make up' started"
 	@echo "make bench   - throughput and memory vs the naive design and elasticdump (N=100000); BENCHMARKS.md"
 	@echo "make lambda-zip - build dist/lambda.zip, the processing Lambda's deployment package"
+	@echo "make mwaa-bundle - build dist/mwaa/: dags/, plugins.zip, requirements.txt, startup.sh to upload to MWAA's bucket"
 
 # Debian packages, installed only when one is missing.
 system-deps:
@@ -64,6 +65,10 @@ demo: up
 # The processing Lambda's deployment package (python3.12 runtime): dist/lambda.zip.
 lambda-zip: venv
 	@bash deploy/build_lambda_zip.sh
+
+# What to upload to an Amazon MWAA environment's S3 bucket: dist/mwaa/.
+mwaa-bundle: venv
+	$(PY) deploy/build_mwaa_bundle.py
 
 # Not part of `make test`: seeds N messages (default 100000) and writes BENCHMARKS.md.
 N ?= 100000
