@@ -12,7 +12,7 @@ WITH_ENV := set -a; . $(ENV); set +a;
 
 APT_PACKAGES := mariadb-server mariadb-client default-libmysqlclient-dev pkg-config build-essential maven curl zip
 
-.PHONY: help system-deps venv lock up down status seed lint test test-unit demo clean lambda-zip mwaa-bundle bench
+.PHONY: help system-deps venv lock up airflow down status seed lint test test-unit demo clean lambda-zip mwaa-bundle bench
 
 help:
 	@echo "make demo    - start the local stack, seed sample data, run the export DAG for 2024-10-01"
@@ -20,7 +20,8 @@ help:
 	@echo "make up      - start Elasticsearch, MariaDB and the S3/SQS server; writes $(ENV)"
 	@echo "make status  - what runs where"
 	@echo "make seed    - write sample messages into Elasticsearch (SEED_ARGS='--messages 5000 ...')"
-	@echo "make down    - stop exactly the processes 'make up' started"
+	@echo "make airflow - start a real Airflow (UI, scheduler, triggerer) on the local stack; prints the UI and login"
+	@echo "make down    - stop exactly the processes 'make up' and 'make airflow' started"
 	@echo "make bench   - throughput and memory vs the naive design and elasticdump (N=100000); BENCHMARKS.md"
 	@echo "make lambda-zip - build dist/lambda.zip, the processing Lambda's deployment package"
 	@echo "make mwaa-bundle - build dist/mwaa/: dags/, plugins.zip, requirements.txt, startup.sh to upload to MWAA's bucket"
@@ -50,11 +51,19 @@ lock:
 up: venv
 	@bash $(STACK) up
 
+# airflow standalone against the local stack: http://127.0.0.1:8080, user admin.
+airflow: up
+	@bash devstack/airflow.sh up
+
 down:
+	@bash devstack/airflow.sh down test
+	@bash devstack/airflow.sh down
 	@bash $(STACK) down
 
 status:
 	@bash $(STACK) status
+	@bash devstack/airflow.sh status
+	@bash devstack/airflow.sh status test
 
 seed: up
 	@$(WITH_ENV) $(PY) -m seed_data $(SEED_ARGS)

@@ -26,6 +26,7 @@ from es_export.config import RunParams
 from es_export.tracking import Job
 from es_export_airflow import (
     DATE_OR_DATETIME,
+    alerts,
     batch_label,
     dispatch,
     elasticsearch_client,
@@ -65,6 +66,9 @@ from es_export_airflow import (
         "reprocess": Param(False, type="boolean",
                            description="Export again messages that were already exported."),
     },
+    # Late-run alert (ES_EXPORT_DEADLINE_SECONDS after queueing, SNS by default); dagrun_timeout and
+    # execution_timeout stay as the floor that stops a stuck run.
+    deadline=alerts.late_run_deadline(),
     tags=["export", "elasticsearch", "s3"],
     doc_md=__doc__,
 )
@@ -98,8 +102,9 @@ def es_message_export():
     @task.sensor(map_index_template="batch {{ batch_label }}", **dispatch.sensor_settings())
     def process(batch: dict) -> PokeReturnValue:
         """Export one batch: here (local), in the Lambda (lambda), or wait for the Lambda behind SQS (sqs)."""
-        get_current_context()["batch_label"] = batch_label(batch)
-        return dispatch.poke(batch)
+        context = get_current_context()
+        context["batch_label"] = batch_label(batch)
+        return dispatch.poke(batch, context)
 
     @task(multiple_outputs=False, trigger_rule=TriggerRule.ALL_DONE, retries=1)
     def reconcile(spec: dict | None) -> dict:

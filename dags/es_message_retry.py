@@ -94,8 +94,9 @@ def es_message_retry():
     @task.sensor(map_index_template="batch {{ batch_label }}", **dispatch.sensor_settings())
     def process(batch: dict) -> PokeReturnValue:
         """Export one batch: here (local), in the Lambda (lambda), or wait for the Lambda behind SQS (sqs)."""
-        get_current_context()["batch_label"] = batch_label(batch)
-        return dispatch.poke(batch)
+        context = get_current_context()
+        context["batch_label"] = batch_label(batch)
+        return dispatch.poke(batch, context)
 
     @task(multiple_outputs=False, trigger_rule=TriggerRule.ALL_DONE, retries=1)
     def summarize(spec: dict | None) -> dict:

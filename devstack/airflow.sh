@@ -2,6 +2,7 @@
 # A real Airflow on the local stack: `airflow standalone` (api-server with the UI, scheduler, DAG
 # processor, triggerer) with a LocalExecutor small enough for 2 cores.
 # Usage: devstack/airflow.sh up|down|status [instance]
+# Settings of your own (KEY=value lines) go to .local/airflow-home/airflow.env.
 #
 # `instance` names a separate Airflow home and port, so the tests run their own Airflow
 # (instance "test", port 8180, tiny deadline) without touching the one `make airflow` started.
@@ -87,6 +88,8 @@ cmd_up() {
     export ES_EXPORT_POKE_SECONDS="${ES_EXPORT_POKE_SECONDS:-5}"
     export ES_EXPORT_DEADLINE_SECONDS="$DEADLINE"
     export ES_EXPORT_ALERT_SNS_TOPIC_ARN="${ES_EXPORT_ALERT_SNS_TOPIC_ARN:-arn:aws:sns:us-east-1:123456789012:es-export-alerts}"
+    # Your own settings last (the Variable, other connections...): KEY=value lines.
+    if [ -f "$HOME_DIR/airflow.env" ]; then set -a; . "$HOME_DIR/airflow.env"; set +a; fi
     cd "$HOME_DIR"
     exec setsid "$VENV/bin/airflow" standalone >"$LOG" 2>&1
   ) &

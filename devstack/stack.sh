@@ -142,8 +142,8 @@ moto_up() {
 # ---------------------------------------------------------------- Lambda + SQS stand-ins
 lambda_healthy() { curl -sf "http://127.0.0.1:$LAMBDA_PORT/" >/dev/null; }
 
-# The queue the SQS dispatch mode sends to, with a dead-letter queue after 3 receives (as the
-# SAM template in deploy/ creates it on AWS). Idempotent.
+# The SNS topic for alerts, and the queue the SQS dispatch mode sends to with a dead-letter queue
+# after 3 receives (as the SAM template in deploy/ creates it on AWS). Idempotent.
 sqs_queues() {
   AWS_ENDPOINT_URL="http://127.0.0.1:$MOTO_PORT" AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \
   AWS_DEFAULT_REGION=us-east-1 "$VENV/bin/python" - "$SQS_QUEUE" <<'PY'
@@ -153,6 +153,8 @@ dlq = sqs.create_queue(QueueName=name + "-dlq")["QueueUrl"]
 dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
 sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "30", "RedrivePolicy": json.dumps(
     {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "3"})})
+# Where late-run and dead-message alerts go (ES_EXPORT_ALERT_SNS_TOPIC_ARN in `make airflow`).
+boto3.client("sns").create_topic(Name="es-export-alerts")
 PY
 }
 

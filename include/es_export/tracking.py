@@ -104,7 +104,17 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (3, "batches dispatched to SQS", [
         "ALTER TABLE batch_progress ADD COLUMN dispatched_at DATETIME(6) NULL AFTER attempts",
     ]),
+    (4, "job_runs mirrors its Airflow run", [
+        "ALTER TABLE job_runs ADD COLUMN airflow_state VARCHAR(16) NULL AFTER status",
+        "ALTER TABLE job_runs ADD COLUMN airflow_try INT NULL AFTER airflow_state",
+        "ALTER TABLE job_runs ADD COLUMN airflow_started_at DATETIME(6) NULL AFTER airflow_try",
+        "ALTER TABLE job_runs ADD COLUMN airflow_ended_at DATETIME(6) NULL AFTER airflow_started_at",
+        "ALTER TABLE job_runs ADD COLUMN airflow_url VARCHAR(1024) NULL AFTER airflow_ended_at",
+    ]),
 ]
+
+# MySQL error codes that mean another process applied the same statement first.
+_ALREADY_APPLIED = {1050, 1060, 1061}  # table exists, duplicate column, duplicate key
 
 
 def utc_naive(value: datetime) -> datetime:
@@ -141,7 +151,11 @@ def migrate(conn: Any) -> list[int]:
             if version in done:
                 continue
             for statement in statements:
-                cur.execute(statement)
+                try:
+                    cur.execute(statement)
+                except Exception as exc:
+                    if not exc.args or exc.args[0] not in _ALREADY_APPLIED:
+                        raise
             # INSERT IGNORE: two workers migrating at once both succeed.
             cur.execute("INSERT IGNORE INTO schema_version (version, description) VALUES (%s, %s)",
                         (version, description))
@@ -195,6 +209,51 @@ def start_job(conn: Any, *, dag_id: str, run_id: str, start: datetime, end: date
         job_id = int(cur.lastrowid)
     conn.commit()
     return Job(job_id, dag_id, run_id, start, end)
+
+
+@dataclass(frozen=True)
+class AirflowRun:
+    """What job_runs mirrors of an Airflow DAG run."""
+
+    dag_id: str
+    run_id: str
+    state: str
+    try_number: int
+    start: datetime | None
+    end: datetime | None
+    url: str
+    interval_start: datetime
+    interval_end: datetime
+    note: str = ""
+
+
+def mirror_airflow_run(conn: Any, run: AirflowRun) -> None:
+    """Record an Airflow run's state on its job_runs row, creating the row if start_job has not yet.
+
+    A run that Airflow ended as failed before `reconcile` finished it (a task failed, or a person
+    marked it failed) also gets status failed, so no job stays `running` for ever.
+    """
+    started, ended = (utc_naive(v) if v else None for v in (run.start, run.end))
+    with conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO job_runs (dag_id, run_id, interval_start, interval_end, next_run_date, status,"
+            " airflow_state, airflow_try, airflow_started_at, airflow_ended_at, airflow_url)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON DUPLICATE KEY UPDATE airflow_state = VALUES(airflow_state), airflow_try = VALUES(airflow_try),"
+            " airflow_started_at = VALUES(airflow_started_at), airflow_ended_at = VALUES(airflow_ended_at),"
+            " airflow_url = VALUES(airflow_url)",
+            (run.dag_id, run.run_id, utc_naive(run.interval_start), utc_naive(run.interval_end),
+             utc_naive(run.interval_end), PENDING, run.state, run.try_number, started, ended, run.url[:1024]),
+        )
+        if run.state == FAILED:
+            cur.execute(
+                "UPDATE job_runs SET status = %s, last_error = COALESCE(last_error, %s),"
+                " finished_at = COALESCE(finished_at, UTC_TIMESTAMP(6))"
+                " WHERE dag_id = %s AND run_id = %s AND status IN (%s, %s)",
+                (FAILED, f"Airflow run failed: {run.note}"[:4000] if run.note else "Airflow run failed",
+                 run.dag_id, run.run_id, PENDING, RUNNING),
+            )
+    conn.commit()
 
 
 def update_job(conn: Any, job_id: int, **fields: Any) -> None:
@@ -424,6 +483,28 @@ def fail_batch(conn: Any, batch_id: int, error: str) -> None:
     conn.commit()
 
 
+def reopen_batch(conn: Any, batch_id: int) -> int:
+    """A person ran a finished batch again (cleared its task): export all of it again.
+
+    Its completed and failed messages go back to pending; dead ones stay dead (es_message_retry
+    with revive_dead=true brings those back). Returns how many messages were reopened.
+    """
+    with conn.cursor() as cur:
+        cur.execute(
+            "UPDATE message_tracking SET status = %s, next_attempt_at = NULL, lease_expires_at = NULL"
+            " WHERE batch_id = %s AND status IN (%s, %s)",
+            (PENDING, batch_id, COMPLETED, FAILED),
+        )
+        reopened = cur.rowcount
+        cur.execute(
+            "UPDATE batch_progress SET status = %s, completed = 0, failed = 0, dispatched_at = NULL,"
+            " finished_at = NULL WHERE id = %s",
+            (PENDING, batch_id),
+        )
+    conn.commit()
+    return reopened
+
+
 # ---------------------------------------------------------------------------- reconcile
 
 def status_counts(conn: Any, start: datetime, end: datetime) -> dict[str, int]:
@@ -563,6 +644,46 @@ def dead_messages(conn: Any, job_id: int, limit: int = 100) -> list[dict[str, An
         return [{"message_id": m, "attempts": int(a), "error": e} for m, a, e in cur.fetchall()]
 
 
+# ---------------------------------------------------------------------------- status page
+
+def _rows(cur: Any) -> list[dict[str, Any]]:
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def recent_jobs(conn: Any, limit: int = 25) -> list[dict[str, Any]]:
+    """The latest job_runs rows with their batch progress, newest first."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT j.id, j.dag_id, j.run_id, j.interval_start, j.interval_end, j.status, j.airflow_state,"
+            " j.airflow_try, j.airflow_url, j.dispatch, j.reprocess, j.ids_found, j.to_export, j.completed,"
+            " j.failed, j.objects, j.last_error, j.started_at, j.finished_at,"
+            " COUNT(b.id) AS batches, COALESCE(SUM(b.status = %s), 0) AS batches_done,"
+            " COALESCE(SUM(b.completed), 0) AS batch_completed, COALESCE(SUM(b.failed), 0) AS batch_failed,"
+            " COALESCE(SUM(b.total), 0) AS batch_total, COALESCE(SUM(b.bytes_written), 0) AS bytes_written"
+            " FROM job_runs j LEFT JOIN batch_progress b ON b.job_id = j.id"
+            " GROUP BY j.id ORDER BY j.id DESC LIMIT %s",
+            (COMPLETED, limit),
+        )
+        rows = _rows(cur)
+    conn.commit()
+    return rows
+
+
+def problem_messages(conn: Any, limit: int = 100, job_id: int | None = None) -> list[dict[str, Any]]:
+    """Failed and dead messages with their reasons, most recently changed first."""
+    where, args = "status IN (%s, %s)", [FAILED, DEAD]
+    if job_id is not None:
+        where, args = where + " AND job_id = %s", args + [job_id]
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT message_id, status, attempts, job_id, batch_id, last_error, next_attempt_at, updated_at"
+                    f" FROM message_tracking WHERE {where} ORDER BY updated_at DESC, id DESC LIMIT %s",
+                    args + [limit])
+        rows = _rows(cur)
+    conn.commit()
+    return rows
+
+
 # ---------------------------------------------------------------------------- dispatch (SQS)
 
 def mark_dispatched(conn: Any, batch_ids: list[int]) -> None:
@@ -577,8 +698,9 @@ def mark_dispatched(conn: Any, batch_ids: list[int]) -> None:
 def batch_state(conn: Any, batch_id: int) -> dict[str, Any]:
     """The batch_progress row of a batch, as a dict."""
     with conn.cursor() as cur:
-        cur.execute("SELECT id AS batch_id, job_id, batch_no, status, total, completed, failed, attempts,"
-                    " dispatched_at, last_error FROM batch_progress WHERE id = %s", (batch_id,))
+        cur.execute("SELECT id AS batch_id, job_id, batch_no, status, total, completed, failed, bytes_written,"
+                    " attempts, started_at, finished_at, dispatched_at, last_error FROM batch_progress"
+                    " WHERE id = %s", (batch_id,))
         row = cur.fetchone()
         if row is None:
             raise TrackingError(f"batch {batch_id} does not exist in batch_progress; was the plan replaced?")

@@ -7,6 +7,7 @@ MySQL; the mapped `process` task (a sensor in reschedule mode) reports the batch
 from __future__ import annotations
 
 import json
+import logging
 import os
 from datetime import timedelta
 from typing import Any
@@ -24,9 +25,12 @@ from es_export_airflow import (
     elasticsearch_client,
     failing_fast,
     load_config,
+    metrics,
     mysql_connection,
     s3_client,
 )
+
+log = logging.getLogger(__name__)
 
 # Longest a batch may take in any mode, including waiting for the Lambda behind SQS.
 BATCH_TIMEOUT = timedelta(hours=6)
@@ -53,11 +57,20 @@ def payload(cfg: ExportConfig, batch: dict[str, Any]) -> dict[str, Any]:
             "settings": settings}
 
 
-def poke(batch: dict[str, Any]) -> PokeReturnValue:
-    """One poke of the mapped `process` sensor."""
+def poke(batch: dict[str, Any], context: Any) -> PokeReturnValue:
+    """One poke of the mapped `process` sensor; a finished batch reports its metrics."""
+    result = _poke(batch, context)
+    if result.is_done:
+        metrics.report_batch(batch, result.xcom_value, dag_id=context["dag"].dag_id)
+    return result
+
+
+def _poke(batch: dict[str, Any], context: Any) -> PokeReturnValue:
     cfg = load_config()
     mode = Dispatch(batch.get("dispatch", Dispatch.LOCAL))
     with failing_fast():
+        if cleared_by_hand(context):
+            _reopen_if_finished(batch)
         if mode is Dispatch.LOCAL:
             with mysql_connection() as conn:
                 result = pipeline.process_batch(elasticsearch_client(), conn, s3_client(cfg), cfg,
@@ -66,6 +79,21 @@ def poke(batch: dict[str, Any]) -> PokeReturnValue:
         if mode is Dispatch.LAMBDA:
             return PokeReturnValue(is_done=True, xcom_value=invoke_lambda(cfg, batch))
         return _wait_for_sqs(cfg, batch)
+
+
+def cleared_by_hand(context: Any) -> bool:
+    """The first poke of a later try: a retry after a failure, or a person cleared the task."""
+    return context["ti"].try_number > 1 and not context.get("task_reschedule_count")
+
+
+def _reopen_if_finished(batch: dict[str, Any]) -> None:
+    # Airflow never re-runs a successful task by itself, so a finished batch here was cleared by a
+    # person who wants it exported again; an unfinished one just resumes where it stopped.
+    with mysql_connection() as conn:
+        if tracking.batch_state(conn, batch["batch_id"])["status"] == tracking.COMPLETED:
+            reopened = tracking.reopen_batch(conn, batch["batch_id"])
+            log.info("batch %s was cleared after it finished: exporting its %d message(s) again",
+                     batch["batch_no"], reopened)
 
 
 def invoke_lambda(cfg: ExportConfig, batch: dict[str, Any]) -> dict[str, Any]:
@@ -109,8 +137,11 @@ def _wait_for_sqs(cfg: ExportConfig, batch: dict[str, Any]) -> PokeReturnValue:
         send_to_sqs(cfg, [batch])
         return PokeReturnValue(is_done=False)
     if state["status"] == tracking.COMPLETED:
-        return PokeReturnValue(is_done=True, xcom_value={k: state[k] for k in ("batch_id", "batch_no", "total",
-                                                                               "completed", "failed")})
+        seconds = (state["finished_at"] - state["started_at"]).total_seconds() if state["started_at"] else 0.0
+        return PokeReturnValue(is_done=True, xcom_value={
+            "job_id": state["job_id"], "batch_id": state["batch_id"], "batch_no": state["batch_no"],
+            "attempted": state["total"], "completed": state["completed"], "failed": state["failed"],
+            "bytes_written": state["bytes_written"], "seconds": seconds})
     if state["status"] == tracking.FAILED and state["attempts"] >= cfg.sqs_max_receive:
         raise TransientError(f"batch {batch['batch_no']} failed {state['attempts']} time(s) in the Lambda "
                              f"(its message is in the dead-letter queue): {state['last_error']}")

@@ -56,3 +56,52 @@ def airflow_db():
                          text=True, check=False, env=os.environ.copy())
     if out.returncode != 0:
         pytest.fail(f"airflow db migrate failed:\n{out.stdout}\n{out.stderr}")
+
+
+@pytest.fixture(scope="session")
+def running_airflow(es, s3):
+    """`airflow standalone` on port 8180 with its own tracking database, indices and bucket.
+
+    Also listening: a StatsD socket for the metrics, and an SQS queue subscribed to the alert topic.
+    Every run of this Airflow misses its 5 s deadline, on purpose.
+    """
+    import json
+    import types
+    import uuid
+    from datetime import date
+
+    import boto3
+
+    import running_airflow as ra
+    import seed_data
+    from es_export import tracking
+    from support import connect, reset_database
+
+    reset_database(ra.TRACKING_DB)
+    conn = connect(ra.TRACKING_DB)
+    tracking.migrate(conn)
+    conn.close()
+    cfg = ra.CONFIG
+    names = {seed_data.MESSAGES_INDEX: cfg["messages_index"], seed_data.HISTORY_INDEX: cfg["history_index"],
+             seed_data.STATUS_INDEX: cfg["status_index"], seed_data.AUDIT_INDEX: cfg["audit_index"]}
+    seed = seed_data.SeedConfig(messages=900, days=3, start=date(2024, 10, 1), seed=23, large=0)
+    seed_data.load(es, seed, index_names=names)
+    s3.create_bucket(Bucket=cfg["bucket"])
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    sqs = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1")
+    alerts_queue = sqs.create_queue(QueueName=f"alerts-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=alerts_queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns = boto3.client("sns", endpoint_url=endpoint, region_name="us-east-1")
+    sns.create_topic(Name=ra.ALERT_TOPIC.rsplit(":", 1)[1])
+    sns.subscribe(TopicArn=ra.ALERT_TOPIC, Protocol="sqs", Endpoint=queue_arn)
+    statsd = ra.StatsdListener(ra.STATSD_PORT)
+    mysql_conn = {**json.loads(os.environ["AIRFLOW_CONN_MYSQL_TRACKING"]), "schema": ra.TRACKING_DB}
+    try:
+        ra.start_fresh(json.dumps(mysql_conn))
+    except RuntimeError as exc:
+        statsd.close()
+        pytest.fail(str(exc))
+    yield types.SimpleNamespace(api=ra.AirflowAPI().login(), statsd=statsd, sqs=sqs, alerts_queue=alerts_queue,
+                                seed=seed, config=cfg, db=ra.TRACKING_DB)
+    statsd.close()
+    ra.airflow_sh("down", "test")
