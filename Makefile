@@ -10,7 +10,7 @@ ENV    := .local/stack.env
 # Load the stack's settings (connections, endpoints) into a recipe's environment.
 WITH_ENV := set -a; . $(ENV); set +a;
 
-APT_PACKAGES := mariadb-server mariadb-client default-libmysqlclient-dev pkg-config build-essential maven curl zip
+APT_PACKAGES := mariadb-server mariadb-client default-libmysqlclient-dev pkg-config build-essential maven curl zip chromium
 
 .PHONY: help system-deps venv lock up airflow down status seed lint test test-unit demo clean lambda-zip mwaa-bundle bench
 
