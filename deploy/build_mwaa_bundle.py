@@ -47,6 +47,8 @@ STARTUP_SH = """\
 export ES_EXPORT_MAX_ACTIVE_RUNS="${ES_EXPORT_MAX_ACTIVE_RUNS:-2}"      # concurrent es_message_export runs
 export ES_RETRY_SCHEDULE="${ES_RETRY_SCHEDULE:-*/15 * * * *}"          # cron of es_message_retry
 export ES_EXPORT_POKE_SECONDS="${ES_EXPORT_POKE_SECONDS:-30}"           # poke interval of the process sensors
+export ES_EXPORT_DEADLINE_SECONDS="${ES_EXPORT_DEADLINE_SECONDS:-21600}"  # late-run alert after queueing
+# export ES_EXPORT_ALERT_SNS_TOPIC_ARN="arn:aws:sns:<region>:<account>:<topic>"  # where late-run alerts go
 """
 
 

@@ -155,6 +155,8 @@ sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "30", "Redrive
     {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "3"})})
 # Where late-run and dead-message alerts go (ES_EXPORT_ALERT_SNS_TOPIC_ARN in `make airflow`).
 boto3.client("sns").create_topic(Name="es-export-alerts")
+# The default bucket of es_message_export_config, so `make airflow` + `make seed` export at once.
+boto3.client("s3").create_bucket(Bucket="message-export")
 PY
 }
 

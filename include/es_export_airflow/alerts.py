@@ -4,7 +4,8 @@ The scheduler notices the missed deadline and the triggerer runs `late_run`: it 
 log line, then sends through a notifier, SNS by default. Settings are read when the DAG file is
 parsed, from the environment (on MWAA: the startup script or the environment's configuration):
 
-  ES_EXPORT_DEADLINE_SECONDS        how long after a run is queued it counts as late (default 6 h)
+  ES_EXPORT_DEADLINE_SECONDS        how long after a run is queued it counts as late (default 6 h;
+                                    "off": no deadline, needed for `airflow dags test`)
   ES_EXPORT_ALERT_SNS_TOPIC_ARN     the SNS topic of the default notifier; unset: log line only
   ES_EXPORT_ALERT_NOTIFIER          another notifier class, e.g.
                                     airflow.providers.slack.notifications.slack_webhook.SlackWebhookNotifier
@@ -33,12 +34,15 @@ SNS_NOTIFIER = "airflow.providers.amazon.aws.notifications.sns.SnsNotifier"
 log = logging.getLogger("es_export.alerts")
 
 
-def deadline_seconds() -> int:
-    raw = os.environ.get("ES_EXPORT_DEADLINE_SECONDS", "")
+def deadline_seconds() -> int | None:
+    """None when the alert is switched off ("off" or "0")."""
+    raw = os.environ.get("ES_EXPORT_DEADLINE_SECONDS", "").strip().lower()
     if not raw:
         return int(DEFAULT_DEADLINE.total_seconds())
-    if not raw.isdigit() or int(raw) <= 0:
-        raise ConfigError(f"ES_EXPORT_DEADLINE_SECONDS must be a whole number of seconds above 0, got {raw!r}")
+    if raw in ("off", "0"):
+        return None
+    if not raw.isdigit():
+        raise ConfigError(f"ES_EXPORT_DEADLINE_SECONDS must be a whole number of seconds, or off; got {raw!r}")
     return int(raw)
 
 
@@ -61,11 +65,19 @@ def notifier_settings() -> dict[str, Any]:
     return {"notifier": path, "notifier_kwargs": kwargs}
 
 
-def late_run_deadline() -> DeadlineAlert:
-    """The export DAG's deadline: finished within ES_EXPORT_DEADLINE_SECONDS of being queued."""
+def late_run_deadline() -> DeadlineAlert | None:
+    """The export DAG's deadline: finished within ES_EXPORT_DEADLINE_SECONDS of being queued.
+
+    `airflow dags test` and `dag.test()` fail on any DAG with a deadline in Airflow 3.3.1 (they look
+    the alert up by id in a DAG object that holds the alert itself), so set
+    ES_EXPORT_DEADLINE_SECONDS=off there; the scheduler is not affected.
+    """
+    seconds = deadline_seconds()
+    if seconds is None:
+        return None
     return DeadlineAlert(
         reference=DeadlineReference.DAGRUN_QUEUED_AT,
-        interval=timedelta(seconds=deadline_seconds()),
+        interval=timedelta(seconds=seconds),
         callback=AsyncCallback(late_run, kwargs=notifier_settings()),
         name="es_message_export late",
     )

@@ -69,7 +69,7 @@ def _poke(batch: dict[str, Any], context: Any) -> PokeReturnValue:
     cfg = load_config()
     mode = Dispatch(batch.get("dispatch", Dispatch.LOCAL))
     with failing_fast():
-        if cleared_by_hand(context):
+        if first_poke_of_a_later_try(context):
             _reopen_if_finished(batch)
         if mode is Dispatch.LOCAL:
             with mysql_connection() as conn:
@@ -81,7 +81,7 @@ def _poke(batch: dict[str, Any], context: Any) -> PokeReturnValue:
         return _wait_for_sqs(cfg, batch)
 
 
-def cleared_by_hand(context: Any) -> bool:
+def first_poke_of_a_later_try(context: Any) -> bool:
     """The first poke of a later try: a retry after a failure, or a person cleared the task."""
     return context["ti"].try_number > 1 and not context.get("task_reschedule_count")
 

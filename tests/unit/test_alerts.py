@@ -24,11 +24,17 @@ def test_default_deadline_is_six_hours_after_queueing():
     assert alert.reference.reference_name == "DagRunQueuedAtDeadline"
 
 
-@pytest.mark.parametrize("raw", ["0", "-5", "1h", "2.5"])
+@pytest.mark.parametrize("raw", ["-5", "1h", "2.5"])
 def test_a_bad_deadline_names_the_variable(monkeypatch, raw):
     monkeypatch.setenv("ES_EXPORT_DEADLINE_SECONDS", raw)
     with pytest.raises(ConfigError, match="ES_EXPORT_DEADLINE_SECONDS"):
         alerts.deadline_seconds()
+
+
+@pytest.mark.parametrize("raw", ["off", "0", "OFF"])
+def test_the_deadline_can_be_switched_off(monkeypatch, raw):
+    monkeypatch.setenv("ES_EXPORT_DEADLINE_SECONDS", raw)
+    assert alerts.late_run_deadline() is None
 
 
 def test_without_a_topic_the_alert_is_a_log_line_only():
@@ -74,3 +80,14 @@ def test_the_callback_sends_through_the_configured_notifier():
                                           notifier_kwargs={"text": "late: {message}"}, context=context))
     assert "manual__1 is late" in message
     assert RecordingNotifier.sent[-1] == (f"late: {message}", "manual__1")
+
+
+def test_the_export_dag_carries_the_deadline(monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+
+    from support import DAGS
+
+    monkeypatch.setenv("ES_EXPORT_DEADLINE_SECONDS", "900")
+    dag = DagBag(dag_folder=str(DAGS / "es_message_export.py")).dags["es_message_export"]
+    assert [d.interval.total_seconds() for d in dag.deadline] == [900]
+    assert dag.deadline[0].callback.path == "es_export_airflow.alerts.late_run"
