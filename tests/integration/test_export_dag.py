@@ -199,7 +199,10 @@ def test_more_batches_than_the_limit_still_map_within_it(env):
 def test_bad_params_are_refused_before_any_work(env):
     dr = run_dag(start="2024-10-03", end="2024-10-01")
     assert dr.state == "failed"
-    assert query("SELECT COUNT(*) FROM job_runs WHERE run_id = %s", dr.run_id) == ((0,),)
+    # The only trace is the listener's mirror of Airflow's verdict: no extract, no batch, no message.
+    assert query("SELECT status, airflow_state, ids_found, batches FROM job_runs WHERE run_id = %s",
+                 dr.run_id) == (("failed", "failed", None, None),)
+    assert query("SELECT COUNT(*) FROM message_tracking WHERE run_id = %s", dr.run_id) == ((0,),)
     states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
     assert states["start_job"] == "failed" and states["extract"] == "upstream_failed"
 
