@@ -172,6 +172,7 @@ def test_clearing_one_batch_exports_only_that_batch_again(backfill, running_airf
     assert status == "failed" and "no longer in index" in error
     tries = {ti["map_index"]: ti["try_number"] for ti in api.task_instances(DAG, run_id) if ti["task_id"] == "process"}
     assert tries == {0: 1, 1: 2, 2: 1}
+    assert job_row(run_id)["airflow_try"] == 2  # the run was cleared once: job_runs follows
 
 
 def test_marking_a_run_by_hand_is_mirrored(backfill, running_airflow):
