@@ -7,7 +7,7 @@ dev tools put on sys.path (pytest's pythonpath, PYTHONPATH in the Makefile). MWA
 
 Layout written to --out (default dist/mwaa):
     dags/              DAG files + es_export/ + es_export_airflow/ + .airflowignore  -> s3://<bucket>/dags/
-    plugins.zip        the repo's plugins/ folder at the zip root (may be empty)      -> s3://<bucket>/plugins.zip
+    plugins.zip        the repo's plugins/ folder + es_export/ + es_export_airflow/   -> s3://<bucket>/plugins.zip
     requirements.txt   the repo's requirements.txt (MWAA's constraint line + pins)    -> s3://<bucket>/requirements.txt
     startup.sh         optional startup script (non-secret env var defaults)         -> s3://<bucket>/startup.sh
 
@@ -72,11 +72,20 @@ def plugin_files(plugins_dir: Path) -> list[Path]:
 
 
 def build_plugins_zip(plugins_dir: Path, zip_path: Path) -> int:
-    """plugins_dir's contents at the zip root (MWAA unzips it into its plugins folder); returns the file count."""
-    files = plugin_files(plugins_dir)
+    """plugins_dir's contents and the core packages at the zip root (MWAA unzips it into its plugins
+    folder); returns the file count.
+
+    The packages travel here too because Airflow 3 puts only the plugins folder on sys.path in the
+    scheduler, the api-server and the triggerer: the DAGs folder is on it only while DAG files are
+    parsed, and the plugin (listener, status page) and the deadline callback import the packages.
+    """
+    files = [(path, path.relative_to(plugins_dir).as_posix()) for path in plugin_files(plugins_dir)]
+    for package in PACKAGES:
+        root = ROOT / "include"
+        files += [(path, path.relative_to(root).as_posix()) for path in plugin_files(root / package)]
     with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for path in files:
-            zf.write(path, path.relative_to(plugins_dir).as_posix())
+        for path, name in files:
+            zf.write(path, name)
     return len(files)
 
 

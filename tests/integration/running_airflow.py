@@ -10,10 +10,13 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
+import zipfile
 from dataclasses import dataclass, field
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -70,15 +73,34 @@ def airflow_sh(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
                           env={**os.environ, **(env or {})}, timeout=400)
 
 
+def mwaa_bundle() -> Path:
+    """`make mwaa-bundle`'s layout, with plugins.zip unpacked the way MWAA unpacks it."""
+    bundle = INSTANCE_HOME / "mwaa"
+    subprocess.run([sys.executable, str(ROOT / "deploy" / "build_mwaa_bundle.py"), "--out", str(bundle)],
+                   check=True, capture_output=True)
+    with zipfile.ZipFile(bundle / "plugins.zip") as zf:
+        zf.extractall(bundle / "plugins")
+    return bundle
+
+
 def start_fresh(mysql_conn_json: str) -> None:
-    """A new Airflow home each session, so runs and backfills of earlier sessions do not count."""
+    """A new Airflow home each session, so runs and backfills of earlier sessions do not count.
+
+    It runs the MWAA bundle, not the repository: DAGs, packages and plugin come from the bundle
+    alone, with nothing of ours on PYTHONPATH (Airflow puts the DAGs and plugins folders on the
+    path itself, as MWAA does).
+    """
     airflow_sh("down", "test")
     shutil.rmtree(INSTANCE_HOME, ignore_errors=True)
     INSTANCE_HOME.mkdir(parents=True)
+    bundle = mwaa_bundle()
     (INSTANCE_HOME / "airflow.env").write_text(
         f"AIRFLOW_VAR_ES_MESSAGE_EXPORT_CONFIG='{json.dumps(CONFIG)}'\n"
         f"AIRFLOW_CONN_MYSQL_TRACKING='{mysql_conn_json}'\n"
         f"ES_EXPORT_ALERT_SNS_TOPIC_ARN={ALERT_TOPIC}\n"
+        f"AIRFLOW__CORE__DAGS_FOLDER={bundle / 'dags'}\n"
+        f"AIRFLOW__CORE__PLUGINS_FOLDER={bundle / 'plugins'}\n"
+        "PYTHONPATH=\n"
     )
     out = airflow_sh("up", "test")
     if out.returncode != 0:

@@ -69,6 +69,16 @@ def backfill(running_airflow):
             "batches_metric": running_airflow.statsd.total("airflow.es_export.batches")}
 
 
+def test_the_running_airflow_runs_the_mwaa_bundle_alone(running_airflow):
+    api = running_airflow.api
+    assert api.call("GET", "/api/v2/importErrors")["total_entries"] == 0
+    for dag_id in (DAG, "es_message_retry"):
+        fileloc = api.call("GET", f"/api/v2/dags/{dag_id}/details")["fileloc"]
+        assert fileloc.startswith(str(ra.INSTANCE_HOME / "mwaa" / "dags")), fileloc
+    plugins = {p["name"]: p for p in api.call("GET", "/api/v2/plugins")["plugins"]}
+    assert plugins["es_export"]["listeners"] == ["es_export_airflow.run_mirror"]
+
+
 def test_backfill_makes_one_successful_run_per_day(backfill):
     assert sorted(backfill["runs"]) == DAYS, backfill["runs"]
     assert set(backfill["states"].values()) == {"success"}, backfill["states"]

@@ -118,15 +118,19 @@ def test_layout(bundle):
     assert (bundle / "requirements.txt").read_bytes() == (ROOT / "requirements.txt").read_bytes()
 
 
-def test_plugins_zip_holds_the_plugins_folder(bundle):
-    plugins = ROOT / "plugins"
-    expected = set()
-    if plugins.is_dir():
-        expected = {p.relative_to(plugins).as_posix() for p in plugins.rglob("*")
-                    if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"}
+def test_plugins_zip_holds_the_plugins_folder_and_the_packages(bundle):
+    # The packages too: outside DAG parsing, Airflow 3 has only the plugins folder on sys.path.
+    def files(folder, relative_to):
+        return {p.relative_to(relative_to).as_posix() for p in folder.rglob("*")
+                if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"}
+
+    expected = files(ROOT / "plugins", ROOT / "plugins")
+    for package in ("es_export", "es_export_airflow"):
+        expected |= files(ROOT / "include" / package, ROOT / "include")
     with zipfile.ZipFile(bundle / "plugins.zip") as zf:
         assert zf.testzip() is None
         assert set(zf.namelist()) == expected
+    assert "es_export_plugin.py" in expected and "es_export_airflow/run_mirror.py" in expected
 
 
 def test_dags_load_from_the_bundle_alone(loaded):
