@@ -670,6 +670,17 @@ def recent_jobs(conn: Any, limit: int = 25) -> list[dict[str, Any]]:
     return rows
 
 
+def job_batches(conn: Any, job_id: int, limit: int = 1000) -> list[dict[str, Any]]:
+    """The batches of one job, in order."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT id, batch_no, status, total, completed, failed, attempts, bytes_written, last_error,"
+                    " started_at, finished_at FROM batch_progress WHERE job_id = %s ORDER BY batch_no LIMIT %s",
+                    (job_id, limit))
+        rows = _rows(cur)
+    conn.commit()
+    return rows
+
+
 def problem_messages(conn: Any, limit: int = 100, job_id: int | None = None) -> list[dict[str, Any]]:
     """Failed and dead messages with their reasons, most recently changed first."""
     where, args = "status IN (%s, %s)", [FAILED, DEAD]

@@ -32,6 +32,7 @@ def snapshot(limit: int, job_id: int | None) -> dict[str, Any]:
     with mysql_connection() as conn:
         tracking.migrate(conn)  # a fresh install shows empty tables instead of an error
         return {"jobs": tracking.recent_jobs(conn, limit),
+                "batches": tracking.job_batches(conn, job_id) if job_id is not None else [],
                 "problems": tracking.problem_messages(conn, 100, job_id=job_id)}
 
 
@@ -59,7 +60,14 @@ def _job_row(j: dict[str, Any]) -> str:
             + _cell(j["airflow_state"]) + _cell(j["airflow_try"]) + _cell(j["dispatch"]) + _cell(progress)
             + _cell(j["to_export"]) + _cell(j["batch_completed"]) + _cell(j["batch_failed"])
             + _cell(j["bytes_written"]) + _cell(j["last_error"])
-            + f'<td><a href="?job_id={j["id"]}">failures</a></td></tr>')
+            + f'<td><a href="?job_id={j["id"]}">batches, failures</a></td></tr>')
+
+
+def _batch_row(b: dict[str, Any]) -> str:
+    return ("<tr>" + _cell(b["batch_no"]) + _cell(b["id"])
+            + f'<td class="s-{html.escape(str(b["status"]))}">{html.escape(str(b["status"]))}</td>'
+            + "".join(_cell(b[k]) for k in ("total", "completed", "failed", "attempts", "bytes_written",
+                                             "started_at", "finished_at", "last_error")) + "</tr>")
 
 
 def _problem_row(m: dict[str, Any]) -> str:
@@ -78,6 +86,12 @@ def render(data: dict[str, Any], job_id: int | None) -> str:
     jobs = "".join(_job_row(j) for j in data["jobs"]) or '<tr><td colspan="15">no jobs yet</td></tr>'
     problems = "".join(_problem_row(m) for m in data["problems"]) or '<tr><td colspan="7">none</td></tr>'
     scope = f"job {job_id}" if job_id is not None else "all jobs"
+    batches = ""
+    if job_id is not None:
+        rows = "".join(_batch_row(b) for b in data.get("batches", [])) or '<tr><td colspan="11">none</td></tr>'
+        batches = (f"<h2>Batches of job {job_id}</h2><table id=\"batches\"><tr><th>batch</th><th>id</th>"
+                   "<th>status</th><th>messages</th><th>exported</th><th>failed</th><th>attempts</th><th>bytes</th>"
+                   f"<th>started</th><th>finished</th><th>last error</th></tr>{rows}</table>")
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Export status</title>
 <style>{STYLE}</style></head><body>
 <h1>Elasticsearch → S3 export status</h1>
@@ -85,6 +99,7 @@ def render(data: dict[str, Any], job_id: int | None) -> str:
 <table id="jobs"><tr><th>job</th><th>DAG</th><th>Airflow run</th><th>interval (UTC)</th><th>status</th>
 <th>Airflow state</th><th>try</th><th>dispatch</th><th>batches done</th><th>to export</th><th>exported</th>
 <th>failed</th><th>bytes</th><th>last error</th><th></th></tr>{jobs}</table>
+{batches}
 <h2>Failed and dead messages ({html.escape(scope)}{' · <a href="?">all jobs</a>' if job_id is not None else ''})</h2>
 <table id="problems"><tr><th>message id</th><th>status</th><th>attempts</th><th>job</th><th>batch</th>
 <th>reason</th><th>next attempt</th></tr>{problems}</table>

@@ -214,3 +214,8 @@ def test_status_page_lists_jobs_and_failed_messages_for_signed_in_users(backfill
     failed = [m for m in data["problems"] if m["status"] == "failed"]
     assert failed and "no longer in index" in failed[0]["last_error"]
     assert failed[0]["message_id"].replace("&", "&amp;")[:20] in page.text.replace("&#x27;", "'")
+    cleared = job_row(backfill["runs"][DAYS[1]])["id"]
+    one_job = running_airflow.api.session.get(f"{ra.URL}/es-export/", params={"job_id": cleared}, timeout=30).text
+    assert f"Batches of job {cleared}" in one_job
+    batches = running_airflow.api.call("GET", "/es-export/jobs.json", params={"job_id": cleared})["batches"]
+    assert sorted(b["attempts"] for b in batches) == [1, 1, 2]

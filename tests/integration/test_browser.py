@@ -124,3 +124,7 @@ def test_status_page_in_the_ui_lists_the_jobs(page, running_airflow):
     frame.get_by_text(newest).first.wait_for()
     page.screenshot(path=SHOTS / "05-status-page.png", full_page=True)
     assert frame.locator("table#jobs tr").count() > 1
+    # The job the trigger form started: 300 messages in batches of 150.
+    frame.locator("tr", has_text="2/2").get_by_text("batches, failures").first.click()
+    frame.locator("table#batches tr", has_text="150").first.wait_for()
+    page.screenshot(path=SHOTS / "06-status-page-one-job.png", full_page=True)

@@ -36,3 +36,11 @@ def test_a_job_shows_its_batch_progress_and_links_to_its_run():
 def test_empty_tables_say_so():
     page = status_page.render({"jobs": [], "problems": []}, 3)
     assert "no jobs yet" in page and "job 3" in page
+
+
+def test_one_job_shows_its_batches():
+    batch = {"id": 4, "batch_no": 1, "status": "failed", "total": 150, "completed": 149, "failed": 1, "attempts": 2,
+             "bytes_written": 99, "last_error": "ConnectionError: <es down>", "started_at": None, "finished_at": None}
+    page = status_page.render({"jobs": [JOB], "batches": [batch], "problems": [PROBLEM]}, 7)
+    assert "Batches of job 7" in page and '<td class="s-failed">failed</td>' in page
+    assert "ConnectionError: &lt;es down&gt;" in page
