@@ -35,3 +35,12 @@ def query(database: str, sql: str, *params):
             return cur.fetchall()
     finally:
         conn.close()
+
+
+def seed_with_indices(es, cfg: dict, seed_cfg) -> None:
+    """Sample data into the four indices a config names (its messages_index, history_index, ...)."""
+    import seed_data
+
+    names = {seed_data.MESSAGES_INDEX: cfg["messages_index"], seed_data.HISTORY_INDEX: cfg["history_index"],
+             seed_data.STATUS_INDEX: cfg["status_index"], seed_data.AUDIT_INDEX: cfg["audit_index"]}
+    seed_data.load(es, seed_cfg, index_names=names)

@@ -22,11 +22,11 @@ log = logging.getLogger("es_export.metrics")
 
 
 def batch_record(batch: dict[str, Any], result: dict[str, Any], *, dag_id: str) -> dict[str, Any]:
-    """The counts of one finished batch, whatever the dispatch mode reported."""
+    """The counts of one finished batch; every dispatch mode reports the same keys."""
     return {
         "event": "es_export.batch", "dag_id": dag_id, "run_id": batch.get("run_id"),
         "dispatch": batch.get("dispatch", "local"), "job_id": batch["job_id"], "batch_id": batch["batch_id"],
-        "batch_no": batch["batch_no"], "attempted": int(result.get("attempted", result.get("total", 0))),
+        "batch_no": batch["batch_no"], "attempted": int(result.get("attempted", 0)),
         "completed": int(result.get("completed", 0)), "failed": int(result.get("failed", 0)),
         "bytes_written": int(result.get("bytes_written", 0)), "seconds": round(float(result.get("seconds", 0)), 3),
     }

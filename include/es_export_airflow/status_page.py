@@ -50,13 +50,19 @@ def _cell(value: Any) -> str:
     return f"<td>{html.escape('' if value is None else str(value))}</td>"
 
 
+def _status_cell(status: Any) -> str:
+    """A status, coloured by the page's s-<status> classes."""
+    text = html.escape(str(status))
+    return f'<td class="s-{text}">{text}</td>'
+
+
 def _job_row(j: dict[str, Any]) -> str:
     run = html.escape(j["run_id"])
     link = f'<a href="{html.escape(j["airflow_url"])}" target="_top">{run}</a>' if j.get("airflow_url") else run
     progress = f"{j['batches_done']}/{j['batches']}" if j["batches"] else "-"
     return ("<tr>" + _cell(j["id"]) + _cell(j["dag_id"]) + f"<td>{link}</td>"
             + _cell(f"{j['interval_start']} → {j['interval_end']}")
-            + f'<td class="s-{html.escape(str(j["status"]))}">{html.escape(str(j["status"]))}</td>'
+            + _status_cell(j["status"])
             + _cell(j["airflow_state"]) + _cell(j["airflow_try"]) + _cell(j["dispatch"]) + _cell(progress)
             + _cell(j["to_export"]) + _cell(j["batch_completed"]) + _cell(j["batch_failed"])
             + _cell(j["bytes_written"]) + _cell(j["last_error"])
@@ -65,13 +71,13 @@ def _job_row(j: dict[str, Any]) -> str:
 
 def _batch_row(b: dict[str, Any]) -> str:
     return ("<tr>" + _cell(b["batch_no"]) + _cell(b["id"])
-            + f'<td class="s-{html.escape(str(b["status"]))}">{html.escape(str(b["status"]))}</td>'
+            + _status_cell(b["status"])
             + "".join(_cell(b[k]) for k in ("total", "completed", "failed", "attempts", "bytes_written",
                                              "started_at", "finished_at", "last_error")) + "</tr>")
 
 
 def _problem_row(m: dict[str, Any]) -> str:
-    return ("<tr>" + _cell(m["message_id"]) + f'<td class="s-{m["status"]}">{m["status"]}</td>'
+    return ("<tr>" + _cell(m["message_id"]) + _status_cell(m["status"])
             + _cell(m["attempts"]) + _cell(m["job_id"]) + _cell(m["batch_id"]) + _cell(m["last_error"])
             + _cell(m["next_attempt_at"]) + "</tr>")
 

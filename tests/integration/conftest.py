@@ -75,17 +75,15 @@ def running_airflow(es, s3):
     import running_airflow as ra
     import seed_data
     from es_export import tracking
-    from support import connect, reset_database
+    from support import connect, reset_database, seed_with_indices
 
     reset_database(ra.TRACKING_DB)
     conn = connect(ra.TRACKING_DB)
     tracking.migrate(conn)
     conn.close()
     cfg = ra.CONFIG
-    names = {seed_data.MESSAGES_INDEX: cfg["messages_index"], seed_data.HISTORY_INDEX: cfg["history_index"],
-             seed_data.STATUS_INDEX: cfg["status_index"], seed_data.AUDIT_INDEX: cfg["audit_index"]}
     seed = seed_data.SeedConfig(messages=900, days=3, start=date(2024, 10, 1), seed=23, large=0)
-    seed_data.load(es, seed, index_names=names)
+    seed_with_indices(es, cfg, seed)
     s3.create_bucket(Bucket=cfg["bucket"])
     endpoint = os.environ["AWS_ENDPOINT_URL"]
     sqs = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1")

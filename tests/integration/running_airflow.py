@@ -15,7 +15,6 @@ import threading
 import time
 import zipfile
 from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -153,10 +152,6 @@ class AirflowAPI:
             if time.monotonic() > deadline:
                 raise AssertionError(f"runs of {dag_id} did not finish within {timeout}s: {states}")
             time.sleep(3)
-
-
-def day_conf(day: date, **extra: Any) -> dict[str, Any]:
-    return {"start": day.isoformat(), "end": date.fromordinal(day.toordinal() + 1).isoformat(), **extra}
 
 
 def task_log(dag_id: str, run_id: str, task_id: str, map_index: int = -1, attempt: int = 1) -> str:

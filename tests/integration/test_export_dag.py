@@ -27,7 +27,7 @@ def env(es, s3, airflow_db):
     cfg = {"messages_index": f"t-messages-{suffix}", "history_index": f"t-history-{suffix}",
            "status_index": f"t-status-{suffix}", "audit_index": f"t-audit-{suffix}",
            "bucket": f"export-test-{suffix}", "prefix": PREFIX, "scan_page_size": 300}
-    seed_with_indices(es, cfg, SEED)
+    support.seed_with_indices(es, cfg, SEED)
     s3.create_bucket(Bucket=cfg["bucket"])
     from es_export import tracking
     from support import connect, reset_database
@@ -48,12 +48,6 @@ def env(es, s3, airflow_db):
             os.environ[k] = v
     es.indices.delete(index=",".join(cfg[k] for k in ("messages_index", "history_index", "status_index",
                                                         "audit_index")))
-
-
-def seed_with_indices(es, cfg, seed_cfg):
-    names = {seed_data.MESSAGES_INDEX: cfg["messages_index"], seed_data.HISTORY_INDEX: cfg["history_index"],
-             seed_data.STATUS_INDEX: cfg["status_index"], seed_data.AUDIT_INDEX: cfg["audit_index"]}
-    seed_data.load(es, seed_cfg, index_names=names)
 
 
 def run_dag(**conf):

@@ -17,6 +17,6 @@ def test_local_and_lambda_results_map_directly():
     assert record["event"] == "es_export.batch" and record["dispatch"] == "sqs"
 
 
-def test_an_sqs_result_without_attempted_uses_the_batch_total():
-    record = metrics.batch_record(BATCH, {"total": 100, "completed": 100, "failed": 0}, dag_id="d")
-    assert record["attempted"] == 100 and record["bytes_written"] == 0
+def test_missing_counts_are_zero_not_an_error():
+    record = metrics.batch_record(BATCH, {"completed": 100}, dag_id="d")
+    assert (record["attempted"], record["completed"], record["failed"], record["bytes_written"]) == (0, 100, 0, 0)
