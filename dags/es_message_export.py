@@ -26,6 +26,7 @@ from es_export.config import RunParams
 from es_export.tracking import Job
 from es_export_airflow import (
     DATE_OR_DATETIME,
+    alert_dead,
     alerts,
     batch_label,
     dispatch,
@@ -61,7 +62,7 @@ from es_export_airflow import (
         "dispatch": Param("local", type="string", enum=["local", "lambda", "sqs"],
                           description="Where batches run: in the Airflow worker (local), in the "
                                       "processing Lambda, or through its SQS queue."),
-        "batch_size": Param(500, type="integer", minimum=1, maximum=100_000,
+        "batch_size": Param(500, type="integer", minimum=1, maximum=20_000,
                             description="Messages per batch; raised automatically to stay within max_batches."),
         "reprocess": Param(False, type="boolean",
                            description="Export again messages that were already exported."),
@@ -106,16 +107,21 @@ def es_message_export():
         context["batch_label"] = batch_label(batch)
         return dispatch.poke(batch, context)
 
-    @task(multiple_outputs=False, trigger_rule=TriggerRule.ALL_DONE, retries=1)
-    def reconcile(spec: dict | None) -> dict:
-        """Compare Elasticsearch, MySQL and S3; write the manifest; fail the run on any gap."""
+    @task.sensor(trigger_rule=TriggerRule.ALL_DONE, retries=1, **dispatch.sensor_settings())
+    def reconcile(spec: dict | None) -> PokeReturnValue:
+        """Wait for other runs still exporting part of this interval, then compare Elasticsearch, MySQL
+        and S3 document by document; write the manifest; fail the run on any gap."""
         if not spec:  # a skip here would turn the run green although nothing was exported
             raise AirflowFailException("the run stopped before extract (see start_job's log); nothing was exported")
-        cfg = load_config()
+        cfg, job = load_config(), Job.from_dict(spec["job"])
         with failing_fast(), mysql_connection() as conn:
-            report = pipeline.reconcile(elasticsearch_client(), conn, s3_client(cfg), cfg,
-                                        Job.from_dict(spec["job"]))
-        return {k: v for k, v in vars(report).items() if k != "failures"}
+            if dispatch.wait_for_other_runs(conn, job):
+                return PokeReturnValue(is_done=False)
+            try:
+                report = pipeline.reconcile(elasticsearch_client(), conn, s3_client(cfg), cfg, job)
+            finally:
+                alert_dead(cfg, job.job_id, pipeline.dead_messages(conn, job), get_current_context())
+        return PokeReturnValue(is_done=True, xcom_value={k: v for k, v in vars(report).items() if k != "failures"})
 
     spec = extract(start_job())
     batches = plan(spec)

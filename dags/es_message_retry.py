@@ -55,7 +55,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
         "revive_dead": Param(False, type="boolean", description="Also retry dead messages, with fresh attempts."),
         "dispatch": Param("local", type="string", enum=["local", "lambda", "sqs"],
                           description="Where batches run, as for es_message_export."),
-        "batch_size": Param(500, type="integer", minimum=1, maximum=100_000),
+        "batch_size": Param(500, type="integer", minimum=1, maximum=20_000),
     },
     tags=["export", "retry"],
     doc_md=__doc__,

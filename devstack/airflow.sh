@@ -37,14 +37,16 @@ settings() {  # the per-instance knobs; a caller's environment wins
   URL="http://127.0.0.1:$PORT"
 }
 
-admin_password() {  # generated once per home, kept out of git (.local is ignored)
-  local f="$HOME_DIR/admin_password"
+password_of() {  # generated once per home and user, kept out of git (.local is ignored)
+  local f="$HOME_DIR/$1_password"
   if [ ! -s "$f" ]; then
     mkdir -p "$HOME_DIR"
     (umask 077; head -c 18 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' > "$f")
   fi
   cat "$f"
 }
+
+admin_password() { password_of admin; }
 
 healthy() { curl -sf "$URL/api/v2/monitor/health" | grep -q '"scheduler":{"status":"healthy"'; }
 
@@ -65,8 +67,8 @@ cmd_up() {
     die "port $PORT on 127.0.0.1 is taken by another process, so Airflow cannot start; set AIRFLOW_PORT=<free port>"
   fi
   mkdir -p "$HOME_DIR" "$LOCAL/pids" "$LOCAL/logs"
-  local password; password="$(admin_password)"
-  (umask 077; printf '{"admin": "%s"}\n' "$password" > "$HOME_DIR/passwords.json")
+  local password noaccess; password="$(admin_password)"; noaccess="$(password_of noaccess)"
+  (umask 077; printf '{"admin": "%s", "noaccess": "%s"}\n' "$password" "$noaccess" > "$HOME_DIR/passwords.json")
   (
     set -a; . "$ENV_FILE"; set +a
     export AIRFLOW_HOME="$HOME_DIR" PATH="$VENV/bin:$PATH"
@@ -75,7 +77,9 @@ cmd_up() {
     export AIRFLOW__CORE__PARALLELISM=4 AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG=4
     export AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES=1 AIRFLOW__API__WORKERS=1
     export AIRFLOW__API__PORT="$PORT" AIRFLOW__API__HOST=127.0.0.1 AIRFLOW__API__BASE_URL="$URL"
-    export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="admin:admin"
+    # noaccess has no role: Airflow lets it sign in but grants it nothing, not even reading a DAG
+    # (SimpleAuthManager's roles viewer..admin all read every DAG). The status page must refuse it.
+    export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="admin:admin,noaccess:"
     export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE="$HOME_DIR/passwords.json"
     export AIRFLOW__API_AUTH__JWT_SECRET="$(head -c 24 /dev/urandom | base64)"
     export AIRFLOW__API__SECRET_KEY="$AIRFLOW__API_AUTH__JWT_SECRET"
@@ -101,6 +105,7 @@ cmd_up() {
     sleep 2
   done
   echo "airflow ($INSTANCE): UI $URL  login admin / password in $HOME_DIR/admin_password  (log $LOG)"
+  echo "  a user without any permission: noaccess / password in $HOME_DIR/noaccess_password"
 }
 
 cmd_down() {

@@ -8,6 +8,11 @@
    `batchItemFailures` to come back after the visibility timeout (the queue's redrive policy moves
    them to the dead-letter queue after maxReceiveCount receives).
 
+One process is one deployed function: the handler takes its configuration (EXPORT_CONFIG, MYSQL_DB,
+ES_URL, ...) from this process's environment only, as in AWS. `make up` starts one with the
+defaults; a test that needs other indices, a bucket or a tracking database starts its own
+(tests/support.py `local_lambda`) on another port and queue.
+
     python devstack/lambda_local.py --port 9001 --queue es-export-batches
 """
 
@@ -117,6 +122,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     InvokeHandler.function_name = args.function
+    os.environ["AWS_LAMBDA_FUNCTION_NAME"] = args.function  # as the Lambda runtime sets it; errors name it
     stop = threading.Event()
     threading.Thread(target=poll_queue, args=(args.queue, args.batch_size, args.visibility_timeout, stop),
                      daemon=True, name="sqs-poller").start()

@@ -1,6 +1,15 @@
 """Helpers the integration tests share (plain functions; fixtures live in conftest.py)."""
 
+import contextlib
+import json
 import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Generator
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,3 +53,88 @@ def seed_with_indices(es, cfg: dict, seed_cfg) -> None:
     names = {seed_data.MESSAGES_INDEX: cfg["messages_index"], seed_data.HISTORY_INDEX: cfg["history_index"],
              seed_data.STATUS_INDEX: cfg["status_index"], seed_data.AUDIT_INDEX: cfg["audit_index"]}
     seed_data.load(es, seed_cfg, index_names=names)
+
+
+@dataclass(frozen=True)
+class LocalLambda:
+    """A running processing-Lambda stand-in: its function name, its SQS queue, its Invoke endpoint."""
+
+    function: str
+    queue: str
+    url: str
+    log: Path
+
+    def airflow_config(self) -> dict[str, str]:
+        """The keys of es_message_export_config that send batches to this function."""
+        return {"lambda_function_name": self.function, "sqs_queue_name": self.queue}
+
+    def aws_connection(self) -> str:
+        """AIRFLOW_CONN_AWS_DEFAULT with Lambda calls routed here (S3 and SQS stay on the moto server)."""
+        conn = json.loads(os.environ["AIRFLOW_CONN_AWS_DEFAULT"])
+        conn.setdefault("extra", {}).setdefault("service_config", {})["lambda"] = {"endpoint_url": self.url}
+        return json.dumps(conn)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def local_lambda(name: str, *, export_config: dict, database: str) -> Generator[LocalLambda, None, None]:
+    """A function of its own: devstack/lambda_local.py in a subprocess, with its own port and queue.
+
+    Its environment is what a deployed function has and nothing else (no Airflow settings): the
+    function takes its configuration only from there, so a test that exports elsewhere than the
+    stack's defaults deploys, in effect, a function configured for it. Always stopped on exit.
+    """
+    import boto3
+
+    function = f"{name}-{uuid.uuid4().hex[:8]}"
+    queue = f"{function}-batches"
+    sqs = boto3.client("sqs", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name="us-east-1")
+    # As deploy/template.yaml creates it: a dead-letter queue after 3 receives.
+    dlq_url = sqs.create_queue(QueueName=f"{queue}-dlq")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    queue_url = sqs.create_queue(QueueName=queue, Attributes={"VisibilityTimeout": "30", "RedrivePolicy": json.dumps(
+        {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "3"})})["QueueUrl"]
+    env = {key: os.environ[key] for key in (
+        "PATH", "ES_URL", "MYSQL_HOST", "MYSQL_PORT", "MYSQL_USER", "MYSQL_PASSWORD", "AWS_ENDPOINT_URL",
+        "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION") if key in os.environ}
+    env.update(MYSQL_DB=database, EXPORT_CONFIG=json.dumps(export_config), PYTHONPATH=str(ROOT / "include"))
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = ROOT / ".local" / "logs" / f"lambda-{function}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "devstack" / "lambda_local.py"), "--port", str(port),
+                                 "--function", function, "--queue", queue], env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+    try:
+        _wait_healthy(proc, url, log)
+        yield LocalLambda(function, queue, url, log)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        for url_ in (queue_url, dlq_url):
+            with contextlib.suppress(Exception):
+                sqs.delete_queue(QueueUrl=url_)
+
+
+def _wait_healthy(proc: subprocess.Popen, url: str, log: Path, timeout: float = 30) -> None:
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the Lambda stand-in exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(url, timeout=1).ok:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"the Lambda stand-in did not answer on {url} in {timeout:.0f} s:\n{log.read_text()[-3000:]}")

@@ -12,6 +12,8 @@ from es_export.errors import ConfigError
 from es_export.tracking import RetryPolicy
 
 MAX_MAP_LENGTH = 1024  # Airflow's default [core] max_map_length
+# S3 keys are at most 1024 bytes: "/dt=YYYY-MM-DD/" (15) + an encoded id of up to 800 + ".json" (5).
+MAX_PREFIX_BYTES = 1024 - 15 - 800 - 5
 
 
 class Dispatch(enum.StrEnum):
@@ -58,6 +60,9 @@ class ExportConfig:
     retry_base_seconds: int = 60
     retry_max_seconds: int = 3600
     lease_seconds: int = 7200
+    max_batch_size: int = 20_000
+    lambda_timeout_seconds: int = 900
+    dispatch_lease_seconds: int = 3600
     retry_max_messages: int = 100_000
     sns_topic_arn: str | None = None
     lambda_function_name: str = "es-message-export-processor"
@@ -72,9 +77,14 @@ class ExportConfig:
                 raise ConfigError(f"{name} must be a non-empty string, got {value!r}")
         if not isinstance(self.prefix, str) or self.prefix.startswith("/") or self.prefix.endswith("/"):
             raise ConfigError(f"prefix must be a string without leading or trailing '/', got {self.prefix!r}")
+        if len(self.prefix.encode("utf-8")) > MAX_PREFIX_BYTES:
+            raise ConfigError(f"prefix is {len(self.prefix.encode('utf-8'))} bytes long; at most {MAX_PREFIX_BYTES} "
+                              "fit, because S3 keys end at 1024 bytes and a message's key adds up to "
+                              f"{1024 - MAX_PREFIX_BYTES} (day folder and encoded id)")
         for name in ("scan_page_size", "insert_chunk_size", "details_page_size", "upload_concurrency",
                      "max_batches", "max_range_days", "max_attempts", "retry_base_seconds",
-                     "retry_max_seconds", "lease_seconds", "retry_max_messages", "sqs_max_receive"):
+                     "retry_max_seconds", "lease_seconds", "retry_max_messages", "sqs_max_receive",
+                     "max_batch_size", "lambda_timeout_seconds", "dispatch_lease_seconds"):
             _positive(name, getattr(self, name))
         if self.scan_page_size > 10000 or self.details_page_size > 10000:
             raise ConfigError("scan_page_size and details_page_size must be at most 10000 "

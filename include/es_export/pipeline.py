@@ -17,7 +17,7 @@ from typing import Any
 
 from es_export import sink, source, tracking
 from es_export.config import ExportConfig, Layout, RunParams
-from es_export.errors import ReconcileError
+from es_export.errors import ConfigError, ExportError, ReconcileError
 from es_export.tracking import Batch, Job, Outcome
 
 log = logging.getLogger(__name__)
@@ -162,11 +162,20 @@ def _extract_from(es: Any, conn: Any, cfg: ExportConfig, job: Job, cp: tracking.
 def plan(conn: Any, cfg: ExportConfig, job: Job, params: RunParams) -> list[Batch]:
     """Batches of the messages this run must export; at most cfg.max_batches of them."""
     to_export = tracking.claim_for_job(conn, job, reprocess=params.reprocess)
-    size = tracking.effective_batch_size(to_export, params.batch_size, cfg.max_batches)
+    size = _batch_size(cfg, to_export, params.batch_size)
     batches = tracking.plan_batches(conn, job, batch_size=size)
     tracking.update_job(conn, job.job_id, batches=len(batches), to_export=to_export)
     log.info("plan job=%s to_export=%d batch_size=%d batches=%d", job.job_id, to_export, size, len(batches))
     return batches
+
+
+def _batch_size(cfg: ExportConfig, total: int, batch_size: int) -> int:
+    size = tracking.effective_batch_size(total, min(batch_size, cfg.max_batch_size), cfg.max_batches)
+    if size > cfg.max_batch_size:
+        raise ConfigError(f"{total} messages do not fit in max_batches={cfg.max_batches} batches of at most "
+                          f"max_batch_size={cfg.max_batch_size}; export a shorter range (a backfill splits "
+                          "it into days) or raise max_batches (at most 1024)")
+    return size
 
 
 @dataclass(frozen=True)
@@ -195,23 +204,35 @@ def build_document(details: source.MessageDetails, *, job_id: int, batch_id: int
     }
 
 
-def process_batch(es: Any, conn: Any, s3: Any, cfg: ExportConfig, batch: Batch, *, run_id: str) -> BatchResult:
+def process_batch(es: Any, conn: Any, s3: Any, cfg: ExportConfig, batch: Batch, *, run_id: str,
+                  lease_seconds: int | None = None) -> BatchResult:
     """Export one batch; every message ends completed or failed with its reason.
 
-    Raises only when the batch cannot proceed at all (Elasticsearch or MySQL unreachable); the
-    batch is then marked failed and the caller's retry runs it again, skipping what was done.
+    A message whose details cannot be read (bad related documents) is found by splitting the batch
+    and fails alone. The whole attempt fails only when it cannot proceed at all (Elasticsearch or
+    MySQL unreachable, an index missing): each of its messages then spends an attempt, and the
+    caller's retry runs it again, skipping what was done. Every write is fenced by the attempt's
+    token, so a stale attempt (a Lambda re-invoked, a queue delivering twice) changes nothing.
     """
     started = time.monotonic()
-    messages = tracking.start_batch(conn, batch.batch_id, lease_seconds=cfg.lease_seconds)
+    attempt = tracking.start_batch(conn, batch.batch_id, lease_seconds=lease_seconds or cfg.lease_seconds)
+    if attempt.already_completed:
+        log.info("batch job=%s batch=%s no=%s is already completed; nothing to do", batch.job_id, batch.batch_id,
+                 batch.batch_no)
+        return BatchResult(batch.job_id, batch.batch_id, batch.batch_no, 0, 0, 0, 0, time.monotonic() - started)
+    messages = attempt.messages
     try:
-        details = source.fetch_details(es, cfg, [m.message_id for m in messages])
+        details, unreadable = fetch_isolating(es, cfg, [m.message_id for m in messages])
     except Exception as exc:
-        tracking.fail_batch(conn, batch.batch_id, f"{type(exc).__name__}: {exc}")
+        _try_fail_batch(conn, attempt, exc, cfg)
         raise
     exported_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     outcomes: list[Outcome] = []
     uploads: list[sink.Upload] = []
     for m in messages:
+        if m.message_id in unreadable:
+            outcomes.append(Outcome(m.row_id, m.message_id, False, error=unreadable[m.message_id]))
+            continue
         d = details[m.message_id]
         if d.message is None:
             outcomes.append(Outcome(m.row_id, m.message_id, False, error=(
@@ -227,7 +248,7 @@ def process_batch(es: Any, conn: Any, s3: Any, cfg: ExportConfig, batch: Batch, 
         uploads.append(sink.Upload(key, body, tag=m))
     if cfg.layout is Layout.NDJSON_GZIP:
         uploads = sink.bundle_ndjson(uploads, day_of=lambda m: m.message_ts.date(), prefix=cfg.prefix,
-                                     job_id=batch.job_id, batch_no=batch.batch_no)
+                                     job_id=batch.job_id, batch_no=batch.batch_no, attempt=attempt.token)
     else:
         uploads = [sink.Upload(u.key, u.body, tag=[u.tag]) for u in uploads]
     written = 0
@@ -239,26 +260,93 @@ def process_batch(es: Any, conn: Any, s3: Any, cfg: ExportConfig, batch: Batch, 
             else:
                 outcomes.append(Outcome(m.row_id, m.message_id, False, error=result.error))
     try:
-        tracking.record_outcomes(conn, outcomes, policy=cfg.retry_policy())
-        counts = tracking.finish_batch(conn, batch.batch_id, bytes_written=written)
-    except Exception as exc:
-        _try_fail_batch(conn, batch.batch_id, exc)
+        tracking.record_outcomes(conn, attempt, outcomes, policy=cfg.retry_policy())
+        counts = tracking.finish_batch(conn, attempt, bytes_written=written)
+    except tracking.StaleAttempt:
+        conn.rollback()
+        remove_superseded(conn, s3, cfg, [u.key for u in uploads if cfg.layout is Layout.NDJSON_GZIP])
         raise
+    except Exception as exc:
+        _try_fail_batch(conn, attempt, exc, cfg)
+        raise
+    remove_superseded(conn, s3, cfg, _superseded_keys(s3, cfg, batch, messages, uploads))
     failed_now = sum(1 for o in outcomes if not o.ok)
     result = BatchResult(batch.job_id, batch.batch_id, batch.batch_no, len(messages), len(outcomes) - failed_now,
                          failed_now, written, time.monotonic() - started)
-    log.info("batch job=%s batch=%s no=%s attempted=%d completed=%d failed=%d bytes=%d seconds=%.2f "
-             "(batch totals: %s)", batch.job_id, batch.batch_id, batch.batch_no, result.attempted,
+    log.info("batch job=%s batch=%s no=%s attempt=%s attempted=%d completed=%d failed=%d bytes=%d seconds=%.2f "
+             "(batch totals: %s)", batch.job_id, batch.batch_id, batch.batch_no, attempt.token, result.attempted,
              result.completed, result.failed, written, result.seconds, counts)
     return result
 
 
-def _try_fail_batch(conn: Any, batch_id: int, exc: Exception) -> None:
+# Errors of one request that splitting the batch can isolate: the data of some message (a related
+# document Python cannot handle, a request Elasticsearch refuses as too large). Unreachable nodes,
+# timeouts and missing indices fail every part alike, so they fail the attempt instead.
+def _isolatable(exc: Exception) -> bool:
+    from elastic_transport import TransportError
+    from elasticsearch import ApiError
+
+    if isinstance(exc, ExportError | TransportError):
+        return False
+    if isinstance(exc, ApiError):
+        return exc.meta.status in (400, 413)
+    return True
+
+
+def fetch_isolating(es: Any, cfg: ExportConfig, ids: list[str]) -> tuple[dict[str, source.MessageDetails],
+                                                                             dict[str, str]]:
+    """The details of `ids`, and for each id whose details cannot be read, why (found by halving)."""
+    try:
+        return source.fetch_details(es, cfg, ids), {}
+    except Exception as exc:
+        if not _isolatable(exc):
+            raise
+        if len(ids) == 1:
+            return {}, {ids[0]: f"cannot read its details from Elasticsearch: {type(exc).__name__}: {exc}"}
+        log.warning("details of %d messages failed (%s: %s); splitting the batch to find the cause", len(ids),
+                    type(exc).__name__, exc)
+    half = len(ids) // 2
+    left, bad_left = fetch_isolating(es, cfg, ids[:half])
+    right, bad_right = fetch_isolating(es, cfg, ids[half:])
+    return {**left, **right}, {**bad_left, **bad_right}
+
+
+def _superseded_keys(s3: Any, cfg: ExportConfig, batch: Batch, messages: list[tracking.TrackedMessage],
+                     uploads: list[sink.Upload]) -> set[str]:
+    """Objects that may now hold documents nobody refers to: where the batch's messages were before,
+    and the files of this batch's earlier attempts."""
+    keys = {m.s3_key for m in messages if m.s3_key}
+    if cfg.layout is Layout.NDJSON_GZIP:
+        for day in {m.message_ts.date() for m in messages}:
+            keys.update(sink.data_keys(s3, cfg.bucket, sink.batch_key_prefix(cfg.prefix, day, batch.job_id,
+                                                                             batch.batch_no)))
+    return keys - {u.key for u in uploads}
+
+
+def remove_superseded(conn: Any, s3: Any, cfg: ExportConfig, keys: Any) -> int:
+    """Remove from each object the documents no message refers to any more (and empty objects).
+
+    Under a per-object lock, so two batches superseding parts of one file never lose each other's
+    changes. Returns how many documents were removed.
+    """
+    removed = 0
+    for key in sorted(set(keys)):
+        tracking.object_lock(conn, key)
+        try:
+            removed += sink.keep_only(s3, cfg.bucket, key, tracking.object_references(conn, key))
+        finally:
+            tracking.object_unlock(conn, key)
+    if removed:
+        log.info("removed %d superseded document(s)", removed)
+    return removed
+
+
+def _try_fail_batch(conn: Any, attempt: tracking.BatchAttempt, exc: Exception, cfg: ExportConfig) -> None:
     try:
         conn.rollback()
-        tracking.fail_batch(conn, batch_id, f"{type(exc).__name__}: {exc}")
+        tracking.fail_batch(conn, attempt, f"{type(exc).__name__}: {exc}", policy=cfg.retry_policy())
     except Exception:  # noqa: BLE001 - the database may be the thing that is down
-        log.warning("could not mark batch %s failed", batch_id)
+        log.warning("could not mark batch %s failed", attempt.batch_id)
 
 
 @dataclass
@@ -281,10 +369,17 @@ class Report:
     to_export: int
     exported_this_run: int
     failed_this_run: int
+    exported_by_others: int
     objects: int
     objects_expected: int
+    documents: int
+    documents_expected: int
+    documents_missing: int
+    documents_superseded: int
     bytes_written: int
     status: str = ""
+    exported_by: list[dict[str, Any]] = field(default_factory=list)
+    held_by_others: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
 
@@ -294,20 +389,59 @@ def _days(start: datetime, end: datetime) -> list[date]:
     return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
 
-def reconcile(es: Any, conn: Any, s3: Any, cfg: ExportConfig, job: Job) -> Report:
-    """Check that the run's counts add up, record the outcome, write the manifest.
+def others_still_exporting(conn: Any, job: Job) -> list[tracking.JobShare]:
+    """Messages of the job's interval that other live runs claimed and are still exporting."""
+    return tracking.held_by_other_jobs(conn, job)
 
-    Raises ReconcileError when they do not, or when messages failed, so the run is red and says why.
+
+@dataclass
+class DocumentCheck:
+    objects: int = 0
+    documents: int = 0
+    missing: int = 0
+    superseded: int = 0
+
+
+def check_documents(conn: Any, s3: Any, cfg: ExportConfig, days: list[date]) -> DocumentCheck:
+    """Count the documents S3 holds for the days, and compare each NDJSON file with tracking: every
+    completed message that names a file must be in it, and nothing else may be."""
+    check = DocumentCheck()
+    for day in days:
+        for key in sink.data_keys(s3, cfg.bucket, sink.day_prefix(cfg.prefix, day)):
+            check.objects += 1
+            if not key.endswith(sink.NDJSON_SUFFIX):
+                check.documents += 1
+                continue
+            ids = sink.document_ids(s3, cfg.bucket, key)
+            refs = tracking.object_references(conn, key, status=tracking.COMPLETED)
+            check.documents += len(ids)
+            check.missing += len(refs - set(ids))
+            check.superseded += len(ids) - len(set(ids) & refs)
+    return check
+
+
+def reconcile(es: Any, conn: Any, s3: Any, cfg: ExportConfig, job: Job) -> Report:
+    """Check that the run's counts add up, document by document; record the outcome, write the manifest.
+
+    Messages another run exported count as done and are listed by job ("exported by"); the DAG
+    waits for runs still exporting part of the interval before it calls this. Raises
+    ReconcileError when the counts do not add up, or when messages failed, so the run is red and
+    says why.
     """
     row = tracking.get_job(conn, job.job_id)
     es_count = source.count_interval(es, cfg, job.start, job.end)
+    days = _days(job.start, job.end)
+    if cfg.layout is Layout.NDJSON_GZIP:
+        # Files of this job no message refers to: an attempt that died after uploading, or was fenced out.
+        remove_superseded(conn, s3, cfg, [k for d in days for k in sink.data_keys(
+            s3, cfg.bucket, sink.batch_key_prefix(cfg.prefix, d, job.job_id))])
     by_status = tracking.status_counts(conn, job.start, job.end)
     batches = tracking.batch_counts(conn, job.job_id)
-    days = _days(job.start, job.end)
-    objects = sum(sink.count_objects(s3, cfg.bucket, sink.day_prefix(cfg.prefix, d)) for d in days)
-    objects_expected = tracking.completed_objects(conn, datetime.combine(days[0], datetime.min.time(), UTC),
-                                                  datetime.combine(days[-1] + timedelta(days=1), datetime.min.time(),
-                                                                   UTC))
+    whole = (datetime.combine(days[0], datetime.min.time(), UTC),
+             datetime.combine(days[-1] + timedelta(days=1), datetime.min.time(), UTC))
+    docs = check_documents(conn, s3, cfg, days)
+    shares = tracking.completed_by_job(conn, job.start, job.end)
+    held = tracking.held_by_other_jobs(conn, job)
     report = Report(
         job_id=job.job_id, dag_id=job.dag_id, run_id=job.run_id,
         interval_start=job.start.isoformat(), interval_end=job.end.isoformat(),
@@ -317,20 +451,31 @@ def reconcile(es: Any, conn: Any, s3: Any, cfg: ExportConfig, job: Job) -> Repor
         dead=by_status.get(tracking.DEAD, 0),
         batches=batches["batches"], to_export=int(row["to_export"] or 0),
         exported_this_run=batches["completed"], failed_this_run=batches["failed"],
-        objects=objects, objects_expected=objects_expected,
+        exported_by_others=sum(s.messages for s in shares if s.job_id != job.job_id),
+        objects=docs.objects, objects_expected=tracking.completed_objects(conn, *whole),
+        documents=docs.documents,
+        documents_expected=tracking.status_counts(conn, *whole).get(tracking.COMPLETED, 0),
+        documents_missing=docs.missing, documents_superseded=docs.superseded,
         bytes_written=batches["bytes_written"],
+        exported_by=[{**asdict(s), "this_run": s.job_id == job.job_id} for s in shares],
+        held_by_others=[asdict(s) for s in held],
     )
-    report.problems = _problems(report, batches)
+    report.problems = _problems(report, batches, held)
     report.failures = tracking.failures(conn, job.job_id)
     report.status = tracking.COMPLETED if not (report.problems or report.failed or report.dead) else tracking.FAILED
     tracking.update_job(
         conn, job.job_id, status=report.status, es_count=es_count, completed=report.exported_this_run,
-        failed=report.failed, objects=objects, finished_at=tracking.utc_naive(datetime.now(UTC)),
-        last_error="; ".join(report.problems)[:4000] or None,
+        exported_by_others=report.exported_by_others, failed=report.failed, objects=docs.objects,
+        finished_at=tracking.utc_naive(datetime.now(UTC)), last_error="; ".join(report.problems)[:4000] or None,
     )
     sink.put_json(s3, cfg.bucket, sink.manifest_key(cfg.prefix, job.dag_id, job.run_id), asdict(report))
-    log.info("reconcile job=%s status=%s es_count=%d tracked=%d completed=%d failed=%d objects=%d",
-             job.job_id, report.status, es_count, report.tracked, report.completed, report.failed, objects)
+    log.info("reconcile job=%s status=%s es_count=%d tracked=%d completed=%d (by other runs %d) failed=%d "
+             "objects=%d documents=%d", job.job_id, report.status, es_count, report.tracked, report.completed,
+             report.exported_by_others, report.failed, docs.objects, docs.documents)
+    for share in shares:
+        if share.job_id != job.job_id:
+            log.info("reconcile job=%s: %d message(s) of the interval exported by %s", job.job_id, share.messages,
+                     share.label())
     if report.problems:
         raise ReconcileError("the export does not add up: " + "; ".join(report.problems))
     if report.failed or report.dead:
@@ -340,20 +485,36 @@ def reconcile(es: Any, conn: Any, s3: Any, cfg: ExportConfig, job: Job) -> Repor
     return report
 
 
-def _problems(r: Report, batches: dict[str, int]) -> list[str]:
+def dead_messages(conn: Any, job: Job) -> list[dict[str, Any]]:
+    """The job's messages that ran out of attempts (for the alert)."""
+    return tracking.dead_messages(conn, job.job_id)
+
+
+def _problems(r: Report, batches: dict[str, int], held: list[tracking.JobShare]) -> list[str]:
     problems = []
     if r.es_count != r.ids_found:
         problems.append(f"Elasticsearch now holds {r.es_count} messages for the interval but the extract saw "
                         f"{r.ids_found}; documents changed during the run, run it again")
     if r.tracked < r.ids_found:
         problems.append(f"only {r.tracked} of the {r.ids_found} ids found are tracked in message_tracking")
-    if r.pending:
-        problems.append(f"{r.pending} message(s) of the interval are still pending or running (a batch did not finish)")
+    held_count = sum(s.messages for s in held)
+    for share in held:
+        problems.append(f"{share.messages} message(s) of the interval are still being exported by {share.label()}")
+    if r.pending - held_count > 0:
+        problems.append(f"{r.pending - held_count} message(s) of the interval are still pending or running "
+                        "(a batch did not finish)")
     if batches["finished"] != batches["batches"]:
         problems.append(f"{batches['batches'] - batches['finished']} of {batches['batches']} batch(es) did not finish")
     if r.objects != r.objects_expected:
         problems.append(f"S3 holds {r.objects} objects for the interval's day(s) but the completed messages of "
                         f"those days are in {r.objects_expected}")
+    if r.documents != r.documents_expected:
+        problems.append(f"S3 holds {r.documents} documents for the interval's day(s) but those days have "
+                        f"{r.documents_expected} completed messages")
+    if r.documents_missing:
+        problems.append(f"{r.documents_missing} completed message(s) are missing from the object their s3_key names")
+    if r.documents_superseded:
+        problems.append(f"{r.documents_superseded} document(s) in S3 are superseded copies no message refers to")
     return problems
 
 
@@ -364,7 +525,7 @@ def plan_retry(conn: Any, cfg: ExportConfig, job: Job, *, batch_size: int, only_
     """Batches of the failed messages whose next attempt is due (and dead ones when reviving)."""
     claimed = tracking.claim_failed(conn, job, only_job_id=only_job_id, start=start, end=end,
                                     revive_dead=revive_dead, limit=cfg.retry_max_messages)
-    size = tracking.effective_batch_size(claimed, batch_size, cfg.max_batches)
+    size = _batch_size(cfg, claimed, batch_size)
     batches = tracking.plan_batches(conn, job, batch_size=size)
     tracking.update_job(conn, job.job_id, batches=len(batches), to_export=claimed, ids_found=claimed)
     log.info("retry job=%s claimed=%d batches=%d revive_dead=%s", job.job_id, claimed, len(batches), revive_dead)

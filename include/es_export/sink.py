@@ -10,7 +10,8 @@ import gzip
 import hashlib
 import json
 import re
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
@@ -24,6 +25,7 @@ _ESCAPE = re.compile(r"~([0-9A-F]{2})")
 MAX_ENCODED_ID = 800
 HASHED_MARK = "~~sha256-"
 MANIFEST_FOLDER = "_manifests"
+NDJSON_SUFFIX = ".ndjson.gz"
 
 
 def encode_id(message_id: str) -> str:
@@ -81,18 +83,29 @@ class Upload:
     content_type: str = "application/json"
 
 
-def batch_object_key(prefix: str, day: date, job_id: int, batch_no: int) -> str:
-    """Key of a batch's NDJSON file for one day: a retry of the batch overwrites it."""
-    return f"{day_prefix(prefix, day)}batch-{job_id:010d}-{batch_no:05d}.ndjson.gz"
+def batch_key_prefix(prefix: str, day: date, job_id: int, batch_no: int | None = None) -> str:
+    """Where the NDJSON files of a job (and one of its batches) for a day start."""
+    head = f"{day_prefix(prefix, day)}batch-{job_id:010d}-"
+    return head if batch_no is None else f"{head}{batch_no:05d}-"
 
 
-def bundle_ndjson(uploads: list[Upload], *, day_of: Any, prefix: str, job_id: int, batch_no: int) -> list[Upload]:
+def batch_object_key(prefix: str, day: date, job_id: int, batch_no: int, attempt: int) -> str:
+    """Key of one attempt's NDJSON file for one day.
+
+    Never reused: a later attempt or rerun writes a new object and the old one is removed once no
+    message refers to it, so a partial rerun can never overwrite documents it did not rewrite.
+    """
+    return f"{batch_key_prefix(prefix, day, job_id, batch_no)}a{attempt:03d}-{uuid.uuid4().hex[:8]}{NDJSON_SUFFIX}"
+
+
+def bundle_ndjson(uploads: list[Upload], *, day_of: Any, prefix: str, job_id: int, batch_no: int,
+                  attempt: int) -> list[Upload]:
     """One gzip NDJSON object per day instead of one object per message; tags become lists."""
     by_day: dict[date, list[Upload]] = {}
     for u in uploads:
         by_day.setdefault(day_of(u.tag), []).append(u)
     return [
-        Upload(batch_object_key(prefix, day, job_id, batch_no),
+        Upload(batch_object_key(prefix, day, job_id, batch_no, attempt),
                gzip.compress(b"".join(u.body + b"\n" for u in group), compresslevel=5),
                tag=[u.tag for u in group], content_type="application/x-ndjson")
         for day, group in sorted(by_day.items())
@@ -127,15 +140,63 @@ def upload_all(s3: Any, bucket: str, uploads: list[Upload], concurrency: int) ->
         yield from pool.map(put, uploads)
 
 
-DATA_SUFFIXES = (".json", ".ndjson.gz")
+DATA_SUFFIXES = (".json", NDJSON_SUFFIX)
+
+
+def data_keys(s3: Any, bucket: str, prefix: str) -> Iterator[str]:
+    """The keys of the data objects (`.json` or `.ndjson.gz`) under `prefix`, listed page by page."""
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        yield from (obj["Key"] for obj in page.get("Contents", []) if obj["Key"].endswith(DATA_SUFFIXES))
 
 
 def count_objects(s3: Any, bucket: str, prefix: str) -> int:
-    """Number of data objects (`.json` or `.ndjson.gz`) under `prefix`, listed page by page."""
-    total = 0
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        total += sum(1 for obj in page.get("Contents", []) if obj["Key"].endswith(DATA_SUFFIXES))
-    return total
+    """Number of data objects under `prefix`."""
+    return sum(1 for _ in data_keys(s3, bucket, prefix))
+
+
+def _read(s3: Any, bucket: str, key: str) -> bytes | None:
+    try:
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except s3.exceptions.NoSuchKey:
+        return None
+    return gzip.decompress(body) if key.endswith(".gz") else body
+
+
+def document_ids(s3: Any, bucket: str, key: str) -> list[str]:
+    """The message ids of the documents an object holds, in order (empty when it does not exist)."""
+    body = _read(s3, bucket, key)
+    if body is None:
+        return []
+    return [json.loads(line)["message_id"] for line in body.splitlines() if line.strip()]
+
+
+def keep_only(s3: Any, bucket: str, key: str, keep: Iterable[str]) -> int:
+    """Remove from an object every document whose message is not in `keep`; delete it when none is left.
+
+    Returns how many documents were removed. The caller holds the object's lock.
+    """
+    keep = set(keep)
+    if not key.endswith(NDJSON_SUFFIX):
+        if keep:
+            return 0
+        body = _read(s3, bucket, key)
+        if body is None:
+            return 0
+        s3.delete_object(Bucket=bucket, Key=key)
+        return 1
+    body = _read(s3, bucket, key)
+    if body is None:
+        return 0
+    lines = [line for line in body.splitlines() if line.strip()]
+    kept = [line for line in lines if json.loads(line)["message_id"] in keep]
+    if len(kept) == len(lines):
+        return 0
+    if kept:
+        s3.put_object(Bucket=bucket, Key=key, Body=gzip.compress(b"".join(line + b"\n" for line in kept), 5),
+                      ContentType="application/x-ndjson", ContentEncoding="gzip")
+    else:
+        s3.delete_object(Bucket=bucket, Key=key)
+    return len(lines) - len(kept)
 
 
 def put_json(s3: Any, bucket: str, key: str, document: dict[str, Any]) -> None:

@@ -120,12 +120,23 @@ class MessageDetails:
     related: dict[str, list[dict]]
 
 
+# Ids per `_mget` and per `terms` query: far below index.max_terms_count (65,536 by default).
+IDS_PER_REQUEST = 10_000
+
+
 def fetch_details(es: Any, cfg: ExportConfig, message_ids: list[str]) -> dict[str, MessageDetails]:
-    """Details of a batch in a few round trips: one `_mget`, one `_msearch` (plus pages if needed).
+    """Details of a batch in a few round trips: one `_mget`, one `_msearch` per 10,000 ids (plus pages).
 
     A message missing from the messages index comes back with `message=None`, so the caller can
     mark it failed while the rest of the batch goes on.
     """
+    details: dict[str, MessageDetails] = {}
+    for start in range(0, len(message_ids), IDS_PER_REQUEST):
+        details.update(_fetch_part(es, cfg, message_ids[start:start + IDS_PER_REQUEST]))
+    return details
+
+
+def _fetch_part(es: Any, cfg: ExportConfig, message_ids: list[str]) -> dict[str, MessageDetails]:
     if not message_ids:
         return {}
     docs = es.mget(index=cfg.messages_index, ids=message_ids)["docs"]

@@ -7,6 +7,8 @@ Times are stored as naive UTC DATETIME(6).
 
 from __future__ import annotations
 
+import hashlib
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -111,7 +113,21 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "ALTER TABLE job_runs ADD COLUMN airflow_ended_at DATETIME(6) NULL AFTER airflow_started_at",
         "ALTER TABLE job_runs ADD COLUMN airflow_url VARCHAR(1024) NULL AFTER airflow_ended_at",
     ]),
+    # PAD SPACE collations (every *_bin of MySQL 5.7 and MariaDB, MySQL 8's utf8mb4_bin) treat 'pad' and
+    # 'pad ' as one key; ids must compare byte by byte. {nopad_bin} is chosen per server by migrate().
+    (5, "byte-exact message ids, batch leases, s3_key index", [
+        "ALTER TABLE message_tracking MODIFY message_id VARCHAR(512) CHARACTER SET utf8mb4"
+        " COLLATE {nopad_bin} NOT NULL",
+        "ALTER TABLE batch_progress ADD COLUMN lease_expires_at DATETIME(6) NULL AFTER dispatched_at",
+        "ALTER TABLE message_tracking ADD KEY ix_message_tracking_s3_key (s3_key(255))",
+    ]),
+    (6, "which job exported which part of an interval", [
+        "ALTER TABLE job_runs ADD COLUMN exported_by_others BIGINT NULL AFTER completed",
+    ]),
 ]
+
+# NO PAD binary collations: MariaDB >= 10.2, MySQL >= 8.0.17.
+NOPAD_BIN_COLLATIONS = ("utf8mb4_nopad_bin", "utf8mb4_0900_bin")
 
 # MySQL error codes that mean another process applied the same statement first.
 _ALREADY_APPLIED = {1050, 1060, 1061}  # table exists, duplicate column, duplicate key
@@ -147,12 +163,15 @@ def migrate(conn: Any) -> list[int]:
         )
         cur.execute("SELECT version FROM schema_version")
         done = {row[0] for row in cur.fetchall()}
+        names: dict[str, str] = {}
         for version, description, statements in MIGRATIONS:
             if version in done:
                 continue
             for statement in statements:
+                if "{nopad_bin}" in statement and "nopad_bin" not in names:
+                    names["nopad_bin"] = _nopad_bin_collation(cur)
                 try:
-                    cur.execute(statement)
+                    cur.execute(statement.format(**names) if "{" in statement else statement)
                 except Exception as exc:
                     if not exc.args or exc.args[0] not in _ALREADY_APPLIED:
                         raise
@@ -162,6 +181,16 @@ def migrate(conn: Any) -> list[int]:
             applied_now.append(version)
     conn.commit()
     return applied_now
+
+
+def _nopad_bin_collation(cur: Any) -> str:
+    for name in NOPAD_BIN_COLLATIONS:
+        cur.execute("SHOW COLLATION LIKE %s", (name,))
+        if cur.fetchall():
+            return name
+    raise TrackingError("the tracking database has no NO PAD binary collation (utf8mb4_nopad_bin or "
+                        "utf8mb4_0900_bin), so message ids differing only by trailing spaces would collide; "
+                        "use MariaDB 10.2+ or MySQL 8.0.17+")
 
 
 def schema_version(conn: Any) -> int:
@@ -258,7 +287,7 @@ def mirror_airflow_run(conn: Any, run: AirflowRun) -> None:
 
 def update_job(conn: Any, job_id: int, **fields: Any) -> None:
     allowed = {"status", "es_count", "ids_found", "ids_new", "batches", "to_export", "completed", "failed",
-               "objects", "last_error", "finished_at"}
+               "objects", "last_error", "finished_at", "exported_by_others"}
     unknown = set(fields) - allowed
     if unknown:
         raise TrackingError(f"job_runs has no updatable column(s) {sorted(unknown)}")
@@ -301,26 +330,48 @@ class Batch:
         return cls(int(d["job_id"]), int(d["batch_id"]), int(d["batch_no"]), int(d["size"]))
 
 
+# A message is held by another live job when that job claimed it (job_id) or extracted it and has
+# not planned yet (job_id NULL, dag_id/run_id of the extracting run) and the job is still running.
+# A job_runs row untouched for longer than the export DAG's dagrun_timeout (12 h) belongs to a run
+# Airflow has ended whatever the row says (a mirror update that never arrived), so it holds nothing.
+LIVE_JOB_HOURS = 12
+_LIVE_JOB = f"j.status = 'running' AND j.updated_at > NOW(6) - INTERVAL {LIVE_JOB_HOURS} HOUR"
+_HELD_BY_LIVE_JOB = (
+    "EXISTS (SELECT 1 FROM job_runs j WHERE " + _LIVE_JOB + " AND j.id <> %s"
+    " AND (j.id = message_tracking.job_id OR (message_tracking.job_id IS NULL"
+    " AND j.dag_id = message_tracking.dag_id AND j.run_id = message_tracking.run_id)))"
+)
+
+
 def claim_for_job(conn: Any, job: Job, *, reprocess: bool) -> int:
     """Give this job the interval's messages that still need exporting; returns how many.
 
-    A message another worker is exporting right now (running, lease not expired) is never taken;
-    the lease of a worker that died expires and the message can be taken again.
+    Never taken: a message another live job holds (claimed, or extracted and not yet planned: that
+    job exports it, and this job's reconcile waits for it), and one another worker is exporting
+    (running, lease not expired). Taken: failed ones, pending ones nobody live holds, running ones
+    whose lease expired or that this job's own earlier attempt left behind, and with `reprocess`
+    completed ones. The job's unfinished batches of an earlier attempt are replaced; its completed
+    batches stay, so a rerun batches only what is left to do.
     """
-    statuses = [PENDING, FAILED, COMPLETED] if reprocess else [PENDING, FAILED]
+    taken = [PENDING, FAILED, COMPLETED] if reprocess else [PENDING, FAILED]
     with conn.cursor() as cur:
         cur.execute(
             "UPDATE message_tracking SET job_id = %s, batch_id = NULL, status = %s, dag_id = %s, run_id = %s,"
-            " lease_expires_at = NULL WHERE message_ts >= %s AND message_ts < %s AND (status IN ("
-            + ", ".join(["%s"] * len(statuses)) + ") OR (status = %s AND lease_expires_at < UTC_TIMESTAMP(6)))",
-            [job.job_id, PENDING, job.dag_id, job.run_id, utc_naive(job.start), utc_naive(job.end), *statuses,
-             RUNNING],
+            " lease_expires_at = NULL WHERE message_ts >= %s AND message_ts < %s AND ((status IN ("
+            + ", ".join(["%s"] * len(taken)) + ") AND NOT " + _HELD_BY_LIVE_JOB + ")"
+            " OR (status = %s AND (lease_expires_at < UTC_TIMESTAMP(6) OR job_id = %s)))",
+            [job.job_id, PENDING, job.dag_id, job.run_id, utc_naive(job.start), utc_naive(job.end), *taken,
+             job.job_id, RUNNING, job.job_id],
         )
         claimed = int(cur.rowcount)
-        # A retried plan replaces the batches of its earlier attempt.
-        cur.execute("DELETE FROM batch_progress WHERE job_id = %s", (job.job_id,))
+        _drop_unfinished_batches(cur, job.job_id)
     conn.commit()
     return claimed
+
+
+def _drop_unfinished_batches(cur: Any, job_id: int) -> None:
+    # Deleting the row also fences any attempt of those batches still running somewhere.
+    cur.execute("DELETE FROM batch_progress WHERE job_id = %s AND status <> %s", (job_id, COMPLETED))
 
 
 def effective_batch_size(total: int, batch_size: int, max_batches: int) -> int:
@@ -330,30 +381,38 @@ def effective_batch_size(total: int, batch_size: int, max_batches: int) -> int:
 
 
 def plan_batches(conn: Any, job: Job, *, batch_size: int) -> list[Batch]:
-    """Cut the job's messages into batches of `batch_size` by keyset over the primary key."""
+    """Cut the job's claimed, unbatched messages into batches of `batch_size` (keyset over the id).
+
+    Only what the claim just took is cut, so the number of batches is at most
+    ceil(claimed / batch_size) whatever earlier attempts of the job did. Numbers continue after the
+    job's completed batches, so no two batches of a job ever share a number.
+    """
     batches = []
     last_id = 0
     with conn.cursor() as cur:
+        cur.execute("SELECT COALESCE(MAX(batch_no) + 1, 0) FROM batch_progress WHERE job_id = %s", (job.job_id,))
+        next_no = int(cur.fetchone()[0])
         while True:
             cur.execute(
-                "SELECT MAX(id), COUNT(*) FROM (SELECT id FROM message_tracking"
-                " WHERE job_id = %s AND id > %s ORDER BY id LIMIT %s) AS page",
-                (job.job_id, last_id, batch_size),
+                "SELECT MAX(id) FROM (SELECT id FROM message_tracking WHERE job_id = %s AND batch_id IS NULL"
+                " AND status = %s AND id > %s ORDER BY id LIMIT %s) AS page",
+                (job.job_id, PENDING, last_id, batch_size),
             )
-            high, count = cur.fetchone()
-            if not count:
+            high = cur.fetchone()[0]
+            if high is None:
                 break
-            batch_no = len(batches)
-            cur.execute(
-                "INSERT INTO batch_progress (job_id, batch_no, status, total) VALUES (%s, %s, %s, %s)",
-                (job.job_id, batch_no, PENDING, count),
-            )
+            cur.execute("INSERT INTO batch_progress (job_id, batch_no, status, total) VALUES (%s, %s, %s, 0)",
+                        (job.job_id, next_no, PENDING))
             batch_id = int(cur.lastrowid)
             cur.execute(
-                "UPDATE message_tracking SET batch_id = %s WHERE job_id = %s AND id > %s AND id <= %s",
-                (batch_id, job.job_id, last_id, high),
+                "UPDATE message_tracking SET batch_id = %s WHERE job_id = %s AND batch_id IS NULL AND status = %s"
+                " AND id > %s AND id <= %s",
+                (batch_id, job.job_id, PENDING, last_id, high),
             )
-            batches.append(Batch(job.job_id, batch_id, batch_no, int(count)))
+            size = int(cur.rowcount)
+            cur.execute("UPDATE batch_progress SET total = %s WHERE id = %s", (size, batch_id))
+            batches.append(Batch(job.job_id, batch_id, next_no, size))
+            next_no += 1
             last_id = high
             conn.commit()
     conn.commit()
@@ -367,6 +426,7 @@ class TrackedMessage:
     row_id: int
     message_id: str
     message_ts: datetime
+    s3_key: str | None = None  # where an earlier export put it, if any
 
 
 @dataclass(frozen=True)
@@ -378,32 +438,84 @@ class Outcome:
     error: str | None = None
 
 
-def start_batch(conn: Any, batch_id: int, *, lease_seconds: int = 7200) -> list[TrackedMessage]:
-    """Mark the batch and its unfinished messages running under a lease; return those messages.
+@dataclass(frozen=True)
+class BatchAttempt:
+    """One attempt at a batch. `token` fences it: every write checks it is still the batch's latest."""
 
-    A retry of the same batch takes its running messages back at once (Airflow never runs one task
-    instance twice at a time); other jobs must wait until the lease expires.
+    batch_id: int
+    token: int
+    messages: list[TrackedMessage]
+    already_completed: bool = False
+
+
+class StaleAttempt(TrackingError):
+    """A newer attempt took the batch over (or the plan replaced it); this attempt's writes are refused."""
+
+
+# Lock wait timeout and deadlock: the statement can simply be run again.
+_LOCK_ERRORS = {1205, 1213}
+
+
+def _locking_retries(conn: Any, work: Any, *, attempts: int = 6) -> Any:
+    """Run `work(cursor)` in a transaction and commit, again from the start on a deadlock or lock timeout."""
+    for attempt in range(attempts):
+        try:
+            with conn.cursor() as cur:
+                result = work(cur)
+            conn.commit()
+            return result
+        except Exception as exc:
+            code = exc.args[0] if exc.args else None
+            if code not in _LOCK_ERRORS or attempt == attempts - 1:
+                raise
+            conn.rollback()
+            time.sleep(min(0.1 * 2 ** attempt, 2.0))
+    raise AssertionError("unreachable")
+
+
+def _fence(cur: Any, batch_id: int, token: int) -> None:
+    """Lock the batch row; refuse unless `token` is still its running attempt."""
+    cur.execute("SELECT attempts, status FROM batch_progress WHERE id = %s FOR UPDATE", (batch_id,))
+    row = cur.fetchone()
+    if row is None:
+        raise StaleAttempt(f"batch {batch_id} no longer exists (a rerun replaced the plan); attempt {token}'s "
+                           "results are discarded, the rerun exports these messages")
+    if int(row[0]) != token or row[1] != RUNNING:
+        raise StaleAttempt(f"batch {batch_id} is now at attempt {row[0]} ({row[1]}); attempt {token}'s results "
+                           "are discarded so no message is counted twice")
+
+
+def start_batch(conn: Any, batch_id: int, *, lease_seconds: int = 7200) -> BatchAttempt:
+    """Start a new attempt: the batch and its unfinished messages become running under a lease.
+
+    The new attempt takes the batch's running messages back at once (the earlier attempt died or
+    is fenced out by the new token); other jobs must wait until the lease expires. A batch that is
+    already completed (a queue delivering twice) is left as it is.
     """
-    with conn.cursor() as cur:
+    def work(cur: Any) -> BatchAttempt:
+        cur.execute("SELECT attempts, status FROM batch_progress WHERE id = %s FOR UPDATE", (batch_id,))
+        row = cur.fetchone()
+        if row is None:
+            raise StaleAttempt(f"batch {batch_id} does not exist in batch_progress; was the plan replaced?")
+        if row[1] == COMPLETED:
+            return BatchAttempt(batch_id, int(row[0]), [], already_completed=True)
+        token = int(row[0]) + 1
         cur.execute(
-            "UPDATE batch_progress SET status = %s, attempts = attempts + 1, started_at = UTC_TIMESTAMP(6),"
-            " finished_at = NULL, last_error = NULL WHERE id = %s",
-            (RUNNING, batch_id),
+            "UPDATE batch_progress SET status = %s, attempts = %s, started_at = UTC_TIMESTAMP(6), finished_at = NULL,"
+            " last_error = NULL, lease_expires_at = UTC_TIMESTAMP(6) + INTERVAL %s SECOND WHERE id = %s",
+            (RUNNING, token, lease_seconds, batch_id),
         )
-        if cur.rowcount == 0:
-            raise TrackingError(f"batch {batch_id} does not exist in batch_progress; was the plan replaced?")
         cur.execute(
             "UPDATE message_tracking SET status = %s, lease_expires_at = UTC_TIMESTAMP(6) + INTERVAL %s SECOND"
             " WHERE batch_id = %s AND status IN (%s, %s, %s)",
             (RUNNING, lease_seconds, batch_id, PENDING, FAILED, RUNNING),
         )
-        cur.execute(
-            "SELECT id, message_id, message_ts FROM message_tracking WHERE batch_id = %s AND status = %s ORDER BY id",
-            (batch_id, RUNNING),
-        )
-        rows = [TrackedMessage(int(r[0]), r[1], r[2].replace(tzinfo=UTC)) for r in cur.fetchall()]
-    conn.commit()
-    return rows
+        cur.execute("SELECT id, message_id, message_ts, s3_key FROM message_tracking WHERE batch_id = %s"
+                    " AND status = %s ORDER BY id", (batch_id, RUNNING))
+        messages = [TrackedMessage(int(r[0]), r[1], r[2].replace(tzinfo=UTC), r[3]) for r in cur.fetchall()]
+        return BatchAttempt(batch_id, token, messages)
+
+    return _locking_retries(conn, work)
 
 
 @dataclass(frozen=True)
@@ -415,72 +527,124 @@ class RetryPolicy:
     max_seconds: int = 3600
 
 
-def record_outcomes(conn: Any, outcomes: Iterable[Outcome], *, policy: RetryPolicy = RetryPolicy(),
-                    chunk_size: int = 1000) -> None:
-    """Write each message's outcome; one multi-row upsert on the primary key per chunk.
+# Assignments run left to right: `attempts` is already the new count when status and the next
+# attempt's time are computed.
+_FAIL_ASSIGNMENTS = (
+    "attempts = attempts + 1, status = IF(attempts >= %s, 'dead', 'failed'), lease_expires_at = NULL,"
+    " next_attempt_at = IF(status = 'failed',"
+    " UTC_TIMESTAMP(6) + INTERVAL LEAST(%s * POW(2, attempts - 1), %s) SECOND, NULL)"
+)
 
-    MySQL evaluates the assignments left to right: `status` still sees the old `attempts`, and
-    `next_attempt_at` sees the new `attempts` and `status`.
+
+def _fail_params(policy: RetryPolicy) -> list[Any]:
+    return [policy.max_attempts, policy.base_seconds, policy.max_seconds]
+
+
+def record_outcomes(conn: Any, attempt: BatchAttempt, outcomes: Iterable[Outcome], *,
+                    policy: RetryPolicy = RetryPolicy(), chunk_size: int = 1000) -> int:
+    """Write each message's outcome, fenced by the attempt's token; returns how many rows changed.
+
+    Only messages still running in this batch are written, so a message another job took over
+    meanwhile keeps that job's state. Each chunk is one transaction, run again on a deadlock.
     """
-    with conn.cursor() as cur:
-        for chunk in chunks(outcomes, chunk_size):
-            params: list[Any] = []
-            for o in chunk:
-                params += [o.row_id, o.message_id, COMPLETED if o.ok else FAILED, o.s3_key,
-                           None if o.ok else (o.error or "unknown error")[:4000]]
-            params += [policy.max_attempts, policy.base_seconds, policy.max_seconds]
-            cur.execute(
-                "INSERT INTO message_tracking (id, message_id, status, s3_key, last_error, message_ts) VALUES "
-                + _values(len(chunk), 5).replace("%s)", "%s, UTC_TIMESTAMP(6))")
-                + " ON DUPLICATE KEY UPDATE"
-                " status = IF(VALUES(status) = 'failed' AND attempts + 1 >= %s, 'dead', VALUES(status)),"
-                " attempts = attempts + 1,"
-                " s3_key = COALESCE(VALUES(s3_key), s3_key),"
-                " last_error = VALUES(last_error),"
-                " lease_expires_at = NULL,"
-                " next_attempt_at = IF(status = 'failed',"
-                " UTC_TIMESTAMP(6) + INTERVAL LEAST(%s * POW(2, attempts - 1), %s) SECOND, NULL),"
-                " exported_at = IF(status = 'completed', UTC_TIMESTAMP(6), exported_at)",
-                params,
-            )
-    conn.commit()
+    changed = 0
+    for chunk in chunks(outcomes, chunk_size):
+        done = [o for o in chunk if o.ok]
+        failed = [o for o in chunk if not o.ok]
+
+        def work(cur: Any, done: list[Outcome] = done, failed: list[Outcome] = failed) -> int:
+            _fence(cur, attempt.batch_id, attempt.token)
+            n = 0
+            if done:
+                cur.execute(
+                    "UPDATE message_tracking SET status = %s, attempts = attempts + 1, s3_key = CASE id "
+                    + " ".join(["WHEN %s THEN %s"] * len(done)) + " END, last_error = NULL,"
+                    " lease_expires_at = NULL, next_attempt_at = NULL, exported_at = UTC_TIMESTAMP(6)"
+                    " WHERE batch_id = %s AND status = %s AND id IN (" + ", ".join(["%s"] * len(done)) + ")",
+                    [COMPLETED, *[v for o in done for v in (o.row_id, o.s3_key)], attempt.batch_id, RUNNING,
+                     *[o.row_id for o in done]],
+                )
+                n += cur.rowcount
+            if failed:
+                cur.execute(
+                    "UPDATE message_tracking SET last_error = CASE id " + " ".join(["WHEN %s THEN %s"] * len(failed))
+                    + " END, " + _FAIL_ASSIGNMENTS
+                    + " WHERE batch_id = %s AND status = %s AND id IN (" + ", ".join(["%s"] * len(failed)) + ")",
+                    [*[v for o in failed for v in (o.row_id, (o.error or "unknown error")[:4000])],
+                     *_fail_params(policy), attempt.batch_id, RUNNING, *[o.row_id for o in failed]],
+                )
+                n += cur.rowcount
+            return n
+
+        changed += _locking_retries(conn, work)
+    return changed
 
 
-def finish_batch(conn: Any, batch_id: int, *, bytes_written: int = 0) -> dict[str, int]:
+def finish_batch(conn: Any, attempt: BatchAttempt, *, bytes_written: int = 0) -> dict[str, int]:
     """Close the batch with its counts, read back from message_tracking so they are always true."""
-    with conn.cursor() as cur:
+    def work(cur: Any) -> dict[str, int]:
+        _fence(cur, attempt.batch_id, attempt.token)
         cur.execute(
             "SELECT COALESCE(SUM(status = %s), 0), COALESCE(SUM(status IN (%s, %s)), 0), COUNT(*)"
             " FROM message_tracking WHERE batch_id = %s",
-            (COMPLETED, FAILED, DEAD, batch_id),
+            (COMPLETED, FAILED, DEAD, attempt.batch_id),
         )
         completed, failed, total = (int(v) for v in cur.fetchone())
         cur.execute(
-            "UPDATE batch_progress SET status = %s, completed = %s, failed = %s, total = %s,"
+            "UPDATE batch_progress SET status = %s, completed = %s, failed = %s, total = %s, lease_expires_at = NULL,"
             " bytes_written = bytes_written + %s, finished_at = UTC_TIMESTAMP(6) WHERE id = %s",
-            (COMPLETED, completed, failed, total, bytes_written, batch_id),
+            (COMPLETED, completed, failed, total, bytes_written, attempt.batch_id),
         )
-    conn.commit()
-    return {"completed": completed, "failed": failed, "total": total}
+        return {"completed": completed, "failed": failed, "total": total}
+
+    return _locking_retries(conn, work)
 
 
-def fail_batch(conn: Any, batch_id: int, error: str) -> None:
-    """The batch could not proceed: record why and release its messages' leases at once.
+def fail_batch(conn: Any, attempt: BatchAttempt, error: str, *, policy: RetryPolicy = RetryPolicy()) -> None:
+    """The attempt could not proceed: its running messages each spend an attempt and become failed
+    (dead after the last), so a batch that keeps failing ends instead of looping for ever."""
+    def work(cur: Any) -> None:
+        _fence(cur, attempt.batch_id, attempt.token)
+        _fail_batch_rows(cur, attempt.batch_id, error, policy, statuses=(RUNNING,))
 
-    The messages become `failed` without spending an attempt, so the task's retry, a later run or
-    es_message_retry can take them straight away.
+    _locking_retries(conn, work)
+
+
+def _fail_batch_rows(cur: Any, batch_id: int, error: str, policy: RetryPolicy, *, statuses: tuple[str, ...],
+                     new_attempt: bool = False) -> None:
+    # A stalled batch also moves its attempt counter on (fencing the stalled worker) and forgets it
+    # was queued, so the task's retry queues it again.
+    cur.execute(
+        "UPDATE batch_progress SET status = %s, last_error = %s, finished_at = UTC_TIMESTAMP(6),"
+        " lease_expires_at = NULL" + (", attempts = attempts + 1, dispatched_at = NULL" if new_attempt else "")
+        + " WHERE id = %s",
+        (FAILED, error[:4000], batch_id),
+    )
+    cur.execute(
+        "UPDATE message_tracking SET last_error = %s, " + _FAIL_ASSIGNMENTS + " WHERE batch_id = %s AND status IN ("
+        + ", ".join(["%s"] * len(statuses)) + ")",
+        [f"batch failed: {error}"[:4000], *_fail_params(policy), batch_id, *statuses],
+    )
+
+
+def expire_stalled_batch(conn: Any, batch_id: int, *, policy: RetryPolicy = RetryPolicy()) -> str | None:
+    """Fail a batch whose lease ran out before it finished (its Lambda timed out, ran out of memory or
+    never started); returns the reason, or None when the batch is not stalled.
+
+    The batch's attempt counter moves on, so the stalled attempt's late writes are refused.
     """
-    with conn.cursor() as cur:
-        cur.execute(
-            "UPDATE batch_progress SET status = %s, last_error = %s, finished_at = UTC_TIMESTAMP(6) WHERE id = %s",
-            (FAILED, error[:4000], batch_id),
-        )
-        cur.execute(
-            "UPDATE message_tracking SET status = %s, last_error = %s, lease_expires_at = NULL,"
-            " next_attempt_at = UTC_TIMESTAMP(6) WHERE batch_id = %s AND status = %s",
-            (FAILED, f"batch failed: {error}"[:4000], batch_id, RUNNING),
-        )
-    conn.commit()
+    def work(cur: Any) -> str | None:
+        cur.execute("SELECT status, lease_expires_at, lease_expires_at < UTC_TIMESTAMP(6) FROM batch_progress"
+                    " WHERE id = %s FOR UPDATE", (batch_id,))
+        row = cur.fetchone()
+        if row is None or row[0] not in (PENDING, RUNNING) or not row[2]:
+            return None
+        reason = (f"stalled: the batch was still {row[0]} when its lease ran out at {row[1]:%Y-%m-%d %H:%M:%S} "
+                  "UTC (the Lambda timed out, ran out of memory, or never started it)")
+        _fail_batch_rows(cur, batch_id, reason, policy, statuses=(PENDING, RUNNING), new_attempt=True)
+        return reason
+
+    return _locking_retries(conn, work)
 
 
 def reopen_batch(conn: Any, batch_id: int) -> int:
@@ -498,11 +662,39 @@ def reopen_batch(conn: Any, batch_id: int) -> int:
         reopened = cur.rowcount
         cur.execute(
             "UPDATE batch_progress SET status = %s, completed = 0, failed = 0, dispatched_at = NULL,"
-            " finished_at = NULL WHERE id = %s",
+            " lease_expires_at = NULL, finished_at = NULL WHERE id = %s",
             (PENDING, batch_id),
         )
     conn.commit()
     return reopened
+
+
+def object_references(conn: Any, s3_key: str, *, status: str | None = None) -> set[str]:
+    """The ids of the messages whose current document is in the object `s3_key` (of one status)."""
+    with conn.cursor() as cur:
+        if status is None:
+            cur.execute("SELECT message_id FROM message_tracking WHERE s3_key = %s", (s3_key,))
+        else:
+            cur.execute("SELECT message_id FROM message_tracking WHERE s3_key = %s AND status = %s", (s3_key, status))
+        ids = {r[0] for r in cur.fetchall()}
+    conn.commit()
+    return ids
+
+
+def object_lock(conn: Any, s3_key: str, timeout: int = 60) -> None:
+    """Serialise rewrites of one S3 object across workers (a MySQL named lock, held per connection)."""
+    name = "es_export:" + hashlib.sha1(s3_key.encode("utf-8")).hexdigest()
+    with conn.cursor() as cur:
+        cur.execute("SELECT GET_LOCK(%s, %s)", (name, timeout))
+        if cur.fetchone()[0] != 1:
+            raise TrackingError(f"could not lock S3 object {s3_key!r} within {timeout}s; another worker holds it")
+
+
+def object_unlock(conn: Any, s3_key: str) -> None:
+    name = "es_export:" + hashlib.sha1(s3_key.encode("utf-8")).hexdigest()
+    with conn.cursor() as cur:
+        cur.execute("SELECT RELEASE_LOCK(%s)", (name,))
+        cur.fetchall()
 
 
 # ---------------------------------------------------------------------------- reconcile
@@ -523,6 +715,48 @@ def completed_objects(conn: Any, start: datetime, end: datetime) -> int:
         cur.execute("SELECT COUNT(DISTINCT s3_key) FROM message_tracking WHERE message_ts >= %s AND message_ts < %s"
                     " AND status = %s", (utc_naive(start), utc_naive(end), COMPLETED))
         return int(cur.fetchone()[0])
+
+
+@dataclass(frozen=True)
+class JobShare:
+    """How many of an interval's messages one job holds or exported."""
+
+    job_id: int | None
+    dag_id: str | None
+    run_id: str | None
+    messages: int
+
+    def label(self) -> str:
+        return f"job {self.job_id} ({self.dag_id} run {self.run_id})"
+
+
+def held_by_other_jobs(conn: Any, job: Job) -> list[JobShare]:
+    """Messages of the job's interval that other live jobs still have to export, by job."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT j.id, j.dag_id, j.run_id, COUNT(*) FROM message_tracking m JOIN job_runs j"
+            " ON (j.id = m.job_id OR (m.job_id IS NULL AND j.dag_id = m.dag_id AND j.run_id = m.run_id))"
+            " WHERE m.message_ts >= %s AND m.message_ts < %s AND m.status IN (%s, %s) AND " + _LIVE_JOB
+            + " AND j.id <> %s GROUP BY j.id, j.dag_id, j.run_id ORDER BY j.id",
+            (utc_naive(job.start), utc_naive(job.end), PENDING, RUNNING, job.job_id),
+        )
+        shares = [JobShare(int(i), d, r, int(n)) for i, d, r, n in cur.fetchall()]
+    conn.commit()
+    return shares
+
+
+def completed_by_job(conn: Any, start: datetime, end: datetime) -> list[JobShare]:
+    """The interval's completed messages by the job that exported them."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT m.job_id, j.dag_id, j.run_id, COUNT(*) FROM message_tracking m LEFT JOIN job_runs j"
+            " ON j.id = m.job_id WHERE m.message_ts >= %s AND m.message_ts < %s AND m.status = %s"
+            " GROUP BY m.job_id, j.dag_id, j.run_id ORDER BY m.job_id",
+            (utc_naive(start), utc_naive(end), COMPLETED),
+        )
+        shares = [JobShare(None if i is None else int(i), d, r, int(n)) for i, d, r, n in cur.fetchall()]
+    conn.commit()
+    return shares
 
 
 def batch_counts(conn: Any, job_id: int) -> dict[str, int]:
@@ -582,14 +816,39 @@ def save_checkpoint(conn: Any, job_id: int, cp: Checkpoint, *, resumed: bool = F
 
 
 def insert_chunk(conn: Any, hits: list[Any], *, dag_id: str, run_id: str) -> int:
-    """INSERT IGNORE one chunk of ids (no commit); returns how many were new."""
+    """INSERT IGNORE one chunk of ids (no commit); returns how many were new.
+
+    An id tracked before under another timestamp (its document's time changed in Elasticsearch)
+    is re-homed: it takes the new timestamp and becomes pending again, so the run of its new day
+    exports it there and the object of its old day is removed as superseded.
+    """
     params: list[Any] = []
     for hit in hits:
         params += [hit.message_id, utc_naive(hit.timestamp), dag_id, run_id]
     with conn.cursor() as cur:
         cur.execute("INSERT IGNORE INTO message_tracking (message_id, message_ts, dag_id, run_id) VALUES "
                     + _values(len(hits), 4), params)
-        return int(cur.rowcount)
+        new = int(cur.rowcount)
+        if new < len(hits):
+            _rehome(cur, hits, dag_id=dag_id, run_id=run_id)
+        return new
+
+
+def _rehome(cur: Any, hits: list[Any], *, dag_id: str, run_id: str) -> None:
+    seen = {hit.message_id: utc_naive(hit.timestamp) for hit in hits}
+    cur.execute("SELECT id, message_id, message_ts FROM message_tracking WHERE message_id IN ("
+                + ", ".join(["%s"] * len(seen)) + ")", list(seen))
+    for row_id, message_id, old_ts in cur.fetchall():
+        new_ts = seen.get(message_id)
+        if new_ts is None or old_ts == new_ts:
+            continue
+        cur.execute(
+            "UPDATE message_tracking SET last_error = %s, message_ts = %s, status = %s, job_id = NULL,"
+            " batch_id = NULL, attempts = 0, next_attempt_at = NULL, lease_expires_at = NULL, dag_id = %s,"
+            " run_id = %s WHERE id = %s AND status <> %s",
+            (f"re-homed: its timestamp changed in Elasticsearch from {old_ts.isoformat()} to {new_ts.isoformat()}",
+             new_ts, PENDING, dag_id, run_id, row_id, RUNNING),
+        )
 
 
 # ---------------------------------------------------------------------------- retry
@@ -598,12 +857,14 @@ def claim_failed(conn: Any, job: Job, *, only_job_id: int | None = None, start: 
                  end: datetime | None = None, revive_dead: bool = False, limit: int = 1_000_000) -> int:
     """Give this (retry) job the failed messages whose next attempt is due; returns how many.
 
-    Also takes messages whose worker died (lease expired). With `revive_dead`, dead messages are
-    taken too and start counting attempts again.
+    Also takes messages whose worker died (lease expired) and pending ones no live job holds (their
+    run ended before exporting them). With `revive_dead`, dead messages are taken too and start
+    counting attempts again.
     """
     due = ("((status = %s AND (next_attempt_at IS NULL OR next_attempt_at <= UTC_TIMESTAMP(6)))"
-           " OR (status = %s AND lease_expires_at < UTC_TIMESTAMP(6))")
-    params: list[Any] = [FAILED, RUNNING]
+           " OR (status = %s AND lease_expires_at < UTC_TIMESTAMP(6))"
+           " OR (status = %s AND NOT " + _HELD_BY_LIVE_JOB + ")")
+    params: list[Any] = [FAILED, RUNNING, PENDING, job.job_id]
     if revive_dead:
         due += " OR status = %s"
         params.append(DEAD)
@@ -625,7 +886,7 @@ def claim_failed(conn: Any, job: Job, *, only_job_id: int | None = None, start: 
             [DEAD, job.job_id, PENDING, job.dag_id, job.run_id, *params, limit],
         )
         claimed = int(cur.rowcount)
-        cur.execute("DELETE FROM batch_progress WHERE job_id = %s", (job.job_id,))
+        _drop_unfinished_batches(cur, job.job_id)
     conn.commit()
     return claimed
 
@@ -651,8 +912,12 @@ def _rows(cur: Any) -> list[dict[str, Any]]:
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
-def recent_jobs(conn: Any, limit: int = 25) -> list[dict[str, Any]]:
-    """The latest job_runs rows with their batch progress, newest first."""
+def recent_jobs(conn: Any, limit: int = 25, dag_ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """The latest job_runs rows with their batch progress, newest first; with `dag_ids`, only theirs."""
+    ids = None if dag_ids is None else sorted(set(dag_ids))
+    if ids == []:  # no DAG, no row (and `IN ()` is not SQL)
+        return []
+    where = "" if ids is None else " WHERE j.dag_id IN (" + ", ".join(["%s"] * len(ids)) + ")"
     with conn.cursor() as cur:
         cur.execute(
             "SELECT j.id, j.dag_id, j.run_id, j.interval_start, j.interval_end, j.status, j.airflow_state,"
@@ -662,30 +927,44 @@ def recent_jobs(conn: Any, limit: int = 25) -> list[dict[str, Any]]:
             " COALESCE(SUM(b.completed), 0) AS batch_completed, COALESCE(SUM(b.failed), 0) AS batch_failed,"
             " COALESCE(SUM(b.total), 0) AS batch_total, COALESCE(SUM(b.bytes_written), 0) AS bytes_written"
             " FROM job_runs j LEFT JOIN batch_progress b ON b.job_id = j.id"
-            " GROUP BY j.id ORDER BY j.id DESC LIMIT %s",
-            (COMPLETED, limit),
+            + where + " GROUP BY j.id ORDER BY j.id DESC LIMIT %s",
+            [COMPLETED, *(ids or []), limit],
         )
         rows = _rows(cur)
     conn.commit()
     return rows
 
 
-def job_batches(conn: Any, job_id: int, limit: int = 1000) -> list[dict[str, Any]]:
-    """The batches of one job, in order."""
+def job_batches(conn: Any, job_id: int, limit: int = 1000,
+                dag_ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """The batches of one job, in order; none if `dag_ids` is given and the job's DAG is not in it."""
+    ids = None if dag_ids is None else sorted(set(dag_ids))
+    if ids == []:
+        return []
+    where = "" if ids is None else (" AND job_id IN (SELECT id FROM job_runs WHERE dag_id IN ("
+                                    + ", ".join(["%s"] * len(ids)) + "))")
     with conn.cursor() as cur:
         cur.execute("SELECT id, batch_no, status, total, completed, failed, attempts, bytes_written, last_error,"
-                    " started_at, finished_at FROM batch_progress WHERE job_id = %s ORDER BY batch_no LIMIT %s",
-                    (job_id, limit))
+                    " started_at, finished_at FROM batch_progress WHERE job_id = %s" + where
+                    + " ORDER BY batch_no LIMIT %s",
+                    [job_id, *(ids or []), limit])
         rows = _rows(cur)
     conn.commit()
     return rows
 
 
-def problem_messages(conn: Any, limit: int = 100, job_id: int | None = None) -> list[dict[str, Any]]:
-    """Failed and dead messages with their reasons, most recently changed first."""
+def problem_messages(conn: Any, limit: int = 100, job_id: int | None = None,
+                     dag_ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """Failed and dead messages with their reasons, most recently changed first; with `dag_ids`, only
+    those of these DAGs' jobs (message_tracking.dag_id is set with job_id)."""
+    ids = None if dag_ids is None else sorted(set(dag_ids))
+    if ids == []:
+        return []
     where, args = "status IN (%s, %s)", [FAILED, DEAD]
     if job_id is not None:
         where, args = where + " AND job_id = %s", args + [job_id]
+    if ids is not None:
+        where, args = where + " AND dag_id IN (" + ", ".join(["%s"] * len(ids)) + ")", args + ids
     with conn.cursor() as cur:
         cur.execute(f"SELECT message_id, status, attempts, job_id, batch_id, last_error, next_attempt_at, updated_at"
                     f" FROM message_tracking WHERE {where} ORDER BY updated_at DESC, id DESC LIMIT %s",
@@ -697,12 +976,14 @@ def problem_messages(conn: Any, limit: int = 100, job_id: int | None = None) -> 
 
 # ---------------------------------------------------------------------------- dispatch (SQS)
 
-def mark_dispatched(conn: Any, batch_ids: list[int]) -> None:
+def mark_dispatched(conn: Any, batch_ids: list[int], *, lease_seconds: int) -> None:
+    """Note the batches were queued; one that no worker starts within `lease_seconds` is stalled."""
     if not batch_ids:
         return
     with conn.cursor() as cur:
-        cur.execute("UPDATE batch_progress SET dispatched_at = UTC_TIMESTAMP(6) WHERE id IN ("
-                    + ", ".join(["%s"] * len(batch_ids)) + ")", batch_ids)
+        cur.execute("UPDATE batch_progress SET dispatched_at = UTC_TIMESTAMP(6),"
+                    " lease_expires_at = UTC_TIMESTAMP(6) + INTERVAL %s SECOND WHERE id IN ("
+                    + ", ".join(["%s"] * len(batch_ids)) + ")", [lease_seconds, *batch_ids])
     conn.commit()
 
 
@@ -710,8 +991,8 @@ def batch_state(conn: Any, batch_id: int) -> dict[str, Any]:
     """The batch_progress row of a batch, as a dict."""
     with conn.cursor() as cur:
         cur.execute("SELECT id AS batch_id, job_id, batch_no, status, total, completed, failed, bytes_written,"
-                    " attempts, started_at, finished_at, dispatched_at, last_error FROM batch_progress"
-                    " WHERE id = %s", (batch_id,))
+                    " attempts, started_at, finished_at, dispatched_at, lease_expires_at, last_error"
+                    " FROM batch_progress WHERE id = %s", (batch_id,))
         row = cur.fetchone()
         if row is None:
             raise TrackingError(f"batch {batch_id} does not exist in batch_progress; was the plan replaced?")

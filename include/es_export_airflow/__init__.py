@@ -90,7 +90,7 @@ def alert_dead(cfg: ExportConfig, job_id: int, dead: list[dict[str, Any]], conte
     if not dead:
         return
     sample = ", ".join(repr(d["message_id"]) for d in dead[:10])
-    message = (f"{len(dead)} message(s) of retry job {job_id} are dead after {cfg.max_attempts} attempts "
+    message = (f"{len(dead)} message(s) of job {job_id} are dead after {cfg.max_attempts} attempts "
                f"(e.g. {sample}); last error: {dead[0]['error']}. Revive them with es_message_retry "
                "and revive_dead=true once the cause is fixed.")
     logging.getLogger("es_export.alerts").error(message)

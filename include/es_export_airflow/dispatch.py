@@ -17,7 +17,7 @@ from airflow.sdk.bases.sensor import PokeReturnValue
 
 from es_export import pipeline, tracking
 from es_export.config import Dispatch, ExportConfig
-from es_export.errors import TransientError
+from es_export.errors import ConfigError, TransientError
 from es_export.tracking import Batch
 from es_export_airflow import (
     AWS_CONN_ID,
@@ -45,16 +45,15 @@ def sensor_settings() -> dict[str, Any]:
             "timeout": BATCH_TIMEOUT.total_seconds()}
 
 
-# Longest a Lambda may run; the invoke must wait that long before giving up on the response.
-LAMBDA_READ_TIMEOUT = 900
-
-
 def payload(cfg: ExportConfig, batch: dict[str, Any]) -> dict[str, Any]:
-    """What the Lambda receives: the batch descriptor and the settings this run uses."""
-    settings = {k: v for k, v in vars(cfg).items() if v is not None}
-    settings["tracking_database"] = Connection.get(MYSQL_CONN_ID).schema
-    return {"batch": {k: batch[k] for k in ("job_id", "batch_id", "batch_no", "size", "run_id")},
-            "settings": settings}
+    """What the Lambda receives: the batch descriptor and the settings Airflow expects it to use.
+
+    The Lambda takes its configuration from its own environment only; it refuses a batch when its
+    indices, bucket, prefix, layout or tracking database differ from these, and never uses them.
+    """
+    from es_export.lambda_handler import build_payload  # the contract lives with the handler
+
+    return build_payload(cfg, batch, tracking_database=Connection.get(MYSQL_CONN_ID).schema)
 
 
 def poke(batch: dict[str, Any], context: Any) -> PokeReturnValue:
@@ -96,16 +95,27 @@ def _reopen_if_finished(batch: dict[str, Any]) -> None:
                      batch["batch_no"], reopened)
 
 
+# How much longer than the function's timeout the invoke waits for its answer.
+LAMBDA_READ_MARGIN_SECONDS = 30
+
+
 def invoke_lambda(cfg: ExportConfig, batch: dict[str, Any]) -> dict[str, Any]:
     """One synchronous invoke; a function error fails the task, so Airflow retries the batch."""
     from airflow.providers.amazon.aws.hooks.lambda_function import LambdaHook
     from botocore.config import Config
 
-    hook = LambdaHook(aws_conn_id=AWS_CONN_ID, config=Config(read_timeout=LAMBDA_READ_TIMEOUT, connect_timeout=10,
-                                                             retries={"max_attempts": 1}))
+    # Exactly one invoke per task try: botocore's "max_attempts" counts retries, "total_max_attempts"
+    # counts the first call too. A read timeout fails the try; the next try's attempt fences this one.
+    config = Config(read_timeout=cfg.lambda_timeout_seconds + LAMBDA_READ_MARGIN_SECONDS, connect_timeout=10,
+                    retries={"total_max_attempts": 1})
+    hook = LambdaHook(aws_conn_id=AWS_CONN_ID, config=config)
     resp = hook.invoke_lambda(function_name=cfg.lambda_function_name, invocation_type="RequestResponse",
                               payload=json.dumps(payload(cfg, batch)))
     body = json.loads(resp["Payload"].read() or b"{}")
+    if resp.get("FunctionError") and body.get("errorType") == "ConfigError":
+        # The function's configuration differs from Airflow's, or the payload was refused: retrying cannot help.
+        raise ConfigError(f"Lambda {cfg.lambda_function_name} refused batch {batch['batch_no']}: "
+                          f"{body.get('errorMessage')}")
     if resp.get("FunctionError"):
         raise TransientError(f"Lambda {cfg.lambda_function_name} failed on batch {batch['batch_no']}: "
                              f"{body.get('errorType')}: {body.get('errorMessage')}")
@@ -127,12 +137,16 @@ def send_to_sqs(cfg: ExportConfig, batches: list[dict[str, Any]]) -> None:
         if resp.get("Failed"):
             raise TransientError(f"SQS refused {len(resp['Failed'])} batch message(s): {resp['Failed'][0]}")
         with mysql_connection() as conn:
-            tracking.mark_dispatched(conn, [b["batch_id"] for b in chunk])
+            tracking.mark_dispatched(conn, [b["batch_id"] for b in chunk], lease_seconds=cfg.dispatch_lease_seconds)
 
 
 def _wait_for_sqs(cfg: ExportConfig, batch: dict[str, Any]) -> PokeReturnValue:
     with mysql_connection() as conn:
+        stalled = tracking.expire_stalled_batch(conn, batch["batch_id"], policy=cfg.retry_policy())
         state = tracking.batch_state(conn, batch["batch_id"])
+    if stalled:
+        raise TransientError(f"batch {batch['batch_no']} {stalled}; its messages spent an attempt, and the "
+                             "task's retry queues the batch again")
     if state["dispatched_at"] is None:  # the plan stopped before sending this one
         send_to_sqs(cfg, [batch])
         return PokeReturnValue(is_done=False)
@@ -146,6 +160,14 @@ def _wait_for_sqs(cfg: ExportConfig, batch: dict[str, Any]) -> PokeReturnValue:
         raise TransientError(f"batch {batch['batch_no']} failed {state['attempts']} time(s) in the Lambda "
                              f"(its message is in the dead-letter queue): {state['last_error']}")
     return PokeReturnValue(is_done=False)
+
+
+def wait_for_other_runs(conn: Any, job: Any) -> bool:
+    """True while other live runs still export part of this run's interval (each one is logged)."""
+    others = pipeline.others_still_exporting(conn, job)
+    for share in others:
+        log.info("waiting: %d message(s) of this interval are being exported by %s", share.messages, share.label())
+    return bool(others)
 
 
 def hand_out(cfg: ExportConfig, batches: list[Batch], *, run_id: str, mode: str) -> list[dict[str, Any]]:

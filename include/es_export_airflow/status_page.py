@@ -2,48 +2,80 @@
 their reasons, read from the tracking tables. A FastAPI app that the plugin in plugins/ mounts on
 Airflow's api-server at /es-export; the UI shows it under Browse as "Export status".
 
-Only signed-in Airflow users see it (the UI's JWT cookie or a bearer token).
+Only signed-in Airflow users see it (the UI's JWT cookie or a bearer token), and each sees only the
+jobs, batches and messages of the DAGs Airflow's auth manager lets them read. Someone who may read
+neither DAG gets 403 and the reason.
 """
 
 from __future__ import annotations
 
 import html
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query
+from airflow.api_fastapi.app import get_auth_manager
+from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
+from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
+from airflow.api_fastapi.core_api.security import get_user, requires_authenticated
+from airflow.configuration import conf
+from fastapi import Depends, FastAPI, HTTPException, Query, status
 from fastapi.responses import HTMLResponse
 
 from es_export import tracking
 from es_export_airflow import mysql_connection
+from es_export_airflow.run_mirror import DAG_IDS
 
 URL_PREFIX = "/es-export"
+NO_READABLE_DAG = (f"You may read none of the export DAGs ({', '.join(sorted(DAG_IDS))}), so this page has nothing"
+                   " to show you: ask an Airflow admin for read access to them.")
+
+app = FastAPI(title="es_message_export status", dependencies=[Depends(requires_authenticated())])
 
 
-def _signed_in() -> Any:
-    from airflow.api_fastapi.core_api.security import requires_authenticated
+def readable_dag_ids(user: Annotated[BaseUser, Depends(get_user)]) -> set[str]:
+    """The export DAGs the signed-in user may read: the question Airflow's own `GET /api/v2/dags/{dag_id}`
+    asks the auth manager (requires_access_dag), so the page agrees with the UI under any auth manager."""
+    auth_manager = get_auth_manager()
+    return {dag_id for dag_id in DAG_IDS
+            if auth_manager.is_authorized_dag(method="GET", user=user,
+                                              details=DagDetails(id=dag_id, team_name=_team_name(dag_id)))}
 
-    return requires_authenticated()
+
+def _team_name(dag_id: str) -> str | None:
+    """The DAG's team in multi-team mode (the auth manager checks the user's teams), else None."""
+    if not conf.getboolean("core", "multi_team"):
+        return None
+    from airflow.models.dag import DagModel
+
+    return DagModel.get_team_name(dag_id)
 
 
-app = FastAPI(title="es_message_export status", dependencies=[Depends(_signed_in())])
+ReadableDagIds = Annotated[set[str], Depends(readable_dag_ids)]
 
 
-def snapshot(limit: int, job_id: int | None) -> dict[str, Any]:
+def snapshot(limit: int, job_id: int | None, dag_ids: set[str]) -> dict[str, Any]:
+    """The jobs, one job's batches and the failed and dead messages, of the DAGs `dag_ids` only."""
     with mysql_connection() as conn:
         tracking.migrate(conn)  # a fresh install shows empty tables instead of an error
-        return {"jobs": tracking.recent_jobs(conn, limit),
-                "batches": tracking.job_batches(conn, job_id) if job_id is not None else [],
-                "problems": tracking.problem_messages(conn, 100, job_id=job_id)}
+        return {"dag_ids": sorted(dag_ids),
+                "jobs": tracking.recent_jobs(conn, limit, dag_ids=dag_ids),
+                "batches": tracking.job_batches(conn, job_id, dag_ids=dag_ids) if job_id is not None else [],
+                "problems": tracking.problem_messages(conn, 100, job_id=job_id, dag_ids=dag_ids)}
 
 
 @app.get("/jobs.json")
-def jobs_json(limit: int = Query(25, ge=1, le=500), job_id: int | None = None) -> dict[str, Any]:
-    return snapshot(limit, job_id)
+def jobs_json(dag_ids: ReadableDagIds, limit: int = Query(25, ge=1, le=500),
+              job_id: int | None = None) -> dict[str, Any]:
+    if not dag_ids:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, NO_READABLE_DAG)
+    return snapshot(limit, job_id, dag_ids)
 
 
 @app.get("/", response_class=HTMLResponse)
-def status_html(limit: int = Query(25, ge=1, le=500), job_id: int | None = None) -> str:
-    return render(snapshot(limit, job_id), job_id)
+def status_html(dag_ids: ReadableDagIds, limit: int = Query(25, ge=1, le=500),
+                job_id: int | None = None) -> HTMLResponse:
+    if not dag_ids:  # a page, not JSON: the UI shows this in its iframe
+        return HTMLResponse(render_refusal(), status_code=status.HTTP_403_FORBIDDEN)
+    return HTMLResponse(render(snapshot(limit, job_id, dag_ids), job_id))
 
 
 def _cell(value: Any) -> str:
@@ -88,8 +120,20 @@ vertical-align:top}th{background:#edf2f7}.s-completed,.s-success{color:#276749}.
 font-weight:600}.s-running{color:#2b6cb0}"""
 
 
+def render_refusal() -> str:
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Export status</title>
+<style>{STYLE}</style></head><body>
+<h1>Elasticsearch → S3 export status</h1>
+<p class="s-failed">{html.escape(NO_READABLE_DAG)}</p>
+</body></html>"""
+
+
 def render(data: dict[str, Any], job_id: int | None) -> str:
     jobs = "".join(_job_row(j) for j in data["jobs"]) or '<tr><td colspan="15">no jobs yet</td></tr>'
+    shown = data.get("dag_ids")
+    note = ("" if shown is None or set(shown) >= DAG_IDS else
+            f"<p>Only the jobs of {html.escape(', '.join(shown))} are shown: you may not read the other export"
+            " DAGs.</p>")
     problems = "".join(_problem_row(m) for m in data["problems"]) or '<tr><td colspan="7">none</td></tr>'
     scope = f"job {job_id}" if job_id is not None else "all jobs"
     batches = ""
@@ -101,6 +145,7 @@ def render(data: dict[str, Any], job_id: int | None) -> str:
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Export status</title>
 <style>{STYLE}</style></head><body>
 <h1>Elasticsearch → S3 export status</h1>
+{note}
 <h2>Recent jobs</h2>
 <table id="jobs"><tr><th>job</th><th>DAG</th><th>Airflow run</th><th>interval (UTC)</th><th>status</th>
 <th>Airflow state</th><th>try</th><th>dispatch</th><th>batches done</th><th>to export</th><th>exported</th>

@@ -75,7 +75,7 @@ def running_airflow(es, s3):
     import running_airflow as ra
     import seed_data
     from es_export import tracking
-    from support import connect, reset_database, seed_with_indices
+    from support import connect, local_lambda, reset_database, seed_with_indices
 
     reset_database(ra.TRACKING_DB)
     conn = connect(ra.TRACKING_DB)
@@ -94,12 +94,15 @@ def running_airflow(es, s3):
     sns.subscribe(TopicArn=ra.ALERT_TOPIC, Protocol="sqs", Endpoint=queue_arn)
     statsd = ra.StatsdListener(ra.STATSD_PORT)
     mysql_conn = {**json.loads(os.environ["AIRFLOW_CONN_MYSQL_TRACKING"]), "schema": ra.TRACKING_DB}
-    try:
-        ra.start_fresh(json.dumps(mysql_conn))
-    except RuntimeError as exc:
+    # Its own processing Lambda (dispatch=lambda and sqs), configured like this Airflow's Variable.
+    with local_lambda("airflow-test", export_config=cfg, database=ra.TRACKING_DB) as function:
+        config = {**cfg, **function.airflow_config()}
+        try:
+            ra.start_fresh(json.dumps(mysql_conn), config=config, aws_conn_json=function.aws_connection())
+        except RuntimeError as exc:
+            statsd.close()
+            pytest.fail(str(exc))
+        yield types.SimpleNamespace(api=ra.AirflowAPI().login(), statsd=statsd, sqs=sqs, alerts_queue=alerts_queue,
+                                    seed=seed, config=config, db=ra.TRACKING_DB, function=function)
         statsd.close()
-        pytest.fail(str(exc))
-    yield types.SimpleNamespace(api=ra.AirflowAPI().login(), statsd=statsd, sqs=sqs, alerts_queue=alerts_queue,
-                                seed=seed, config=cfg, db=ra.TRACKING_DB)
-    statsd.close()
-    ra.airflow_sh("down", "test")
+        ra.airflow_sh("down", "test")

@@ -28,6 +28,8 @@ STATSD_PORT = int(os.environ.get("AIRFLOW_TEST_STATSD_PORT", "8135"))
 URL = f"http://127.0.0.1:{PORT}"
 TRACKING_DB = "tracking_test_airflow"
 ALERT_TOPIC = "arn:aws:sns:us-east-1:123456789012:es-export-alerts"
+# A user devstack/airflow.sh configures without a role: it signs in, but may read no DAG.
+NO_ACCESS_USER = "noaccess"
 CONFIG = {"messages_index": "af-messages", "history_index": "af-history", "status_index": "af-status",
           "audit_index": "af-audit", "bucket": "airflow-test-export", "prefix": "messages"}
 
@@ -82,7 +84,8 @@ def mwaa_bundle() -> Path:
     return bundle
 
 
-def start_fresh(mysql_conn_json: str) -> None:
+def start_fresh(mysql_conn_json: str, *, config: dict[str, Any] | None = None,
+                aws_conn_json: str | None = None) -> None:
     """A new Airflow home each session, so runs and backfills of earlier sessions do not count.
 
     It runs the MWAA bundle, not the repository: DAGs, packages and plugin come from the bundle
@@ -94,8 +97,9 @@ def start_fresh(mysql_conn_json: str) -> None:
     INSTANCE_HOME.mkdir(parents=True)
     bundle = mwaa_bundle()
     (INSTANCE_HOME / "airflow.env").write_text(
-        f"AIRFLOW_VAR_ES_MESSAGE_EXPORT_CONFIG='{json.dumps(CONFIG)}'\n"
+        f"AIRFLOW_VAR_ES_MESSAGE_EXPORT_CONFIG='{json.dumps(config or CONFIG)}'\n"
         f"AIRFLOW_CONN_MYSQL_TRACKING='{mysql_conn_json}'\n"
+        + (f"AIRFLOW_CONN_AWS_DEFAULT='{aws_conn_json}'\n" if aws_conn_json else "") +
         f"ES_EXPORT_ALERT_SNS_TOPIC_ARN={ALERT_TOPIC}\n"
         f"AIRFLOW__CORE__DAGS_FOLDER={bundle / 'dags'}\n"
         f"AIRFLOW__CORE__PLUGINS_FOLDER={bundle / 'plugins'}\n"
@@ -110,14 +114,14 @@ def start_fresh(mysql_conn_json: str) -> None:
 
 @dataclass
 class AirflowAPI:
-    """The REST API (v2) of the running Airflow, signed in as admin."""
+    """The REST API (v2) of the running Airflow, signed in as admin (or as NO_ACCESS_USER)."""
 
     url: str = URL
     session: requests.Session = field(default_factory=requests.Session)
 
-    def login(self) -> AirflowAPI:
-        password = (INSTANCE_HOME / "admin_password").read_text().strip()
-        resp = requests.post(f"{self.url}/auth/token", json={"username": "admin", "password": password}, timeout=30)
+    def login(self, username: str = "admin") -> AirflowAPI:
+        password = (INSTANCE_HOME / f"{username}_password").read_text().strip()
+        resp = requests.post(f"{self.url}/auth/token", json={"username": username, "password": password}, timeout=30)
         resp.raise_for_status()
         self.session.headers["Authorization"] = f"Bearer {resp.json()['access_token']}"
         return self

@@ -1,5 +1,6 @@
 """The Airflow UI in headless Chromium (Debian's package, driven by Playwright): sign in, trigger a
-run with params through the trigger form, start a backfill through its form, open the status page.
+run with params through the trigger form, start a backfill through its form, open the status page
+(and be refused it as a user who may read no DAG).
 
 Screenshots go to screenshots/ (ignored by git), for a person to look at.
 """
@@ -24,23 +25,34 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 
 
 @pytest.fixture(scope="module")
-def page(running_airflow):
+def browser(running_airflow):
     from playwright.sync_api import sync_playwright
 
     SHOTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1400, "height": 1000}, timezone_id="UTC")
-        context.set_default_timeout(30_000)
-        page = context.new_page()
-        page.goto(f"{ra.URL}/")
-        page.get_by_label("Username").fill("admin")
-        page.get_by_label("Password").fill((ra.INSTANCE_HOME / "admin_password").read_text().strip())
-        page.screenshot(path=SHOTS / "01-login.png")
-        page.get_by_role("button", name="Sign in").click()
-        page.wait_for_url(f"{ra.URL}/")
-        yield page
+        yield browser
         browser.close()
+
+
+def signed_in(browser, username: str, shot: str | None = None):
+    """A page of a new browser context, signed in through the login form."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, timezone_id="UTC")
+    context.set_default_timeout(30_000)
+    page = context.new_page()
+    page.goto(f"{ra.URL}/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill((ra.INSTANCE_HOME / f"{username}_password").read_text().strip())
+    if shot:
+        page.screenshot(path=SHOTS / shot)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{ra.URL}/")
+    return page
+
+
+@pytest.fixture(scope="module")
+def page(browser):
+    return signed_in(browser, "admin", shot="01-login.png")
 
 
 def open_trigger_dialog(page):
@@ -128,3 +140,14 @@ def test_status_page_in_the_ui_lists_the_jobs(page, running_airflow):
     frame.locator("tr", has_text="2/2").get_by_text("batches, failures").first.click()
     frame.locator("table#batches tr", has_text="150").first.wait_for()
     page.screenshot(path=SHOTS / "06-status-page-one-job.png", full_page=True)
+
+
+def test_status_page_refuses_a_user_who_may_read_no_dag(browser, running_airflow):
+    """NO_ACCESS_USER has no role: Airflow signs it in (cookie) but lets it read no DAG."""
+    page = signed_in(browser, ra.NO_ACCESS_USER)
+    resp = page.goto(f"{ra.URL}/es-export/")
+    assert resp.status == 403
+    page.get_by_text("You may read none of the export DAGs").wait_for()
+    page.screenshot(path=SHOTS / "07-status-page-no-access.png", full_page=True)
+    assert page.locator("table#jobs").count() == 0
+    page.context.close()

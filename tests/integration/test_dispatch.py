@@ -1,13 +1,17 @@
 """dispatch=local, lambda and sqs export the same day identically; the Lambda handler and its zip.
 
-The Lambda runs in the local stand-in (devstack/lambda_local.py, started by `make up`): the real
-handler behind the real Lambda Invoke API and an SQS event source mapping on the S3/SQS server.
+The Lambda runs in local stand-ins (devstack/lambda_local.py): the real handler behind the real
+Lambda Invoke API and an SQS event source mapping on the S3/SQS server. The function takes its
+configuration from its environment only, so each remote mode gets a function of its own, deployed
+(started) with that mode's indices, bucket and tracking database, and Airflow is pointed at it.
 """
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import types
 import uuid
 from datetime import UTC, date, datetime, timedelta
 
@@ -18,6 +22,7 @@ import seed_data
 import support
 from es_export import lambda_handler, pipeline
 from es_export.config import ExportConfig, RunParams
+from es_export.errors import ConfigError
 from seed_data import SeedConfig
 
 pytestmark = pytest.mark.integration
@@ -25,6 +30,7 @@ pytestmark = pytest.mark.integration
 SEED = SeedConfig(messages=600, days=2, start=date(2025, 1, 10), seed=47, large=1)
 DAY = SEED.start
 MODES = ("local", "lambda", "sqs")
+REMOTE = ("lambda", "sqs")
 
 
 @pytest.fixture(scope="module")
@@ -42,29 +48,45 @@ def database(mode):
 
 
 @pytest.fixture(scope="module")
-def exports(indices, s3, airflow_db):
-    """The same day exported once per dispatch mode, each into its own bucket and tracking database."""
+def buckets(s3):
+    """Each mode exports into its own bucket and tracking database."""
+    out = {}
+    for mode in MODES:
+        out[mode] = f"mode-{mode}-{uuid.uuid4().hex[:6]}"
+        s3.create_bucket(Bucket=out[mode])
+        support.reset_database(database(mode))
+    return out
+
+
+@pytest.fixture(scope="module")
+def functions(indices, buckets):
+    """The processing Lambda of each remote mode, configured (EXPORT_CONFIG, MYSQL_DB) for that mode."""
+    with contextlib.ExitStack() as stack:
+        yield {mode: stack.enter_context(support.local_lambda(
+            f"es-export-{mode}", export_config={**indices, "bucket": buckets[mode]}, database=database(mode)))
+            for mode in REMOTE}
+
+
+@pytest.fixture(scope="module")
+def exports(indices, buckets, functions, airflow_db):
+    """The same day exported once per dispatch mode; Airflow's Variable names the mode's function."""
     from airflow.dag_processing.dagbag import DagBag
 
-    saved = {k: os.environ.get(k) for k in ("AIRFLOW_VAR_ES_MESSAGE_EXPORT_CONFIG", "AIRFLOW_CONN_MYSQL_TRACKING",
-                                            "ES_EXPORT_POKE_SECONDS")}
-    os.environ["ES_EXPORT_POKE_SECONDS"] = "1"  # read when the DAG file is parsed
-    dag = DagBag(dag_folder=str(support.DAGS / "es_message_export.py")).dags["es_message_export"]
+    mysql_conn = json.loads(os.environ["AIRFLOW_CONN_MYSQL_TRACKING"])
     runs = {}
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ES_EXPORT_POKE_SECONDS", "1")  # read when the DAG file is parsed
+        dag = DagBag(dag_folder=str(support.DAGS / "es_message_export.py")).dags["es_message_export"]
         for mode in MODES:
-            bucket = f"mode-{mode}-{uuid.uuid4().hex[:6]}"
-            s3.create_bucket(Bucket=bucket)
-            support.reset_database(database(mode))
-            os.environ["AIRFLOW_VAR_ES_MESSAGE_EXPORT_CONFIG"] = json.dumps({**indices, "bucket": bucket})
-            os.environ["AIRFLOW_CONN_MYSQL_TRACKING"] = json.dumps(
-                {**json.loads(saved["AIRFLOW_CONN_MYSQL_TRACKING"]), "schema": database(mode)})
+            config = {**indices, "bucket": buckets[mode]}
+            if mode in functions:
+                config.update(functions[mode].airflow_config())
+                mp.setenv("AIRFLOW_CONN_AWS_DEFAULT", functions[mode].aws_connection())
+            mp.setenv("AIRFLOW_VAR_ES_MESSAGE_EXPORT_CONFIG", json.dumps(config))
+            mp.setenv("AIRFLOW_CONN_MYSQL_TRACKING", json.dumps({**mysql_conn, "schema": database(mode)}))
             conf = {"start": DAY.isoformat(), "end": (DAY + timedelta(days=1)).isoformat(), "dispatch": mode,
                     "batch_size": 100}
-            runs[mode] = (dag.test(run_conf=conf, logical_date=datetime.now(UTC)), bucket)
-    finally:
-        for k, v in saved.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+            runs[mode] = (dag.test(run_conf=conf, logical_date=datetime.now(UTC)), buckets[mode])
     return runs
 
 
@@ -106,28 +128,70 @@ def test_sqs_mode_sent_every_batch_through_the_queue(exports):
     assert rows[0][0] == batches and int(rows[0][1]) == batches
 
 
-def lambda_client():
-    port = os.environ.get("LAMBDA_PORT", "9001")
-    return boto3.client("lambda", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1")
-
-
-def invoke(payload):
-    resp = lambda_client().invoke(FunctionName="es-message-export-processor", Payload=json.dumps(payload))
+def invoke(function, payload):
+    client = boto3.client("lambda", endpoint_url=function.url, region_name="us-east-1")
+    resp = client.invoke(FunctionName=function.function, Payload=json.dumps(payload))
     return resp.get("FunctionError"), json.loads(resp["Payload"].read())
 
 
-def test_handler_errors_come_back_as_function_errors(exports):
-    error, body = invoke({"settings": {}})
+MISSING_BATCH = {"job_id": 1, "batch_id": 987654, "batch_no": 0, "size": 1, "run_id": "x"}
+
+
+def test_handler_errors_come_back_as_function_errors(exports, functions):
+    fn = functions["lambda"]
+    error, body = invoke(fn, {})
     assert error == "Unhandled" and body["errorType"] == "ConfigError" and "has no 'batch'" in body["errorMessage"]
-    error, body = invoke({"batch": {"job_id": 1, "batch_id": 987654, "batch_no": 0, "size": 1, "run_id": "x"},
-                          "settings": {"tracking_database": database("lambda")}})
-    assert error == "Unhandled" and body["errorType"] == "TrackingError"
-    assert "batch 987654 does not exist" in body["errorMessage"]
+    # Accepted, then looked up in the function's own database (a TrackingError of some kind).
+    error, body = invoke(fn, {"batch": MISSING_BATCH})
+    assert error == "Unhandled" and body["errorType"] != "ConfigError"
+    assert "batch 987654 does not exist in batch_progress" in body["errorMessage"]
+
+
+def test_the_function_refuses_settings_in_the_payload(exports, functions):
+    error, body = invoke(functions["lambda"], {"batch": MISSING_BATCH, "settings": {
+        "tracking_database": database("local"), "messages_index": "anything-it-can-read"}})
+    assert error == "Unhandled" and body["errorType"] == "ConfigError"
+    assert ("does not accept: ['settings.messages_index', 'settings.tracking_database']"
+            in body["errorMessage"])
+
+
+def test_the_function_refuses_what_airflow_does_not_expect(exports, functions, buckets):
+    fn = functions["lambda"]
+    error, body = invoke(fn, {"batch": MISSING_BATCH, "expect": {"bucket": "elsewhere"}})
+    assert error == "Unhandled" and body["errorType"] == "ConfigError"
+    assert body["errorMessage"] == (
+        f"the configuration of {fn.function} differs from Airflow's: bucket: the function has "
+        f"'{buckets['lambda']}', Airflow expects 'elsewhere'. Set EXPORT_CONFIG in the environment of "
+        f"{fn.function} (or change the Variable es_message_export_config / the mysql_tracking connection) "
+        "so they agree. Nothing was exported")
+
+
+def test_airflow_reports_a_function_configured_otherwise(exports, functions, indices, monkeypatch):
+    """The DAG's own invoke path: a Variable that names another bucket fails the batch, naming both."""
+    from es_export.errors import TransientError
+    from es_export_airflow import dispatch
+
+    fn = functions["lambda"]
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", fn.aws_connection())
+    monkeypatch.setenv("AIRFLOW_CONN_MYSQL_TRACKING", json.dumps(
+        {**json.loads(os.environ["AIRFLOW_CONN_MYSQL_TRACKING"]), "schema": "tracking_elsewhere"}))
+    cfg = ExportConfig(**indices, bucket="elsewhere", **fn.airflow_config())
+    with pytest.raises(TransientError) as err:
+        dispatch.invoke_lambda(cfg, MISSING_BATCH)
+    assert "ConfigError" in str(err.value)
+    assert "bucket: the function has 'mode-lambda-" in str(err.value)
+    assert (f"tracking_database: the function has '{database('lambda')}', Airflow expects 'tracking_elsewhere'"
+            in str(err.value))
+    assert "Set EXPORT_CONFIG and MYSQL_DB in the environment of" in str(err.value)
 
 
 @pytest.fixture()
-def fresh_batch(indices, es, s3):
-    """A planned, unprocessed batch of the second day in a database of its own."""
+def fresh_batch(indices, es, s3, monkeypatch):
+    """A planned, unprocessed batch of the second day in a database of its own.
+
+    This process gets the environment of a function configured for it (EXPORT_CONFIG, MYSQL_DB),
+    for the handler called in-process.
+    """
     db = "tracking_test_handler"
     support.reset_database(db)
     bucket = f"handler-{uuid.uuid4().hex[:6]}"
@@ -140,12 +204,42 @@ def fresh_batch(indices, es, s3):
     pipeline.extract(es, conn, cfg, job)
     (batch,) = pipeline.plan(conn, cfg, job, params)
     conn.close()
-    settings = {**indices, "bucket": bucket, "tracking_database": db}
-    return {"batch": {**batch.as_dict(), "run_id": job.run_id}, "settings": settings}, db
+    monkeypatch.setenv("EXPORT_CONFIG", json.dumps({**indices, "bucket": bucket}))
+    monkeypatch.setenv("MYSQL_DB", db)
+    payload = lambda_handler.build_payload(cfg, {**batch.as_dict(), "run_id": job.run_id}, tracking_database=db)
+    return types.SimpleNamespace(payload=payload, db=db, bucket=bucket, size=batch.size)
+
+
+def assert_nothing_exported(s3, batch):
+    assert s3.list_objects_v2(Bucket=batch.bucket).get("KeyCount", 0) == 0
+    assert support.query(batch.db, "SELECT status, MAX(attempts) FROM message_tracking GROUP BY status") == (
+        ("pending", 0),)
+    assert support.query(batch.db, "SELECT status, attempts FROM batch_progress") == (("pending", 0),)
+
+
+def test_an_override_in_the_payload_exports_nothing(fresh_batch, indices, s3):
+    """Whoever can send to the queue cannot point the function at another index or database."""
+    bad = {**fresh_batch.payload, "settings": {"messages_index": indices["audit_index"], "tracking_database": "x"}}
+    with pytest.raises(ConfigError, match=r"does not accept: \['settings.messages_index', "
+                                          r"'settings.tracking_database'\]"):
+        lambda_handler.handler(bad)
+    assert lambda_handler.handler({"Records": [{"messageId": "m", "body": json.dumps(bad)}]}) == {
+        "batchItemFailures": [{"itemIdentifier": "m"}]}
+    assert_nothing_exported(s3, fresh_batch)
+
+
+def test_an_unexpected_configuration_exports_nothing(fresh_batch, s3):
+    other = {**fresh_batch.payload, "expect": {**fresh_batch.payload["expect"], "prefix": "other"}}
+    with pytest.raises(ConfigError, match=r"prefix: the function has 'messages', Airflow expects 'other'\. "
+                                          r"Set EXPORT_CONFIG in the environment of "):
+        lambda_handler.handler(other)
+    assert_nothing_exported(s3, fresh_batch)
+    result = lambda_handler.handler(fresh_batch.payload)
+    assert (result["completed"], result["failed"]) == (fresh_batch.size, 0)
 
 
 def test_sqs_event_reports_only_the_failed_records(fresh_batch):
-    payload, db = fresh_batch
+    payload, db = fresh_batch.payload, fresh_batch.db
     bad = {**payload, "batch": {**payload["batch"], "batch_id": 987654}}
     event = {"Records": [{"messageId": "good", "body": json.dumps(payload)},
                          {"messageId": "bad", "body": json.dumps(bad)},
@@ -161,7 +255,7 @@ def test_sqs_event_reports_only_the_failed_records(fresh_batch):
 
 
 def test_lambda_zip_runs_its_handler_in_a_clean_virtualenv(fresh_batch, tmp_path):
-    payload, db = fresh_batch
+    payload, db = fresh_batch.payload, fresh_batch.db
     build = subprocess.run(["bash", str(support.ROOT / "deploy" / "build_lambda_zip.sh")], capture_output=True,
                            text=True, check=False)
     assert build.returncode == 0, build.stderr
@@ -181,6 +275,7 @@ def test_lambda_zip_runs_its_handler_in_a_clean_virtualenv(fresh_batch, tmp_path
               "except ImportError:\n    pass\n"
               "from es_export.lambda_handler import handler\n"
               "print(json.dumps(handler(json.loads(sys.argv[1]))))\n")
+    # The function's environment (EXPORT_CONFIG and MYSQL_DB from fresh_batch) without Airflow's.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PYTHON"))}
     out = subprocess.run([py, "-c", script, json.dumps(payload)], cwd=code, env={**env, "PYTHONPATH": str(code)},
                          capture_output=True, text=True, check=False)

@@ -265,11 +265,17 @@ def count_day(es, env, day):
         "gte": day.isoformat(), "lt": (day + timedelta(days=1)).isoformat()}}})["count"]
 
 
+def abandon(conn, job):
+    """The run ends without its reconcile: Airflow marks it failed and the listener mirrors that."""
+    tracking.update_job(conn, job.job_id, status="failed")
+
+
 def test_expired_point_in_time_is_reopened_from_the_checkpoint(env, es):
     day = SEED.start + timedelta(days=3)
     conn = connect(DB)
     job = pipeline.open_job(conn, dag_id="t", run_id=f"pit-{uuid.uuid4().hex[:6]}", params=params_for(day))
     result = pipeline.extract(ClosesPitAfterFirstPage(es), conn, export_config(env), job)
+    abandon(conn, job)
     conn.close()
     assert result.reopened == 1
     assert result.ids_found == count_day(es, env, day) > 20
@@ -287,6 +293,7 @@ def test_crashed_extract_resumes_where_it_stopped(env, es):
     assert not saved.finished and saved.ids_before > 0
     counting = CountsPages(es)
     result = pipeline.extract(counting, conn, export_config(env), job)
+    abandon(conn, job)
     conn.close()
     assert result.resumed
     assert result.ids_found == count_day(es, env, day)

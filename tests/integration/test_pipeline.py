@@ -1,5 +1,6 @@
 """Core pipeline steps on the real stack, for cases a DAG run cannot set up: bad input."""
 
+import time
 import uuid
 from datetime import UTC, date, datetime
 
@@ -26,7 +27,7 @@ def cfg(es, s3):
     seed_data.load(es, SEED, index_names=names)
     config = ExportConfig(messages_index=names["messages"], history_index=names["message_history"],
                           status_index=names["message_status"], audit_index=names["message_audit"],
-                          bucket=f"pipeline-{suffix}", scan_page_size=50)
+                          bucket=f"pipeline-{suffix}", scan_page_size=50, retry_base_seconds=1)
     s3.create_bucket(Bucket=config.bucket)
     yield config
     es.indices.delete(index=",".join(names.values()))
@@ -67,9 +68,15 @@ def test_a_message_gone_from_elasticsearch_fails_alone(es, conn, s3, cfg):
         cur.execute("SELECT status, last_error FROM message_tracking WHERE message_id = %s", (gone,))
         status, error = cur.fetchone()
     assert status == "failed" and f"message {gone!r} is no longer in index" in error
-    # Re-running the batch only retries the failed message, and now it exists again.
+    # The batch is finished: delivering it again (a queue delivering twice) changes nothing...
     again = pipeline.process_batch(es, conn, s3, cfg, batch, run_id=job.run_id)
-    assert (again.attempted, again.completed, again.failed) == (1, 1, 0)
+    assert (again.attempted, again.completed, again.failed) == (0, 0, 0)
+    # ...while a retry job takes the failed message alone once its backoff passed, and now it exists again.
+    time.sleep(1.2)
+    retry = pipeline.open_job(conn, dag_id="retry", run_id=f"r-{uuid.uuid4().hex}", params=params())
+    (retry_batch,) = pipeline.plan_retry(conn, cfg, retry, batch_size=100)
+    result = pipeline.process_batch(es, conn, s3, cfg, retry_batch, run_id=retry.run_id)
+    assert (result.attempted, result.completed, result.failed) == (1, 1, 0)
 
 
 def test_index_without_the_timestamp_field_gives_a_clear_error(es, conn, cfg):

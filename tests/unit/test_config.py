@@ -21,6 +21,8 @@ def test_defaults_are_the_local_ones():
         pytest.param({"scan_page_size": 0}, "scan_page_size must be a positive integer, got 0", id="zero-page"),
         pytest.param({"scan_page_size": 20000}, "at most 10000", id="page-over-window"),
         pytest.param({"max_batches": MAX_MAP_LENGTH + 1}, "max_batches must be at most 1024", id="over-map-limit"),
+        pytest.param({"prefix": "p" * 205}, "prefix is 205 bytes long; at most 204 fit", id="prefix-too-long"),
+        pytest.param({"prefix": "é" * 103}, "prefix is 206 bytes long", id="prefix-bytes-not-chars"),
         pytest.param({"colour": "red"}, r"unknown configuration key\(s\) \['colour'\]", id="unknown-key"),
     ],
 )
@@ -68,3 +70,15 @@ def test_params_survive_xcom_round_trip():
 
 def test_naive_datetimes_are_utc():
     assert parse_instant("x", datetime(2024, 1, 1)) == datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def test_the_longest_key_of_the_longest_prefix_fits_in_s3():
+    from datetime import date
+
+    from es_export import sink
+
+    cfg = ExportConfig(prefix="p" * 204)
+    longest = sink.object_key(cfg.prefix, date(2024, 10, 1), "é" * 133)  # 798 bytes encoded, not hashed
+    assert len(longest.encode()) <= 1024
+    hashed = sink.object_key(cfg.prefix, date(2024, 10, 1), "é" * 1000)
+    assert len(hashed.encode()) <= 1024

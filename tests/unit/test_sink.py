@@ -68,9 +68,13 @@ def test_ndjson_bundles_one_gzip_object_per_day():
 
     uploads = [sink.Upload(f"k{i}", json.dumps({"n": i}).encode(), tag=(date(2024, 10, 1 + i % 2), i))
                for i in range(5)]
-    bundles = sink.bundle_ndjson(uploads, day_of=lambda t: t[0], prefix="p", job_id=7, batch_no=3)
-    assert [b.key for b in bundles] == ["p/dt=2024-10-01/batch-0000000007-00003.ndjson.gz",
-                                       "p/dt=2024-10-02/batch-0000000007-00003.ndjson.gz"]
+    bundles = sink.bundle_ndjson(uploads, day_of=lambda t: t[0], prefix="p", job_id=7, batch_no=3, attempt=2)
+    assert [b.key[:44] for b in bundles] == ["p/dt=2024-10-01/batch-0000000007-00003-a002-",
+                                            "p/dt=2024-10-02/batch-0000000007-00003-a002-"]
+    assert all(b.key.endswith(".ndjson.gz") for b in bundles)
+    # Never the same name twice: a later attempt cannot overwrite documents it does not rewrite.
+    again = sink.bundle_ndjson(uploads, day_of=lambda t: t[0], prefix="p", job_id=7, batch_no=3, attempt=2)
+    assert {b.key for b in bundles}.isdisjoint(b.key for b in again)
     assert [json.loads(x)["n"] for x in gzip.decompress(bundles[0].body).splitlines()] == [0, 2, 4]
     assert [t[1] for t in bundles[1].tag] == [1, 3]
 

@@ -1,9 +1,14 @@
-"""The status page's HTML: every value escaped, progress and links shown (served for real in
-tests/integration/test_airflow_ops.py)."""
+"""The status page's HTML: every value escaped, progress and links shown; and who may see which
+jobs, as Airflow's auth manager decides (served for real in tests/integration/test_airflow_ops.py and
+test_status_page_auth.py)."""
 
 from datetime import datetime
 
 import pytest
+from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
+from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+from airflow.api_fastapi.core_api.security import get_user
+from fastapi.testclient import TestClient
 
 from es_export_airflow import status_page
 
@@ -44,3 +49,66 @@ def test_one_job_shows_its_batches():
     page = status_page.render({"jobs": [JOB], "batches": [batch], "problems": [PROBLEM]}, 7)
     assert "Batches of job 7" in page and '<td class="s-failed">failed</td>' in page
     assert "ConnectionError: &lt;es down&gt;" in page
+
+
+EXPORT, RETRY = "es_message_export", "es_message_retry"
+
+
+class OnlyRetryAuthManager(SimpleAuthManager):
+    """Per-DAG permissions, as FAB or Keycloak grant them: this user may read es_message_retry only."""
+
+    def is_authorized_dag(self, *, method, user, access_entity=None, details=None):
+        return method == "GET" and details is not None and details.id == RETRY
+
+
+@pytest.fixture
+def client(monkeypatch):
+    """A client of the status page signed in as a user of the given role; `.snapshots` records the
+    DAG ids each request read the tracking tables with (no database here)."""
+    snapshots: list[set[str]] = []
+
+    def snapshot(limit, job_id, dag_ids):
+        snapshots.append(dag_ids)
+        return {"jobs": [JOB], "batches": [], "problems": [], "dag_ids": sorted(dag_ids)}
+
+    monkeypatch.setattr(status_page, "snapshot", snapshot)
+
+    def signed_in_as(role: str | None, auth_manager: type = SimpleAuthManager) -> TestClient:
+        monkeypatch.setattr(status_page, "get_auth_manager", auth_manager)
+        status_page.app.dependency_overrides[get_user] = lambda: SimpleAuthManagerUser(username="u", role=role)
+        test_client = TestClient(status_page.app)
+        test_client.snapshots = snapshots
+        return test_client
+
+    yield signed_in_as
+    status_page.app.dependency_overrides.clear()
+
+
+@pytest.mark.parametrize("role", [pytest.param(r, id=r) for r in ("viewer", "user", "op", "admin")])
+def test_every_simple_auth_manager_role_reads_both_dags(client, role):
+    c = client(role)
+    assert c.get("/jobs.json").status_code == 200 and c.get("/").status_code == 200
+    assert c.snapshots == [{EXPORT, RETRY}, {EXPORT, RETRY}]
+
+
+@pytest.mark.parametrize("path", [pytest.param("/", id="page"), pytest.param("/jobs.json", id="json"),
+                                  pytest.param("/?job_id=7", id="one-job")])
+@pytest.mark.parametrize("role", [pytest.param(None, id="no-role"), pytest.param("", id="empty-role")])
+def test_a_user_who_may_read_no_dag_gets_403_and_why(client, role, path):
+    c = client(role)
+    resp = c.get(path)
+    assert resp.status_code == 403
+    assert "You may read none of the export DAGs (es_message_export, es_message_retry)" in resp.text
+    assert "manual__" not in resp.text and c.snapshots == []  # the tracking tables were not even read
+
+
+def test_a_user_sees_the_jobs_of_the_dags_they_may_read_and_is_told_of_the_others(client):
+    c = client("viewer", OnlyRetryAuthManager)
+    page = c.get("/")
+    assert page.status_code == 200 and c.snapshots == [{RETRY}]
+    assert "Only the jobs of es_message_retry are shown" in page.text
+    assert c.get("/jobs.json").json()["dag_ids"] == [RETRY]
+
+
+def test_a_user_who_may_read_every_dag_gets_no_note(client):
+    assert "are shown" not in client("admin").get("/").text

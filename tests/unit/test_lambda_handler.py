@@ -1,0 +1,145 @@
+"""The Lambda's payload: only the batch, configuration only from the function's environment."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from es_export import lambda_handler, pipeline
+from es_export.config import ExportConfig
+from es_export.errors import ConfigError
+
+pytestmark = pytest.mark.unit
+
+INCLUDE = Path(__file__).resolve().parents[2] / "include"
+ENV_CONFIG = {"messages_index": "fn-messages", "bucket": "fn-bucket", "prefix": "fn/prefix"}
+BATCH = {"job_id": 7, "batch_id": 31, "batch_no": 2, "size": 100, "run_id": "manual__1"}
+
+
+@pytest.fixture()
+def function(monkeypatch):
+    """A function's environment; every connection fails the test, and the pipeline is recorded instead."""
+    monkeypatch.setenv("EXPORT_CONFIG", json.dumps(ENV_CONFIG))
+    monkeypatch.setenv("MYSQL_DB", "fn_tracking")
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "es-export-fn")
+    connected = []
+
+    def refuse(*args):
+        connected.append(args)
+        raise AssertionError("the handler connected to a service")
+
+    class Conn:
+        def close(self):
+            pass
+
+    calls = []
+
+    def mysql(database):
+        calls.append(("mysql", database))
+        return Conn()
+
+    def process_batch(es, conn, s3, cfg, batch, *, run_id):
+        calls.append(("process", cfg, batch, run_id))
+        return pipeline.BatchResult(batch.job_id, batch.batch_id, batch.batch_no, batch.size, batch.size, 0, 1, 0.1)
+
+    monkeypatch.setattr(lambda_handler, "_mysql", refuse)
+    monkeypatch.setattr(lambda_handler, "_elasticsearch", lambda: refuse())
+    monkeypatch.setattr(lambda_handler, "_s3", refuse)
+    monkeypatch.setattr(pipeline, "process_batch", process_batch)
+    return {"refuse": refuse, "mysql": mysql, "calls": calls, "connected": connected, "monkeypatch": monkeypatch}
+
+
+def expected(**changes):
+    """What Airflow sends when its Variable and connection agree with the function."""
+    cfg = ExportConfig.from_mapping(ENV_CONFIG)
+    payload = lambda_handler.build_payload(cfg, BATCH, tracking_database="fn_tracking")
+    payload["expect"].update(changes)
+    return payload
+
+
+@pytest.mark.parametrize(("payload", "match"), [
+    pytest.param({"batch": BATCH, "settings": {"messages_index": "secret-index"}},
+                 r"does not accept: \['settings\.messages_index'\]\. The function takes its configuration "
+                 r"\(indices, bucket, prefix, tracking database, \.\.\.\) only from its environment "
+                 r"\(EXPORT_CONFIG, MYSQL_DB\)", id="settings-index"),
+    pytest.param({"batch": BATCH, "settings": {"tracking_database": "other", "bucket": "b"}},
+                 r"does not accept: \['settings\.bucket', 'settings\.tracking_database'\]", id="settings-database"),
+    pytest.param({"batch": BATCH, "settings": {}}, r"does not accept: \['settings'\]", id="empty-settings"),
+    pytest.param({"batch": BATCH, "database": "other"}, r"does not accept: \['database'\]", id="unknown-key"),
+    pytest.param({"settings": {}}, r"does not accept: \['settings'\]", id="settings-without-batch"),
+    pytest.param({}, r"the payload has no 'batch'", id="no-batch"),
+    pytest.param({"batch": {**BATCH, "bucket": "b"}}, r"unknown: \['bucket'\], missing: \[\]", id="batch-extra-key"),
+    pytest.param({"batch": {"job_id": 1}}, r"missing: \['batch_id', 'batch_no', 'size'\]", id="batch-missing-key"),
+    pytest.param({"batch": {**BATCH, "size": "100"}}, r"batch\.size must be an integer, got '100'", id="batch-type"),
+    pytest.param({"batch": BATCH, "expect": {"upload_concurrency": 4}},
+                 r"unknown key\(s\) \['upload_concurrency'\] in the payload's 'expect'", id="expect-unknown"),
+    pytest.param(["batch"], r"the payload must be a JSON object, got list", id="not-an-object"),
+])
+def test_a_payload_that_would_change_the_configuration_is_refused(function, payload, match):
+    with pytest.raises(ConfigError, match=match):
+        lambda_handler.process(payload)
+    assert function["connected"] == [] and function["calls"] == []
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    pytest.param({"messages_index": "af-messages"},
+                 "the configuration of es-export-fn differs from Airflow's: messages_index: the function has "
+                 "'fn-messages', Airflow expects 'af-messages'. Set EXPORT_CONFIG in the environment of "
+                 "es-export-fn (or change the Variable es_message_export_config / the mysql_tracking connection) "
+                 "so they agree. Nothing was exported", id="index"),
+    pytest.param({"bucket": "af-bucket", "tracking_database": "tracking"},
+                 "the configuration of es-export-fn differs from Airflow's: bucket: the function has 'fn-bucket', "
+                 "Airflow expects 'af-bucket'; tracking_database: the function has 'fn_tracking', Airflow expects "
+                 "'tracking'. Set EXPORT_CONFIG and MYSQL_DB in the environment of es-export-fn (or change the "
+                 "Variable es_message_export_config / the mysql_tracking connection) so they agree. Nothing was "
+                 "exported", id="bucket-and-database"),
+    pytest.param({"layout": "ndjson_gzip"}, "layout: the function has 'per_message', Airflow expects 'ndjson_gzip'",
+                 id="layout"),
+])
+def test_a_configuration_airflow_does_not_expect_is_refused(function, changes, message):
+    with pytest.raises(ConfigError) as err:
+        lambda_handler.process(expected(**changes))
+    assert message in str(err.value)
+    assert function["connected"] == [] and function["calls"] == []
+
+
+def test_the_function_runs_on_its_own_environment(function):
+    function["monkeypatch"].setattr(lambda_handler, "_mysql", function["mysql"])
+    function["monkeypatch"].setattr(lambda_handler, "_elasticsearch", lambda: "es")
+    function["monkeypatch"].setattr(lambda_handler, "_s3", lambda concurrency: "s3")
+    result = lambda_handler.process(expected())
+    assert result["batch_id"] == 31 and result["completed"] == 100
+    (_, database), (_, cfg, batch, run_id) = function["calls"]
+    assert database == "fn_tracking"
+    assert cfg == ExportConfig.from_mapping(ENV_CONFIG)
+    assert (batch.batch_id, batch.size, run_id) == (31, 100, "manual__1")
+    # Without "expect" (a person invoking by hand) the environment alone decides.
+    assert lambda_handler.process({"batch": BATCH})["completed"] == 100
+
+
+def test_the_payload_carries_only_the_batch_and_what_airflow_expects():
+    cfg = ExportConfig(messages_index="m", bucket="b", sqs_queue_name="q", upload_concurrency=4)
+    payload = json.loads(json.dumps(lambda_handler.build_payload(cfg, {**BATCH, "dispatch": "sqs"},
+                                                                 tracking_database="t")))
+    assert payload == {"batch": BATCH, "expect": {
+        "messages_index": "m", "history_index": "message_history", "status_index": "message_status",
+        "audit_index": "message_audit", "message_id_field": "message_id", "bucket": "b", "prefix": "messages",
+        "layout": "per_message", "tracking_database": "t"}}
+
+
+def test_an_sqs_record_with_an_override_returns_to_the_queue(function):
+    bad = {"batch": BATCH, "settings": {"messages_index": "secret-index"}}
+    event = {"Records": [{"messageId": "a", "body": json.dumps(bad)}]}
+    assert lambda_handler.handler(event) == {"batchItemFailures": [{"itemIdentifier": "a"}]}
+    assert function["connected"] == [] and function["calls"] == []
+
+
+def test_importing_the_handler_leaves_the_root_logger_alone():
+    script = ("import logging\nlogging.getLogger().setLevel(logging.ERROR)\n"
+              "import es_export.lambda_handler\nprint(logging.getLogger().level)\n")
+    out = subprocess.run([sys.executable, "-c", script], cwd=INCLUDE, env={"LOG_LEVEL": "DEBUG", "PATH": ""},
+                         capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(40)
