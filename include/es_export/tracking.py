@@ -922,6 +922,7 @@ def recent_jobs(conn: Any, limit: int = 25, dag_ids: Iterable[str] | None = None
         cur.execute(
             "SELECT j.id, j.dag_id, j.run_id, j.interval_start, j.interval_end, j.status, j.airflow_state,"
             " j.airflow_try, j.airflow_url, j.dispatch, j.reprocess, j.ids_found, j.to_export, j.completed,"
+            " j.exported_by_others,"
             " j.failed, j.objects, j.last_error, j.started_at, j.finished_at,"
             " COUNT(b.id) AS batches, COALESCE(SUM(b.status = %s), 0) AS batches_done,"
             " COALESCE(SUM(b.completed), 0) AS batch_completed, COALESCE(SUM(b.failed), 0) AS batch_failed,"

@@ -96,7 +96,8 @@ def _job_row(j: dict[str, Any]) -> str:
             + _cell(f"{j['interval_start']} → {j['interval_end']}")
             + _status_cell(j["status"])
             + _cell(j["airflow_state"]) + _cell(j["airflow_try"]) + _cell(j["dispatch"]) + _cell(progress)
-            + _cell(j["to_export"]) + _cell(j["batch_completed"]) + _cell(j["batch_failed"])
+            + _cell(j["to_export"]) + _cell(j["batch_completed"]) + _cell(j.get("exported_by_others"))
+            + _cell(j["batch_failed"])
             + _cell(j["bytes_written"]) + _cell(j["last_error"])
             + f'<td><a href="?job_id={j["id"]}">batches, failures</a></td></tr>')
 
@@ -149,7 +150,7 @@ def render(data: dict[str, Any], job_id: int | None) -> str:
 <h2>Recent jobs</h2>
 <table id="jobs"><tr><th>job</th><th>DAG</th><th>Airflow run</th><th>interval (UTC)</th><th>status</th>
 <th>Airflow state</th><th>try</th><th>dispatch</th><th>batches done</th><th>to export</th><th>exported</th>
-<th>failed</th><th>bytes</th><th>last error</th><th></th></tr>{jobs}</table>
+<th>exported by other runs</th><th>failed</th><th>bytes</th><th>last error</th><th></th></tr>{jobs}</table>
 {batches}
 <h2>Failed and dead messages ({html.escape(scope)}{' · <a href="?">all jobs</a>' if job_id is not None else ''})</h2>
 <table id="problems"><tr><th>message id</th><th>status</th><th>attempts</th><th>job</th><th>batch</th>

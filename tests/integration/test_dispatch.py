@@ -167,8 +167,9 @@ def test_the_function_refuses_what_airflow_does_not_expect(exports, functions, b
 
 
 def test_airflow_reports_a_function_configured_otherwise(exports, functions, indices, monkeypatch):
-    """The DAG's own invoke path: a Variable that names another bucket fails the batch, naming both."""
-    from es_export.errors import TransientError
+    """The DAG's own invoke path: a Variable that names another bucket fails the batch, naming both,
+    without retries (a ConfigError: retrying cannot make them agree)."""
+    from es_export.errors import ConfigError
     from es_export_airflow import dispatch
 
     fn = functions["lambda"]
@@ -176,9 +177,9 @@ def test_airflow_reports_a_function_configured_otherwise(exports, functions, ind
     monkeypatch.setenv("AIRFLOW_CONN_MYSQL_TRACKING", json.dumps(
         {**json.loads(os.environ["AIRFLOW_CONN_MYSQL_TRACKING"]), "schema": "tracking_elsewhere"}))
     cfg = ExportConfig(**indices, bucket="elsewhere", **fn.airflow_config())
-    with pytest.raises(TransientError) as err:
+    with pytest.raises(ConfigError) as err:
         dispatch.invoke_lambda(cfg, MISSING_BATCH)
-    assert "ConfigError" in str(err.value)
+    assert f"Lambda {fn.function} refused batch" in str(err.value)
     assert "bucket: the function has 'mode-lambda-" in str(err.value)
     assert (f"tracking_database: the function has '{database('lambda')}', Airflow expects 'tracking_elsewhere'"
             in str(err.value))
@@ -240,12 +241,13 @@ def test_an_unexpected_configuration_exports_nothing(fresh_batch, s3):
 
 def test_sqs_event_reports_only_the_failed_records(fresh_batch):
     payload, db = fresh_batch.payload, fresh_batch.db
-    bad = {**payload, "batch": {**payload["batch"], "batch_id": 987654}}
+    # A batch the plan no longer has (the run was cleared and re-planned): a redelivery cannot help,
+    # so it is dropped with a warning instead of cycling to the dead-letter queue.
+    gone = {**payload, "batch": {**payload["batch"], "batch_id": 987654}}
     event = {"Records": [{"messageId": "good", "body": json.dumps(payload)},
-                         {"messageId": "bad", "body": json.dumps(bad)},
+                         {"messageId": "gone", "body": json.dumps(gone)},
                          {"messageId": "not-json", "body": "{"}]}
-    assert lambda_handler.handler(event) == {"batchItemFailures": [{"itemIdentifier": "bad"},
-                                                                   {"itemIdentifier": "not-json"}]}
+    assert lambda_handler.handler(event) == {"batchItemFailures": [{"itemIdentifier": "not-json"}]}
     assert support.query(db, "SELECT status, COUNT(*) FROM message_tracking GROUP BY status") == (
         ("completed", payload["batch"]["size"]),)
     # Idempotent: the same record again exports nothing twice.

@@ -166,6 +166,28 @@ def test_missing_message_goes_dead_alerts_and_is_revived(env, es, s3, alert_queu
     assert_day_exported_exactly_once(s3, env, day)
 
 
+def test_a_message_dead_in_the_export_run_itself_alerts_from_reconcile(env, es, s3, alert_queue):
+    topic, sqs, queue_url = alert_queue
+    day = SEED.start + timedelta(days=1)
+    set_config(env, max_attempts=1, sns_topic_arn=topic)
+    gone = sorted(seed_data.ids_for_day(SEED, day))[-1]
+    source = es.get(index=env["messages_index"], id=gone)["_source"]
+    with connect(DB) as conn, conn.cursor() as cur:
+        cur.execute("UPDATE message_tracking SET status = 'pending', attempts = 0 WHERE message_id = %s", (gone,))
+        conn.commit()
+    es.delete(index=env["messages_index"], id=gone, refresh=True)
+    try:
+        assert run("es_message_export", **day_conf(day)).state == "failed"
+        assert query("SELECT status, attempts FROM message_tracking WHERE message_id = %s", gone) == (("dead", 1),)
+        body = json.loads(sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=2)["Messages"][0]["Body"])
+        assert repr(gone) in body["Message"] and "dead after 1 attempts" in body["Message"]
+    finally:
+        es.index(index=env["messages_index"], id=gone, document=source, refresh=True)
+        set_config(env)
+    assert run("es_message_retry", revive_dead=True).state == "success"
+    assert_day_exported_exactly_once(s3, env, day)
+
+
 KILLER = """
 import os, signal, sys, boto3, pymysql
 from elasticsearch import Elasticsearch

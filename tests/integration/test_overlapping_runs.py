@@ -125,6 +125,10 @@ def test_two_concurrent_runs_of_one_day_in_airflow_both_end_green(running_airflo
     assert sum(c for _, c, _ in by_run.values()) == seed.messages
     for _, completed, others in by_run.values():
         assert completed + others == seed.messages
+    # The status page shows the same split.
+    jobs = api.call("GET", "/es-export/jobs.json", params={"limit": 50})["jobs"]
+    shown = {j["run_id"]: (j["completed"], j["exported_by_others"]) for j in jobs if j["run_id"] in by_run}
+    assert shown == {run: (c, o) for run, (_, c, o) in by_run.items()}
     keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(
         Bucket=cfg["bucket"], Prefix=sink.day_prefix(cfg["prefix"], day)) for o in page.get("Contents", [])]
     assert len(keys) == seed.messages

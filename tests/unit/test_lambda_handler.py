@@ -40,7 +40,7 @@ def function(monkeypatch):
         calls.append(("mysql", database))
         return Conn()
 
-    def process_batch(es, conn, s3, cfg, batch, *, run_id):
+    def process_batch(es, conn, s3, cfg, batch, *, run_id, lease_seconds=None):
         calls.append(("process", cfg, batch, run_id))
         return pipeline.BatchResult(batch.job_id, batch.batch_id, batch.batch_no, batch.size, batch.size, 0, 1, 0.1)
 
