@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from es_export.errors import ConfigError
-from es_export.tracking import RetryPolicy
+from es_export.model import RetryPolicy
 
 MAX_MAP_LENGTH = 1024  # Airflow's default [core] max_map_length
 # S3 keys are at most 1024 bytes: "/dt=YYYY-MM-DD/" (15) + an encoded id of up to 800 + ".json" (5).

@@ -33,3 +33,7 @@ class TrackingError(ExportError):
 
 class ReconcileError(ExportError):
     """The counts of a run do not add up: something was lost or exported short."""
+
+
+class StaleAttempt(TrackingError):
+    """A newer attempt took the batch over (or the plan replaced it); this attempt's writes are refused."""

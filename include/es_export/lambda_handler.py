@@ -30,8 +30,8 @@ from typing import Any
 
 from es_export import pipeline
 from es_export.config import ExportConfig
-from es_export.errors import ConfigError
-from es_export.tracking import Batch, StaleAttempt
+from es_export.errors import ConfigError, StaleAttempt
+from es_export.model import Batch
 
 log = logging.getLogger(__name__)
 

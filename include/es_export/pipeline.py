@@ -17,8 +17,8 @@ from typing import Any
 
 from es_export import sink, source, tracking
 from es_export.config import ExportConfig, Layout, RunParams
-from es_export.errors import ConfigError, ExportError, ReconcileError
-from es_export.tracking import Batch, Job, Outcome
+from es_export.errors import ConfigError, ExportError, ReconcileError, StaleAttempt
+from es_export.model import Batch, BatchAttempt, Checkpoint, Job, JobShare, Outcome, Status, TrackedMessage
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class ExtractResult:
 class _IdCounter:
     """Counts streamed ids so a checkpoint can say exactly how many lie below a timestamp."""
 
-    def __init__(self, cp: tracking.Checkpoint) -> None:
+    def __init__(self, cp: Checkpoint) -> None:
         self.last_ts_ms, self.below, self.at_last, self.new = cp.last_ts_ms, cp.ids_before, 0, cp.ids_new
 
     def add(self, ts_ms: int) -> None:
@@ -53,10 +53,10 @@ class _IdCounter:
             self.last_ts_ms, self.at_last = ts_ms, 0
         self.at_last += 1
 
-    def checkpoint(self, finished: bool = False) -> tracking.Checkpoint:
+    def checkpoint(self, finished: bool = False) -> Checkpoint:
         if finished:
-            return tracking.Checkpoint(self.last_ts_ms, self.below + self.at_last, self.new, True)
-        return tracking.Checkpoint(self.last_ts_ms, self.below, self.new, False)
+            return Checkpoint(self.last_ts_ms, self.below + self.at_last, self.new, True)
+        return Checkpoint(self.last_ts_ms, self.below, self.new, False)
 
 
 def _ms(ts: datetime) -> int:
@@ -75,7 +75,7 @@ def extract(es: Any, conn: Any, cfg: ExportConfig, job: Job, *, max_reopen: int 
     source.check_timestamp_field(es, cfg.messages_index, cfg.timestamp_field)
     saved = tracking.load_checkpoint(conn, job.job_id)
     resumed = saved is not None and not saved.finished
-    cp = saved if resumed else tracking.Checkpoint(_ms(job.start), 0, 0, False)
+    cp = saved if resumed else Checkpoint(_ms(job.start), 0, 0, False)
     reopened = 0
     while True:
         try:
@@ -140,8 +140,8 @@ def prefetched(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
         thread.join(timeout=30)
 
 
-def _extract_from(es: Any, conn: Any, cfg: ExportConfig, job: Job, cp: tracking.Checkpoint, *,
-                  resumed: bool) -> tracking.Checkpoint:
+def _extract_from(es: Any, conn: Any, cfg: ExportConfig, job: Job, cp: Checkpoint, *,
+                  resumed: bool) -> Checkpoint:
     counter = _IdCounter(cp)
     tracking.save_checkpoint(conn, job.job_id, cp, resumed=resumed)
     conn.commit()
@@ -262,7 +262,7 @@ def process_batch(es: Any, conn: Any, s3: Any, cfg: ExportConfig, batch: Batch, 
     try:
         tracking.record_outcomes(conn, attempt, outcomes, policy=cfg.retry_policy())
         counts = tracking.finish_batch(conn, attempt, bytes_written=written)
-    except tracking.StaleAttempt:
+    except StaleAttempt:
         conn.rollback()
         remove_superseded(conn, s3, cfg, [u.key for u in uploads if cfg.layout is Layout.NDJSON_GZIP])
         raise
@@ -311,7 +311,7 @@ def fetch_isolating(es: Any, cfg: ExportConfig, ids: list[str]) -> tuple[dict[st
     return {**left, **right}, {**bad_left, **bad_right}
 
 
-def _superseded_keys(s3: Any, cfg: ExportConfig, batch: Batch, messages: list[tracking.TrackedMessage],
+def _superseded_keys(s3: Any, cfg: ExportConfig, batch: Batch, messages: list[TrackedMessage],
                      uploads: list[sink.Upload]) -> set[str]:
     """Objects that may now hold documents nobody refers to: where the batch's messages were before,
     and the files of this batch's earlier attempts."""
@@ -341,7 +341,7 @@ def remove_superseded(conn: Any, s3: Any, cfg: ExportConfig, keys: Any) -> int:
     return removed
 
 
-def _try_fail_batch(conn: Any, attempt: tracking.BatchAttempt, exc: Exception, cfg: ExportConfig) -> None:
+def _try_fail_batch(conn: Any, attempt: BatchAttempt, exc: Exception, cfg: ExportConfig) -> None:
     try:
         conn.rollback()
         tracking.fail_batch(conn, attempt, f"{type(exc).__name__}: {exc}", policy=cfg.retry_policy())
@@ -389,7 +389,7 @@ def _days(start: datetime, end: datetime) -> list[date]:
     return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
 
-def others_still_exporting(conn: Any, job: Job) -> list[tracking.JobShare]:
+def others_still_exporting(conn: Any, job: Job) -> list[JobShare]:
     """Messages of the job's interval that other live runs claimed and are still exporting."""
     return tracking.held_by_other_jobs(conn, job)
 
@@ -413,7 +413,7 @@ def check_documents(conn: Any, s3: Any, cfg: ExportConfig, days: list[date]) -> 
                 check.documents += 1
                 continue
             ids = sink.document_ids(s3, cfg.bucket, key)
-            refs = tracking.object_references(conn, key, status=tracking.COMPLETED)
+            refs = tracking.object_references(conn, key, status=Status.COMPLETED)
             check.documents += len(ids)
             check.missing += len(refs - set(ids))
             check.superseded += len(ids) - len(set(ids) & refs)
@@ -446,15 +446,15 @@ def reconcile(es: Any, conn: Any, s3: Any, cfg: ExportConfig, job: Job) -> Repor
         job_id=job.job_id, dag_id=job.dag_id, run_id=job.run_id,
         interval_start=job.start.isoformat(), interval_end=job.end.isoformat(),
         es_count=es_count, ids_found=int(row["ids_found"] or 0), tracked=sum(by_status.values()),
-        completed=by_status.get(tracking.COMPLETED, 0), failed=by_status.get(tracking.FAILED, 0),
-        pending=by_status.get(tracking.PENDING, 0) + by_status.get(tracking.RUNNING, 0),
-        dead=by_status.get(tracking.DEAD, 0),
+        completed=by_status.get(Status.COMPLETED, 0), failed=by_status.get(Status.FAILED, 0),
+        pending=by_status.get(Status.PENDING, 0) + by_status.get(Status.RUNNING, 0),
+        dead=by_status.get(Status.DEAD, 0),
         batches=batches["batches"], to_export=int(row["to_export"] or 0),
         exported_this_run=batches["completed"], failed_this_run=batches["failed"],
         exported_by_others=sum(s.messages for s in shares if s.job_id != job.job_id),
         objects=docs.objects, objects_expected=tracking.completed_objects(conn, *whole),
         documents=docs.documents,
-        documents_expected=tracking.status_counts(conn, *whole).get(tracking.COMPLETED, 0),
+        documents_expected=tracking.status_counts(conn, *whole).get(Status.COMPLETED, 0),
         documents_missing=docs.missing, documents_superseded=docs.superseded,
         bytes_written=batches["bytes_written"],
         exported_by=[{**asdict(s), "this_run": s.job_id == job.job_id} for s in shares],
@@ -462,7 +462,7 @@ def reconcile(es: Any, conn: Any, s3: Any, cfg: ExportConfig, job: Job) -> Repor
     )
     report.problems = _problems(report, batches, held)
     report.failures = tracking.failures(conn, job.job_id)
-    report.status = tracking.COMPLETED if not (report.problems or report.failed or report.dead) else tracking.FAILED
+    report.status = Status.COMPLETED if not (report.problems or report.failed or report.dead) else Status.FAILED
     tracking.update_job(
         conn, job.job_id, status=report.status, es_count=es_count, completed=report.exported_this_run,
         exported_by_others=report.exported_by_others, failed=report.failed, objects=docs.objects,
@@ -490,7 +490,7 @@ def dead_messages(conn: Any, job: Job) -> list[dict[str, Any]]:
     return tracking.dead_messages(conn, job.job_id)
 
 
-def _problems(r: Report, batches: dict[str, int], held: list[tracking.JobShare]) -> list[str]:
+def _problems(r: Report, batches: dict[str, int], held: list[JobShare]) -> list[str]:
     problems = []
     if r.es_count != r.ids_found:
         problems.append(f"Elasticsearch now holds {r.es_count} messages for the interval but the extract saw "
@@ -548,12 +548,12 @@ def summarize_retry(conn: Any, job: Job) -> RetrySummary:
     row = tracking.get_job(conn, job.job_id)
     counts = tracking.job_status_counts(conn, job.job_id)
     summary = RetrySummary(
-        job_id=job.job_id, claimed=int(row["to_export"] or 0), completed=counts.get(tracking.COMPLETED, 0),
-        failed=counts.get(tracking.FAILED, 0), dead=counts.get(tracking.DEAD, 0),
-        unfinished=counts.get(tracking.PENDING, 0) + counts.get(tracking.RUNNING, 0),
+        job_id=job.job_id, claimed=int(row["to_export"] or 0), completed=counts.get(Status.COMPLETED, 0),
+        failed=counts.get(Status.FAILED, 0), dead=counts.get(Status.DEAD, 0),
+        unfinished=counts.get(Status.PENDING, 0) + counts.get(Status.RUNNING, 0),
         dead_messages=tracking.dead_messages(conn, job.job_id),
     )
-    status = tracking.COMPLETED if not (summary.failed or summary.dead or summary.unfinished) else tracking.FAILED
+    status = Status.COMPLETED if not (summary.failed or summary.dead or summary.unfinished) else Status.FAILED
     tracking.update_job(conn, job.job_id, status=status, completed=summary.completed,
                         failed=summary.failed + summary.dead, finished_at=tracking.utc_naive(datetime.now(UTC)))
     log.info("retry summary job=%s claimed=%d completed=%d failed=%d dead=%d unfinished=%d", job.job_id,

@@ -18,7 +18,7 @@ from airflow.sdk.bases.sensor import PokeReturnValue
 from es_export import pipeline, tracking
 from es_export.config import Dispatch, ExportConfig
 from es_export.errors import ConfigError, TransientError
-from es_export.tracking import Batch
+from es_export.model import Batch, Status
 from es_export_airflow import (
     AWS_CONN_ID,
     MYSQL_CONN_ID,
@@ -89,7 +89,7 @@ def _reopen_if_finished(batch: dict[str, Any]) -> None:
     # Airflow never re-runs a successful task by itself, so a finished batch here was cleared by a
     # person who wants it exported again; an unfinished one just resumes where it stopped.
     with mysql_connection() as conn:
-        if tracking.batch_state(conn, batch["batch_id"])["status"] == tracking.COMPLETED:
+        if tracking.batch_state(conn, batch["batch_id"])["status"] == Status.COMPLETED:
             reopened = tracking.reopen_batch(conn, batch["batch_id"])
             log.info("batch %s was cleared after it finished: exporting its %d message(s) again",
                      batch["batch_no"], reopened)
@@ -150,13 +150,13 @@ def _wait_for_sqs(cfg: ExportConfig, batch: dict[str, Any]) -> PokeReturnValue:
     if state["dispatched_at"] is None:  # the plan stopped before sending this one
         send_to_sqs(cfg, [batch])
         return PokeReturnValue(is_done=False)
-    if state["status"] == tracking.COMPLETED:
+    if state["status"] == Status.COMPLETED:
         seconds = (state["finished_at"] - state["started_at"]).total_seconds() if state["started_at"] else 0.0
         return PokeReturnValue(is_done=True, xcom_value={
             "job_id": state["job_id"], "batch_id": state["batch_id"], "batch_no": state["batch_no"],
             "attempted": state["total"], "completed": state["completed"], "failed": state["failed"],
             "bytes_written": state["bytes_written"], "seconds": seconds})
-    if state["status"] == tracking.FAILED and state["attempts"] >= cfg.sqs_max_receive:
+    if state["status"] == Status.FAILED and state["attempts"] >= cfg.sqs_max_receive:
         raise TransientError(f"batch {batch['batch_no']} failed {state['attempts']} time(s) in the Lambda "
                              f"(its message is in the dead-letter queue): {state['last_error']}")
     return PokeReturnValue(is_done=False)

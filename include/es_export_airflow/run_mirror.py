@@ -16,6 +16,7 @@ from urllib.parse import quote
 from airflow.listeners import hookimpl
 
 from es_export import tracking
+from es_export.model import AirflowRun
 from es_export_airflow import mysql_connection
 
 DAG_IDS = {"es_message_export", "es_message_retry"}
@@ -45,11 +46,11 @@ def run_url(dag_id: str, run_id: str) -> str:
     return f"{base.rstrip('/')}/dags/{quote(dag_id)}/runs/{quote(run_id, safe='')}"
 
 
-def airflow_run(dag_run: Any, state: str, msg: str = "") -> tracking.AirflowRun:
+def airflow_run(dag_run: Any, state: str, msg: str = "") -> AirflowRun:
     # Runs without a data interval (triggered with no logical date) still need a placeholder
     # interval; start_job replaces it with the range the run really exports.
     placeholder = dag_run.run_after or dag_run.queued_at or datetime.now(UTC)
-    return tracking.AirflowRun(
+    return AirflowRun(
         dag_id=dag_run.dag_id, run_id=dag_run.run_id, state=state,
         try_number=int(getattr(dag_run, "clear_number", 0) or 0) + 1,
         start=dag_run.start_date, end=dag_run.end_date if state != "running" else None,

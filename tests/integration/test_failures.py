@@ -193,7 +193,7 @@ import os, signal, sys, boto3, pymysql
 from elasticsearch import Elasticsearch
 from es_export import pipeline
 from es_export.config import ExportConfig
-from es_export.tracking import Batch
+from es_export.model import Batch
 cfg = ExportConfig(**{k: v for k, v in __import__("json").loads(sys.argv[1]).items()})
 s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
 puts = 0

@@ -23,7 +23,8 @@ import seed_data
 import support
 from es_export import pipeline, sink, tracking
 from es_export.config import ExportConfig, Layout, RunParams
-from es_export.errors import ConfigError, ReconcileError
+from es_export.errors import ConfigError, ReconcileError, StaleAttempt
+from es_export.model import Batch, Outcome
 from seed_data import SeedConfig
 
 pytestmark = pytest.mark.integration
@@ -140,7 +141,7 @@ def test_ndjson_clear_rerun_reprocess_and_batch_clear_lose_no_document(es, conn,
             job_id, batch_no, total = cur.fetchone()
         before = set(documents(s3, cfg, day))
         tracking.reopen_batch(conn, batch_id)
-        pipeline.process_batch(es, conn, s3, cfg, tracking.Batch(job_id, batch_id, batch_no, total), run_id="clear")
+        pipeline.process_batch(es, conn, s3, cfg, Batch(job_id, batch_id, batch_no, total), run_id="clear")
         after = assert_s3_matches_tracking(conn, s3, cfg, day)
         assert len(after) == 1 and set(after).isdisjoint(before)
     finally:
@@ -169,7 +170,7 @@ def test_ids_differing_only_by_trailing_spaces_are_three_messages(es, conn, s3, 
     # The table as an earlier version created it, holding 'pad' already: the migration fixes it in place.
     support.reset_database(DB)
     old = support.connect(DB)
-    monkeypatch.setattr(tracking, "MIGRATIONS", [m for m in tracking.MIGRATIONS if m[0] <= 4])
+    monkeypatch.setattr(tracking.schema, "MIGRATIONS", [m for m in tracking.MIGRATIONS if m[0] <= 4])
     tracking.migrate(old)
     with old.cursor() as cur:
         cur.execute("INSERT INTO message_tracking (message_id, message_ts) VALUES ('pad', %s)", (day,))
@@ -288,7 +289,7 @@ def test_two_attempts_of_one_batch_at_once_count_each_message_once(es, conn, s3,
         c = support.connect(DB)
         try:
             pipeline.process_batch(es, c, slow, cfg, batch, run_id=job.run_id)
-        except tracking.StaleAttempt as exc:
+        except StaleAttempt as exc:
             errors.append(exc)
         finally:
             c.close()
@@ -331,8 +332,8 @@ def test_a_stalled_lambda_is_detected_by_its_lease_and_its_late_writes_refused(e
     time.sleep(1.2)
     assert tracking.expire_stalled_batch(conn, batch.batch_id, policy=cfg.retry_policy()).startswith(
         "stalled: the batch was still running")
-    done = [tracking.Outcome(m.row_id, m.message_id, True, s3_key="x") for m in zombie.messages]
-    with pytest.raises(tracking.StaleAttempt):
+    done = [Outcome(m.row_id, m.message_id, True, s3_key="x") for m in zombie.messages]
+    with pytest.raises(StaleAttempt):
         tracking.record_outcomes(conn, zombie, done)
     assert support.query(DB, "SELECT status, attempts, COUNT(*) FROM message_tracking GROUP BY status, attempts") == (
         ("failed", 2, batch.size),)

@@ -1,6 +1,7 @@
 import pytest
 
-from es_export.tracking import _values, effective_batch_size
+from es_export.tracking import effective_batch_size
+from es_export.tracking._sql import values_sql
 
 pytestmark = pytest.mark.unit
 
@@ -21,4 +22,4 @@ def test_batch_size_is_raised_only_as_far_as_needed(total, batch_size, max_batch
 
 
 def test_multi_row_values():
-    assert _values(2, 3) == "(%s, %s, %s), (%s, %s, %s)"
+    assert values_sql(2, 3) == "(%s, %s, %s), (%s, %s, %s)"

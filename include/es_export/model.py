@@ -1,0 +1,135 @@
+"""The records of an export: statuses, jobs, batches, attempts, outcomes, and the retry policy.
+
+Plain dataclasses shared by tracking (which stores them), the pipeline (which makes them) and the
+Airflow and Lambda edges (which carry batch descriptors through XCom and queues).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+
+class Status(enum.StrEnum):
+    """Of a message: pending -> running -> completed | failed -> (retry) ... -> dead after the last attempt.
+
+    Batches and jobs use pending, running, completed and failed.
+    """
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True)
+class Job:
+    job_id: int
+    dag_id: str
+    run_id: str
+    start: datetime
+    end: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"job_id": self.job_id, "dag_id": self.dag_id, "run_id": self.run_id,
+                "start": self.start.isoformat(), "end": self.end.isoformat()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Job:
+        return cls(int(d["job_id"]), d["dag_id"], d["run_id"], datetime.fromisoformat(d["start"]),
+                   datetime.fromisoformat(d["end"]))
+
+
+@dataclass(frozen=True)
+class AirflowRun:
+    """What job_runs mirrors of an Airflow DAG run."""
+
+    dag_id: str
+    run_id: str
+    state: str
+    try_number: int
+    start: datetime | None
+    end: datetime | None
+    url: str
+    interval_start: datetime
+    interval_end: datetime
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Batch:
+    """What travels through XCom: a descriptor, never the ids."""
+
+    job_id: int
+    batch_id: int
+    batch_no: int
+    size: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {"job_id": self.job_id, "batch_id": self.batch_id, "batch_no": self.batch_no, "size": self.size}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Batch:
+        return cls(int(d["job_id"]), int(d["batch_id"]), int(d["batch_no"]), int(d["size"]))
+
+
+@dataclass(frozen=True)
+class TrackedMessage:
+    row_id: int
+    message_id: str
+    message_ts: datetime
+    s3_key: str | None = None  # where an earlier export put it, if any
+
+
+@dataclass(frozen=True)
+class Outcome:
+    row_id: int
+    message_id: str
+    ok: bool
+    s3_key: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class BatchAttempt:
+    """One attempt at a batch. `token` fences it: every write checks it is still the batch's latest."""
+
+    batch_id: int
+    token: int
+    messages: list[TrackedMessage]
+    already_completed: bool = False
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """After a failure a message waits base * 2^(attempts-1) seconds (capped); after max_attempts it is dead."""
+
+    max_attempts: int = 5
+    base_seconds: int = 60
+    max_seconds: int = 3600
+
+
+@dataclass(frozen=True)
+class JobShare:
+    """How many of an interval's messages one job holds or exported."""
+
+    job_id: int | None
+    dag_id: str | None
+    run_id: str | None
+    messages: int
+
+    def label(self) -> str:
+        return f"job {self.job_id} ({self.dag_id} run {self.run_id})"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """How far an extract got: every id with a timestamp below last_ts_ms is tracked (ids_before of them)."""
+
+    last_ts_ms: int
+    ids_before: int
+    ids_new: int
+    finished: bool

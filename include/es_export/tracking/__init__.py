@@ -1,0 +1,66 @@
+"""MySQL tracking: every statement on job_runs, message_tracking, batch_progress, extract_checkpoints.
+
+Works with any DB-API connection that uses the `%s` paramstyle (mysqlclient in Airflow, PyMySQL in
+Lambda). Every statement is parameterised; table and column names are constants of these modules.
+Times are stored as naive UTC DATETIME(6).
+
+    schema       migrations
+    jobs         job_runs rows, the Airflow-run mirror, which jobs are live
+    claims       ids from the extract, claims of messages by jobs, the cut into batches
+    batches      a batch's attempts: start, outcomes, finish, fail, stall, reopen (fenced)
+    objects      which messages an S3 object holds; a lock per object
+    checkpoints  how far an extract got
+    views        read-only counts and tables (reconcile, manifests, alerts, status page)
+"""
+
+from es_export.tracking._sql import chunks, utc_naive
+from es_export.tracking.batches import (
+    batch_state,
+    expire_stalled_batch,
+    fail_batch,
+    finish_batch,
+    mark_dispatched,
+    record_outcomes,
+    reopen_batch,
+    start_batch,
+)
+from es_export.tracking.checkpoints import load_checkpoint, save_checkpoint
+from es_export.tracking.claims import (
+    claim_failed,
+    claim_for_job,
+    effective_batch_size,
+    insert_chunk,
+    plan_batches,
+)
+from es_export.tracking.jobs import (
+    LIVE_JOB_HOURS,
+    completed_by_job,
+    get_job,
+    held_by_other_jobs,
+    job_status_counts,
+    mirror_airflow_run,
+    start_job,
+    update_job,
+)
+from es_export.tracking.objects import object_lock, object_references, object_unlock
+from es_export.tracking.schema import MIGRATIONS, migrate, schema_version
+from es_export.tracking.views import (
+    batch_counts,
+    completed_objects,
+    dead_messages,
+    failures,
+    job_batches,
+    problem_messages,
+    recent_jobs,
+    status_counts,
+)
+
+__all__ = [
+    "LIVE_JOB_HOURS", "MIGRATIONS", "batch_counts", "chunks", "batch_state", "claim_failed", "claim_for_job",
+    "completed_by_job", "completed_objects", "dead_messages", "effective_batch_size", "expire_stalled_batch",
+    "fail_batch", "failures", "finish_batch", "get_job", "held_by_other_jobs", "insert_chunk", "job_batches",
+    "job_status_counts", "load_checkpoint", "mark_dispatched", "migrate", "mirror_airflow_run", "object_lock",
+    "object_references", "object_unlock", "plan_batches", "problem_messages", "recent_jobs", "record_outcomes",
+    "reopen_batch", "save_checkpoint", "schema_version", "start_batch", "start_job", "status_counts",
+    "update_job", "utc_naive",
+]

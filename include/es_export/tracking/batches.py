@@ -1,0 +1,229 @@
+"""A batch's attempts: start under a lease, record outcomes, finish, fail, stall, reopen.
+
+Every write of an attempt is fenced by its token (the batch's attempt counter, checked under the
+batch row's lock), so a stale attempt (a Lambda re-invoked, a queue delivering twice) changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC
+from typing import Any
+
+from es_export.errors import StaleAttempt, TrackingError
+from es_export.model import BatchAttempt, Outcome, RetryPolicy, Status, TrackedMessage
+from es_export.tracking._sql import chunks, in_transaction
+
+DEFAULT_POLICY = RetryPolicy()
+
+
+def _fence(cur: Any, batch_id: int, token: int) -> None:
+    """Lock the batch row; refuse unless `token` is still its running attempt."""
+    cur.execute("SELECT attempts, status FROM batch_progress WHERE id = %s FOR UPDATE", (batch_id,))
+    row = cur.fetchone()
+    if row is None:
+        raise StaleAttempt(f"batch {batch_id} no longer exists (a rerun replaced the plan); attempt {token}'s "
+                           "results are discarded, the rerun exports these messages")
+    if int(row[0]) != token or row[1] != Status.RUNNING:
+        raise StaleAttempt(f"batch {batch_id} is now at attempt {row[0]} ({row[1]}); attempt {token}'s results "
+                           "are discarded so no message is counted twice")
+
+
+def start_batch(conn: Any, batch_id: int, *, lease_seconds: int = 7200) -> BatchAttempt:
+    """Start a new attempt: the batch and its unfinished messages become running under a lease.
+
+    The new attempt takes the batch's running messages back at once (the earlier attempt died or
+    is fenced out by the new token); other jobs must wait until the lease expires. A batch that is
+    already completed (a queue delivering twice) is left as it is.
+    """
+    def work(cur: Any) -> BatchAttempt:
+        cur.execute("SELECT attempts, status FROM batch_progress WHERE id = %s FOR UPDATE", (batch_id,))
+        row = cur.fetchone()
+        if row is None:
+            raise StaleAttempt(f"batch {batch_id} does not exist in batch_progress; was the plan replaced?")
+        if row[1] == Status.COMPLETED:
+            return BatchAttempt(batch_id, int(row[0]), [], already_completed=True)
+        token = int(row[0]) + 1
+        cur.execute(
+            "UPDATE batch_progress SET status = %s, attempts = %s, started_at = UTC_TIMESTAMP(6), finished_at = NULL,"
+            " last_error = NULL, lease_expires_at = UTC_TIMESTAMP(6) + INTERVAL %s SECOND WHERE id = %s",
+            (Status.RUNNING, token, lease_seconds, batch_id),
+        )
+        cur.execute(
+            "UPDATE message_tracking SET status = %s, lease_expires_at = UTC_TIMESTAMP(6) + INTERVAL %s SECOND"
+            " WHERE batch_id = %s AND status IN (%s, %s, %s)",
+            (Status.RUNNING, lease_seconds, batch_id, Status.PENDING, Status.FAILED, Status.RUNNING),
+        )
+        cur.execute("SELECT id, message_id, message_ts, s3_key FROM message_tracking WHERE batch_id = %s"
+                    " AND status = %s ORDER BY id", (batch_id, Status.RUNNING))
+        messages = [TrackedMessage(int(r[0]), r[1], r[2].replace(tzinfo=UTC), r[3]) for r in cur.fetchall()]
+        return BatchAttempt(batch_id, token, messages)
+
+    return in_transaction(conn, work)
+
+
+# Assignments run left to right: `attempts` is already the new count when status and the next
+# attempt's time are computed.
+_FAIL_ASSIGNMENTS = (
+    "attempts = attempts + 1, status = IF(attempts >= %s, 'dead', 'failed'), lease_expires_at = NULL,"
+    " next_attempt_at = IF(status = 'failed',"
+    " UTC_TIMESTAMP(6) + INTERVAL LEAST(%s * POW(2, attempts - 1), %s) SECOND, NULL)"
+)
+
+
+def _fail_params(policy: RetryPolicy) -> list[Any]:
+    return [policy.max_attempts, policy.base_seconds, policy.max_seconds]
+
+
+def record_outcomes(conn: Any, attempt: BatchAttempt, outcomes: Iterable[Outcome], *,
+                    policy: RetryPolicy = DEFAULT_POLICY, chunk_size: int = 1000) -> int:
+    """Write each message's outcome, fenced by the attempt's token; returns how many rows changed.
+
+    Only messages still running in this batch are written, so a message another job took over
+    meanwhile keeps that job's state. Each chunk is one transaction, run again on a deadlock.
+    """
+    changed = 0
+    for chunk in chunks(outcomes, chunk_size):
+        done = [o for o in chunk if o.ok]
+        failed = [o for o in chunk if not o.ok]
+
+        def work(cur: Any, done: list[Outcome] = done, failed: list[Outcome] = failed) -> int:
+            _fence(cur, attempt.batch_id, attempt.token)
+            n = 0
+            if done:
+                cur.execute(
+                    "UPDATE message_tracking SET status = %s, attempts = attempts + 1, s3_key = CASE id "
+                    + " ".join(["WHEN %s THEN %s"] * len(done)) + " END, last_error = NULL,"
+                    " lease_expires_at = NULL, next_attempt_at = NULL, exported_at = UTC_TIMESTAMP(6)"
+                    " WHERE batch_id = %s AND status = %s AND id IN (" + ", ".join(["%s"] * len(done)) + ")",
+                    [Status.COMPLETED, *[v for o in done for v in (o.row_id, o.s3_key)], attempt.batch_id,
+                     Status.RUNNING, *[o.row_id for o in done]],
+                )
+                n += cur.rowcount
+            if failed:
+                cur.execute(
+                    "UPDATE message_tracking SET last_error = CASE id " + " ".join(["WHEN %s THEN %s"] * len(failed))
+                    + " END, " + _FAIL_ASSIGNMENTS
+                    + " WHERE batch_id = %s AND status = %s AND id IN (" + ", ".join(["%s"] * len(failed)) + ")",
+                    [*[v for o in failed for v in (o.row_id, (o.error or "unknown error")[:4000])],
+                     *_fail_params(policy), attempt.batch_id, Status.RUNNING, *[o.row_id for o in failed]],
+                )
+                n += cur.rowcount
+            return n
+
+        changed += in_transaction(conn, work)
+    return changed
+
+
+def finish_batch(conn: Any, attempt: BatchAttempt, *, bytes_written: int = 0) -> dict[str, int]:
+    """Close the batch with its counts, read back from message_tracking so they are always true."""
+    def work(cur: Any) -> dict[str, int]:
+        _fence(cur, attempt.batch_id, attempt.token)
+        cur.execute(
+            "SELECT COALESCE(SUM(status = %s), 0), COALESCE(SUM(status IN (%s, %s)), 0), COUNT(*)"
+            " FROM message_tracking WHERE batch_id = %s",
+            (Status.COMPLETED, Status.FAILED, Status.DEAD, attempt.batch_id),
+        )
+        completed, failed, total = (int(v) for v in cur.fetchone())
+        cur.execute(
+            "UPDATE batch_progress SET status = %s, completed = %s, failed = %s, total = %s, lease_expires_at = NULL,"
+            " bytes_written = bytes_written + %s, finished_at = UTC_TIMESTAMP(6) WHERE id = %s",
+            (Status.COMPLETED, completed, failed, total, bytes_written, attempt.batch_id),
+        )
+        return {"completed": completed, "failed": failed, "total": total}
+
+    return in_transaction(conn, work)
+
+
+def fail_batch(conn: Any, attempt: BatchAttempt, error: str, *, policy: RetryPolicy = DEFAULT_POLICY) -> None:
+    """The attempt could not proceed: its running messages each spend an attempt and become failed
+    (dead after the last), so a batch that keeps failing ends instead of looping for ever."""
+    def work(cur: Any) -> None:
+        _fence(cur, attempt.batch_id, attempt.token)
+        _fail_batch_rows(cur, attempt.batch_id, error, policy, statuses=(Status.RUNNING,))
+
+    in_transaction(conn, work)
+
+
+def _fail_batch_rows(cur: Any, batch_id: int, error: str, policy: RetryPolicy, *, statuses: tuple[str, ...],
+                     new_attempt: bool = False) -> None:
+    # A stalled batch also moves its attempt counter on (fencing the stalled worker) and forgets it
+    # was queued, so the task's retry queues it again.
+    cur.execute(
+        "UPDATE batch_progress SET status = %s, last_error = %s, finished_at = UTC_TIMESTAMP(6),"
+        " lease_expires_at = NULL" + (", attempts = attempts + 1, dispatched_at = NULL" if new_attempt else "")
+        + " WHERE id = %s",
+        (Status.FAILED, error[:4000], batch_id),
+    )
+    cur.execute(
+        "UPDATE message_tracking SET last_error = %s, " + _FAIL_ASSIGNMENTS + " WHERE batch_id = %s AND status IN ("
+        + ", ".join(["%s"] * len(statuses)) + ")",
+        [f"batch failed: {error}"[:4000], *_fail_params(policy), batch_id, *statuses],
+    )
+
+
+def expire_stalled_batch(conn: Any, batch_id: int, *, policy: RetryPolicy = DEFAULT_POLICY) -> str | None:
+    """Fail a batch whose lease ran out before it finished (its Lambda timed out, ran out of memory or
+    never started); returns the reason, or None when the batch is not stalled.
+
+    The batch's attempt counter moves on, so the stalled attempt's late writes are refused.
+    """
+    def work(cur: Any) -> str | None:
+        cur.execute("SELECT status, lease_expires_at, lease_expires_at < UTC_TIMESTAMP(6) FROM batch_progress"
+                    " WHERE id = %s FOR UPDATE", (batch_id,))
+        row = cur.fetchone()
+        if row is None or row[0] not in (Status.PENDING, Status.RUNNING) or not row[2]:
+            return None
+        reason = (f"stalled: the batch was still {row[0]} when its lease ran out at {row[1]:%Y-%m-%d %H:%M:%S} "
+                  "UTC (the Lambda timed out, ran out of memory, or never started it)")
+        _fail_batch_rows(cur, batch_id, reason, policy, statuses=(Status.PENDING, Status.RUNNING), new_attempt=True)
+        return reason
+
+    return in_transaction(conn, work)
+
+
+def reopen_batch(conn: Any, batch_id: int) -> int:
+    """A person ran a finished batch again (cleared its task): export all of it again.
+
+    Its completed and failed messages go back to pending; dead ones stay dead (es_message_retry
+    with revive_dead=true brings those back). Returns how many messages were reopened.
+    """
+    with conn.cursor() as cur:
+        cur.execute(
+            "UPDATE message_tracking SET status = %s, next_attempt_at = NULL, lease_expires_at = NULL"
+            " WHERE batch_id = %s AND status IN (%s, %s)",
+            (Status.PENDING, batch_id, Status.COMPLETED, Status.FAILED),
+        )
+        reopened = cur.rowcount
+        cur.execute(
+            "UPDATE batch_progress SET status = %s, completed = 0, failed = 0, dispatched_at = NULL,"
+            " lease_expires_at = NULL, finished_at = NULL WHERE id = %s",
+            (Status.PENDING, batch_id),
+        )
+    conn.commit()
+    return reopened
+
+
+def mark_dispatched(conn: Any, batch_ids: list[int], *, lease_seconds: int) -> None:
+    """Note the batches were queued; one that no worker starts within `lease_seconds` is stalled."""
+    if not batch_ids:
+        return
+    with conn.cursor() as cur:
+        cur.execute("UPDATE batch_progress SET dispatched_at = UTC_TIMESTAMP(6),"
+                    " lease_expires_at = UTC_TIMESTAMP(6) + INTERVAL %s SECOND WHERE id IN ("
+                    + ", ".join(["%s"] * len(batch_ids)) + ")", [lease_seconds, *batch_ids])
+    conn.commit()
+
+
+def batch_state(conn: Any, batch_id: int) -> dict[str, Any]:
+    """The batch_progress row of a batch, as a dict."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT id AS batch_id, job_id, batch_no, status, total, completed, failed, bytes_written,"
+                    " attempts, started_at, finished_at, dispatched_at, lease_expires_at, last_error"
+                    " FROM batch_progress WHERE id = %s", (batch_id,))
+        row = cur.fetchone()
+        if row is None:
+            raise TrackingError(f"batch {batch_id} does not exist in batch_progress; was the plan replaced?")
+        state = dict(zip([d[0] for d in cur.description], row, strict=True))
+    conn.commit()  # a fresh snapshot on the next call (REPEATABLE READ)
+    return state

@@ -1,0 +1,160 @@
+"""Which job exports which message: ids arriving from the extract, claims, and the cut into batches."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from es_export.model import Batch, Job, Status
+from es_export.tracking._sql import utc_naive, values_sql
+from es_export.tracking.jobs import HELD_BY_LIVE_JOB
+
+
+def insert_chunk(conn: Any, hits: list[Any], *, dag_id: str, run_id: str) -> int:
+    """INSERT IGNORE one chunk of ids (no commit); returns how many were new.
+
+    An id tracked before under another timestamp (its document's time changed in Elasticsearch)
+    is re-homed: it takes the new timestamp and becomes pending again, so the run of its new day
+    exports it there and the object of its old day is removed as superseded.
+    """
+    params: list[Any] = []
+    for hit in hits:
+        params += [hit.message_id, utc_naive(hit.timestamp), dag_id, run_id]
+    with conn.cursor() as cur:
+        cur.execute("INSERT IGNORE INTO message_tracking (message_id, message_ts, dag_id, run_id) VALUES "
+                    + values_sql(len(hits), 4), params)
+        new = int(cur.rowcount)
+        if new < len(hits):
+            _rehome(cur, hits, dag_id=dag_id, run_id=run_id)
+        return new
+
+
+def _rehome(cur: Any, hits: list[Any], *, dag_id: str, run_id: str) -> None:
+    seen = {hit.message_id: utc_naive(hit.timestamp) for hit in hits}
+    cur.execute("SELECT id, message_id, message_ts FROM message_tracking WHERE message_id IN ("
+                + ", ".join(["%s"] * len(seen)) + ")", list(seen))
+    for row_id, message_id, old_ts in cur.fetchall():
+        new_ts = seen.get(message_id)
+        if new_ts is None or old_ts == new_ts:
+            continue
+        cur.execute(
+            "UPDATE message_tracking SET last_error = %s, message_ts = %s, status = %s, job_id = NULL,"
+            " batch_id = NULL, attempts = 0, next_attempt_at = NULL, lease_expires_at = NULL, dag_id = %s,"
+            " run_id = %s WHERE id = %s AND status <> %s",
+            (f"re-homed: its timestamp changed in Elasticsearch from {old_ts.isoformat()} to {new_ts.isoformat()}",
+             new_ts, Status.PENDING, dag_id, run_id, row_id, Status.RUNNING),
+        )
+
+
+def claim_for_job(conn: Any, job: Job, *, reprocess: bool) -> int:
+    """Give this job the interval's messages that still need exporting; returns how many.
+
+    Never taken: a message another live job holds (claimed, or extracted and not yet planned: that
+    job exports it, and this job's reconcile waits for it), and one another worker is exporting
+    (running, lease not expired). Taken: failed ones, pending ones nobody live holds, running ones
+    whose lease expired or that this job's own earlier attempt left behind, and with `reprocess`
+    completed ones. The job's unfinished batches of an earlier attempt are replaced; its completed
+    batches stay, so a rerun batches only what is left to do.
+    """
+    taken = [Status.PENDING, Status.FAILED, Status.COMPLETED] if reprocess else [Status.PENDING, Status.FAILED]
+    with conn.cursor() as cur:
+        cur.execute(
+            "UPDATE message_tracking SET job_id = %s, batch_id = NULL, status = %s, dag_id = %s, run_id = %s,"
+            " lease_expires_at = NULL WHERE message_ts >= %s AND message_ts < %s AND ((status IN ("
+            + ", ".join(["%s"] * len(taken)) + ") AND NOT " + HELD_BY_LIVE_JOB + ")"
+            " OR (status = %s AND (lease_expires_at < UTC_TIMESTAMP(6) OR job_id = %s)))",
+            [job.job_id, Status.PENDING, job.dag_id, job.run_id, utc_naive(job.start), utc_naive(job.end), *taken,
+             job.job_id, Status.RUNNING, job.job_id],
+        )
+        claimed = int(cur.rowcount)
+        _drop_unfinished_batches(cur, job.job_id)
+    conn.commit()
+    return claimed
+
+
+def claim_failed(conn: Any, job: Job, *, only_job_id: int | None = None, start: datetime | None = None,
+                 end: datetime | None = None, revive_dead: bool = False, limit: int = 1_000_000) -> int:
+    """Give this (retry) job the failed messages whose next attempt is due; returns how many.
+
+    Also takes messages whose worker died (lease expired) and pending ones no live job holds (their
+    run ended before exporting them). With `revive_dead`, dead messages are taken too and start
+    counting attempts again.
+    """
+    due = ("((status = %s AND (next_attempt_at IS NULL OR next_attempt_at <= UTC_TIMESTAMP(6)))"
+           " OR (status = %s AND lease_expires_at < UTC_TIMESTAMP(6))"
+           " OR (status = %s AND NOT " + HELD_BY_LIVE_JOB + ")")
+    params: list[Any] = [Status.FAILED, Status.RUNNING, Status.PENDING, job.job_id]
+    if revive_dead:
+        due += " OR status = %s"
+        params.append(Status.DEAD)
+    conditions = [due + ")"]
+    if only_job_id is not None:
+        conditions.append("job_id = %s")
+        params.append(only_job_id)
+    if start is not None:
+        conditions.append("message_ts >= %s")
+        params.append(utc_naive(start))
+    if end is not None:
+        conditions.append("message_ts < %s")
+        params.append(utc_naive(end))
+    with conn.cursor() as cur:
+        cur.execute(
+            "UPDATE message_tracking SET attempts = IF(status = %s, 0, attempts), job_id = %s, batch_id = NULL,"
+            " status = %s, dag_id = %s, run_id = %s, lease_expires_at = NULL WHERE " + " AND ".join(conditions)
+            + " ORDER BY id LIMIT %s",
+            [Status.DEAD, job.job_id, Status.PENDING, job.dag_id, job.run_id, *params, limit],
+        )
+        claimed = int(cur.rowcount)
+        _drop_unfinished_batches(cur, job.job_id)
+    conn.commit()
+    return claimed
+
+
+def _drop_unfinished_batches(cur: Any, job_id: int) -> None:
+    # Deleting the row also fences any attempt of those batches still running somewhere.
+    cur.execute("DELETE FROM batch_progress WHERE job_id = %s AND status <> %s", (job_id, Status.COMPLETED))
+
+
+def effective_batch_size(total: int, batch_size: int, max_batches: int) -> int:
+    """`batch_size`, raised just enough that `total` messages fit in at most `max_batches` batches."""
+    needed = -(-total // max_batches) if total else 0
+    return max(batch_size, needed)
+
+
+def plan_batches(conn: Any, job: Job, *, batch_size: int) -> list[Batch]:
+    """Cut the job's claimed, unbatched messages into batches of `batch_size` (keyset over the id).
+
+    Only what the claim just took is cut, so the number of batches is at most
+    ceil(claimed / batch_size) whatever earlier attempts of the job did. Numbers continue after the
+    job's completed batches, so no two batches of a job ever share a number.
+    """
+    batches = []
+    last_id = 0
+    with conn.cursor() as cur:
+        cur.execute("SELECT COALESCE(MAX(batch_no) + 1, 0) FROM batch_progress WHERE job_id = %s", (job.job_id,))
+        next_no = int(cur.fetchone()[0])
+        while True:
+            cur.execute(
+                "SELECT MAX(id) FROM (SELECT id FROM message_tracking WHERE job_id = %s AND batch_id IS NULL"
+                " AND status = %s AND id > %s ORDER BY id LIMIT %s) AS page",
+                (job.job_id, Status.PENDING, last_id, batch_size),
+            )
+            high = cur.fetchone()[0]
+            if high is None:
+                break
+            cur.execute("INSERT INTO batch_progress (job_id, batch_no, status, total) VALUES (%s, %s, %s, 0)",
+                        (job.job_id, next_no, Status.PENDING))
+            batch_id = int(cur.lastrowid)
+            cur.execute(
+                "UPDATE message_tracking SET batch_id = %s WHERE job_id = %s AND batch_id IS NULL AND status = %s"
+                " AND id > %s AND id <= %s",
+                (batch_id, job.job_id, Status.PENDING, last_id, high),
+            )
+            size = int(cur.rowcount)
+            cur.execute("UPDATE batch_progress SET total = %s WHERE id = %s", (size, batch_id))
+            batches.append(Batch(job.job_id, batch_id, next_no, size))
+            next_no += 1
+            last_id = high
+            conn.commit()
+    conn.commit()
+    return batches

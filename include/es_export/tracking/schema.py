@@ -1,0 +1,168 @@
+"""The tracking schema: versioned, idempotent migrations (`schema_version`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from es_export.errors import TrackingError
+
+MIGRATIONS: list[tuple[int, str, list[str]]] = [
+    (1, "job_runs, message_tracking, batch_progress", [
+        """CREATE TABLE IF NOT EXISTS job_runs (
+            id BIGINT AUTO_INCREMENT PRIMARY KEY,
+            dag_id VARCHAR(250) NOT NULL,
+            run_id VARCHAR(250) NOT NULL,
+            interval_start DATETIME(6) NOT NULL,
+            interval_end DATETIME(6) NOT NULL,
+            next_run_date DATETIME(6) NOT NULL,
+            status VARCHAR(16) NOT NULL DEFAULT 'pending',
+            dispatch VARCHAR(16) NOT NULL DEFAULT 'local',
+            batch_size INT NOT NULL DEFAULT 500,
+            reprocess BOOLEAN NOT NULL DEFAULT FALSE,
+            es_count BIGINT NULL,
+            ids_found BIGINT NULL,
+            ids_new BIGINT NULL,
+            batches INT NULL,
+            to_export BIGINT NULL,
+            completed BIGINT NULL,
+            failed BIGINT NULL,
+            objects BIGINT NULL,
+            attempts INT NOT NULL DEFAULT 0,
+            last_error TEXT NULL,
+            started_at DATETIME(6) NULL,
+            finished_at DATETIME(6) NULL,
+            created_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+            updated_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6),
+            UNIQUE KEY uq_job_runs_run (dag_id, run_id),
+            KEY ix_job_runs_interval (interval_start, interval_end)
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
+        """CREATE TABLE IF NOT EXISTS message_tracking (
+            id BIGINT AUTO_INCREMENT PRIMARY KEY,
+            message_id VARCHAR(512) NOT NULL,
+            message_ts DATETIME(6) NOT NULL,
+            job_id BIGINT NULL,
+            batch_id BIGINT NULL,
+            status VARCHAR(16) NOT NULL DEFAULT 'pending',
+            attempts INT NOT NULL DEFAULT 0,
+            last_error TEXT NULL,
+            s3_key VARCHAR(1024) NULL,
+            exported_at DATETIME(6) NULL,
+            next_attempt_at DATETIME(6) NULL,
+            dag_id VARCHAR(250) NULL,
+            run_id VARCHAR(250) NULL,
+            created_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+            updated_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6),
+            UNIQUE KEY uq_message_tracking_message_id (message_id),
+            KEY ix_message_tracking_ts (message_ts, status),
+            KEY ix_message_tracking_job (job_id, id),
+            KEY ix_message_tracking_batch (batch_id, status),
+            KEY ix_message_tracking_retry (status, next_attempt_at)
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
+        """CREATE TABLE IF NOT EXISTS batch_progress (
+            id BIGINT AUTO_INCREMENT PRIMARY KEY,
+            job_id BIGINT NOT NULL,
+            batch_no INT NOT NULL,
+            status VARCHAR(16) NOT NULL DEFAULT 'pending',
+            total INT NOT NULL DEFAULT 0,
+            completed INT NOT NULL DEFAULT 0,
+            failed INT NOT NULL DEFAULT 0,
+            bytes_written BIGINT NOT NULL DEFAULT 0,
+            attempts INT NOT NULL DEFAULT 0,
+            last_error TEXT NULL,
+            started_at DATETIME(6) NULL,
+            finished_at DATETIME(6) NULL,
+            created_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+            updated_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6),
+            UNIQUE KEY uq_batch_progress_job_batch (job_id, batch_no),
+            KEY ix_batch_progress_status (job_id, status)
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
+    ]),
+    (2, "leases, retry schedule, extract checkpoints", [
+        "ALTER TABLE message_tracking ADD COLUMN lease_expires_at DATETIME(6) NULL AFTER next_attempt_at",
+        """CREATE TABLE IF NOT EXISTS extract_checkpoints (
+            job_id BIGINT PRIMARY KEY,
+            last_ts_ms BIGINT NOT NULL,
+            ids_before BIGINT NOT NULL,
+            ids_new BIGINT NOT NULL DEFAULT 0,
+            finished BOOLEAN NOT NULL DEFAULT FALSE,
+            resumes INT NOT NULL DEFAULT 0,
+            updated_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6)
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
+    ]),
+    (3, "batches dispatched to SQS", [
+        "ALTER TABLE batch_progress ADD COLUMN dispatched_at DATETIME(6) NULL AFTER attempts",
+    ]),
+    (4, "job_runs mirrors its Airflow run", [
+        "ALTER TABLE job_runs ADD COLUMN airflow_state VARCHAR(16) NULL AFTER status",
+        "ALTER TABLE job_runs ADD COLUMN airflow_try INT NULL AFTER airflow_state",
+        "ALTER TABLE job_runs ADD COLUMN airflow_started_at DATETIME(6) NULL AFTER airflow_try",
+        "ALTER TABLE job_runs ADD COLUMN airflow_ended_at DATETIME(6) NULL AFTER airflow_started_at",
+        "ALTER TABLE job_runs ADD COLUMN airflow_url VARCHAR(1024) NULL AFTER airflow_ended_at",
+    ]),
+    # PAD SPACE collations (every *_bin of MySQL 5.7 and MariaDB, MySQL 8's utf8mb4_bin) treat 'pad' and
+    # 'pad ' as one key; ids must compare byte by byte. {nopad_bin} is chosen per server by migrate().
+    (5, "byte-exact message ids, batch leases, s3_key index", [
+        "ALTER TABLE message_tracking MODIFY message_id VARCHAR(512) CHARACTER SET utf8mb4"
+        " COLLATE {nopad_bin} NOT NULL",
+        "ALTER TABLE batch_progress ADD COLUMN lease_expires_at DATETIME(6) NULL AFTER dispatched_at",
+        "ALTER TABLE message_tracking ADD KEY ix_message_tracking_s3_key (s3_key(255))",
+    ]),
+    (6, "which job exported which part of an interval", [
+        "ALTER TABLE job_runs ADD COLUMN exported_by_others BIGINT NULL AFTER completed",
+    ]),
+]
+
+
+# NO PAD binary collations: MariaDB >= 10.2, MySQL >= 8.0.17.
+NOPAD_BIN_COLLATIONS = ("utf8mb4_nopad_bin", "utf8mb4_0900_bin")
+
+
+# MySQL error codes that mean another process applied the same statement first.
+_ALREADY_APPLIED = {1050, 1060, 1061}  # table exists, duplicate column, duplicate key
+
+
+def migrate(conn: Any) -> list[int]:
+    """Apply the migrations this database lacks, in order; returns the versions applied now."""
+    applied_now = []
+    with conn.cursor() as cur:
+        cur.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version ("
+            " version INT PRIMARY KEY, description VARCHAR(250) NOT NULL,"
+            " applied_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6))"
+        )
+        cur.execute("SELECT version FROM schema_version")
+        done = {row[0] for row in cur.fetchall()}
+        names: dict[str, str] = {}
+        for version, description, statements in MIGRATIONS:
+            if version in done:
+                continue
+            for statement in statements:
+                if "{nopad_bin}" in statement and "nopad_bin" not in names:
+                    names["nopad_bin"] = _nopad_bin_collation(cur)
+                try:
+                    cur.execute(statement.format(**names) if "{" in statement else statement)
+                except Exception as exc:
+                    if not exc.args or exc.args[0] not in _ALREADY_APPLIED:
+                        raise
+            # INSERT IGNORE: two workers migrating at once both succeed.
+            cur.execute("INSERT IGNORE INTO schema_version (version, description) VALUES (%s, %s)",
+                        (version, description))
+            applied_now.append(version)
+    conn.commit()
+    return applied_now
+
+
+def _nopad_bin_collation(cur: Any) -> str:
+    for name in NOPAD_BIN_COLLATIONS:
+        cur.execute("SHOW COLLATION LIKE %s", (name,))
+        if cur.fetchall():
+            return name
+    raise TrackingError("the tracking database has no NO PAD binary collation (utf8mb4_nopad_bin or "
+                        "utf8mb4_0900_bin), so message ids differing only by trailing spaces would collide; "
+                        "use MariaDB 10.2+ or MySQL 8.0.17+")
+
+
+def schema_version(conn: Any) -> int:
+    with conn.cursor() as cur:
+        cur.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+        return int(cur.fetchone()[0])
