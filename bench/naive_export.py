@@ -29,14 +29,14 @@ def main() -> int:
     args = parser.parse_args()
 
     import boto3
-    import pymysql
     from elasticsearch import Elasticsearch
+
+    from es_export import clients
 
     es = Elasticsearch(os.environ["ES_URL"], request_timeout=120)
     s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
-    db = pymysql.connect(host=os.environ["MYSQL_HOST"], port=int(os.environ["MYSQL_PORT"]),
-                         user=os.environ["MYSQL_USER"], password=os.environ["MYSQL_PASSWORD"],
-                         database=args.database, autocommit=True)
+    db = clients.mysql(clients.MySQLSettings.from_env(database=args.database))
+    db.autocommit(True)
     with db.cursor() as cur:
         cur.execute("CREATE TABLE IF NOT EXISTS naive_tracking (message_id VARCHAR(512) PRIMARY KEY,"
                     " status VARCHAR(16), s3_key VARCHAR(1024))")

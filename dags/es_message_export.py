@@ -23,20 +23,11 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from es_export import pipeline
 from es_export.config import RunParams
-from es_export.tracking import Job
-from es_export_airflow import (
-    DATE_OR_DATETIME,
-    alert_dead,
-    alerts,
-    batch_label,
-    dispatch,
-    elasticsearch_client,
-    failing_fast,
-    load_config,
-    mysql_connection,
-    run_params,
-    s3_client,
-)
+from es_export.model import Job
+from es_export_airflow import alerts, dispatch
+from es_export_airflow.connections import elasticsearch_client, mysql_connection, s3_client
+from es_export_airflow.settings import load_config, run_params
+from es_export_airflow.tasks import batch_params, batch_sensor, failing_fast, range_params
 
 
 @dag(
@@ -54,16 +45,10 @@ from es_export_airflow import (
         "execution_timeout": timedelta(hours=1),
     },
     params={
-        "start": Param(None, type=["null", "string"], pattern=DATE_OR_DATETIME,
-                       description="Start of the range to export (UTC, inclusive), e.g. 2024-10-01. "
-                                   "Empty: the run's data interval."),
-        "end": Param(None, type=["null", "string"], pattern=DATE_OR_DATETIME,
-                     description="End of the range (UTC, exclusive), e.g. 2024-10-02. Empty: the data interval."),
-        "dispatch": Param("local", type="string", enum=["local", "lambda", "sqs"],
-                          description="Where batches run: in the Airflow worker (local), in the "
-                                      "processing Lambda, or through its SQS queue."),
-        "batch_size": Param(500, type="integer", minimum=1, maximum=20_000,
-                            description="Messages per batch; raised automatically to stay within max_batches."),
+        **range_params("Start of the range to export (UTC, inclusive), e.g. 2024-10-01. Empty: the run's data "
+                       "interval.", "End of the range (UTC, exclusive), e.g. 2024-10-02. Empty: the data interval."),
+        **batch_params("Where batches run: in the Airflow worker (local), in the processing Lambda, or through "
+                       "its SQS queue."),
         "reprocess": Param(False, type="boolean",
                            description="Export again messages that were already exported."),
     },
@@ -100,13 +85,6 @@ def es_message_export():
             batches = pipeline.plan(conn, cfg, Job.from_dict(spec["job"]), params)
             return dispatch.hand_out(cfg, batches, run_id=spec["job"]["run_id"], mode=params.dispatch)
 
-    @task.sensor(map_index_template="batch {{ batch_label }}", **dispatch.sensor_settings())
-    def process(batch: dict) -> PokeReturnValue:
-        """Export one batch: here (local), in the Lambda (lambda), or wait for the Lambda behind SQS (sqs)."""
-        context = get_current_context()
-        context["batch_label"] = batch_label(batch)
-        return dispatch.poke(batch, context)
-
     @task.sensor(trigger_rule=TriggerRule.ALL_DONE, retries=1, **dispatch.sensor_settings())
     def reconcile(spec: dict | None) -> PokeReturnValue:
         """Wait for other runs still exporting part of this interval, then compare Elasticsearch, MySQL
@@ -120,12 +98,12 @@ def es_message_export():
             try:
                 report = pipeline.reconcile(elasticsearch_client(), conn, s3_client(cfg), cfg, job)
             finally:
-                alert_dead(cfg, job.job_id, pipeline.dead_messages(conn, job), get_current_context())
+                alerts.alert_dead(cfg, job.job_id, pipeline.dead_messages(conn, job), get_current_context())
         return PokeReturnValue(is_done=True, xcom_value={k: v for k, v in vars(report).items() if k != "failures"})
 
     spec = extract(start_job())
     batches = plan(spec)
-    process.expand(batch=batches) >> reconcile(spec)
+    batch_sensor().expand(batch=batches) >> reconcile(spec)
 
 
 es_message_export()

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Build dist/lambda.zip for the python3.12 Lambda runtime: the core package es_export and its
-# pinned pure-Python dependencies. The handler is es_export.lambda_handler.handler.
+# Build dist/lambda.zip for the python3.12 Lambda runtime: the core package es_export, the handler package es_export_lambda and their
+# pinned pure-Python dependencies. The handler is es_export_lambda.handler.handler.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PY:-$ROOT/.venv/bin/python}"
@@ -12,7 +12,7 @@ mkdir -p "$BUILD" "$(dirname "$ZIP")"
 "$PY" -m pip install -q --target "$BUILD" --no-deps --only-binary=:all: \
   --platform manylinux2014_x86_64 --implementation cp --python-version 3.12 \
   -r "$ROOT/deploy/lambda-requirements.txt"
-cp -r "$ROOT/include/es_export" "$BUILD/"
+cp -r "$ROOT/include/es_export" "$ROOT/include/es_export_lambda" "$BUILD/"
 find "$BUILD" -name __pycache__ -prune -exec rm -rf {} +
 rm -rf "$BUILD"/bin
 (cd "$BUILD" && zip -q -r -X "$ZIP" .)

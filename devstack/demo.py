@@ -70,18 +70,16 @@ def main() -> int:
     args = parser.parse_args()
 
     import boto3
-    import MySQLdb
     from elasticsearch import Elasticsearch
 
-    from es_export import sink
+    from es_export import clients, sink
     from es_export.config import ExportConfig
 
     cfg = ExportConfig()
     es = Elasticsearch(os.environ["ES_URL"], request_timeout=120)
     ensure_seeded(es, seed_data.SeedConfig())
-    conn = MySQLdb.connect(host=os.environ["MYSQL_HOST"], port=int(os.environ["MYSQL_PORT"]),
-                           user=os.environ["MYSQL_USER"], password=os.environ["MYSQL_PASSWORD"],
-                           database=os.environ["MYSQL_DB"], charset="utf8mb4", autocommit=True)
+    conn = clients.mysql(clients.MySQLSettings.from_env(), driver="mysqldb")
+    conn.autocommit(True)
     s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
     reprocess = False
     if cfg.bucket not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:

@@ -21,6 +21,13 @@
 #   OS_HEAP, OS3_HEAP, ES8_HEAP                    JVM heap (default 512m)
 #   ENGINES_START_TIMEOUT                          seconds to wait for GET / (default 180)
 #
+# Clients (checked 2026-11-29): opensearch-py 3.2.0 works against both OpenSearch nodes (PIT is
+# POST /INDEX/_search/point_in_time there). The pinned elasticsearch-py 9.x refuses OpenSearch
+# (UnsupportedProductError) and gets 400 media_type_header_exception from Elasticsearch 8.x: it always
+# sends "compatible-with=9", and headers= / .options(headers=) cannot override that (each API method's
+# own Accept/Content-Type win). Plain HTTP, perform_request() with explicit compatible-with=8 headers,
+# or a transport node class that rewrites 9 to 8 on the wire do work against 8.x.
+#
 # Files: PID in .local/pids/ENGINE.pid, URL in .local/pids/ENGINE.url, server output in
 # .local/logs/ENGINE.log, build output in .local/logs/ENGINE-build.log. Never touches the stack's own
 # Elasticsearch (9200) or any other service: it only ever signals the PID it recorded, after checking
@@ -127,13 +134,13 @@ up() {
   fi
   rm -f "$PIDS/$engine.pid" "$PIDS/$engine.url"
 
-  say "$engine: building (log: ${LOGS#"$ROOT"/}/$engine-build.log)"
+  port="$(choose_port "$engine")"
+  say "$engine: building if needed (log: ${LOGS#"$ROOT"/}/$engine-build.log)"
   if ! bash "$dir/run.sh" build >"$LOGS/$engine-build.log" 2>&1; then
     tail -n 30 "$LOGS/$engine-build.log" >&2
     die "$engine: build failed"
   fi
 
-  port="$(choose_port "$engine")"
   data="$(engine_data "$engine")"
   mkdir -p "$data"
   url="http://127.0.0.1:$port"

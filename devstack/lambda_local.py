@@ -1,7 +1,7 @@
 """Local stand-ins for AWS Lambda, because moto cannot run Lambda code without Docker.
 
 1. The Lambda Invoke API (`POST /2015-03-31/functions/<name>/invocations`) on 127.0.0.1, running the
-   real handler `es_export.lambda_handler.handler` in this process. A handler exception comes back
+   real handler `es_export_lambda.handler.handler` in this process. A handler exception comes back
    as Lambda reports it: HTTP 200, header `X-Amz-Function-Error: Unhandled`, an error payload.
 2. An SQS event source mapping: polls a queue of the S3/SQS server, hands up to `--batch-size`
    records to the handler as an SQS event, deletes the records that succeeded and leaves the
@@ -28,7 +28,7 @@ import time
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from es_export.lambda_handler import handler
+from es_export_lambda.handler import handler
 
 log = logging.getLogger("lambda_local")
 INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations$")

@@ -1,7 +1,8 @@
 """Airflow plugin of the export package: the job_runs listener and the status page.
 
-On MWAA this file is the content of plugins.zip (`make mwaa-bundle`); the modules it loads live in
-the DAGs folder, which MWAA puts on every component's Python path.
+On MWAA plugins.zip (`make mwaa-bundle`) holds this file and the packages es_export and
+es_export_airflow: Airflow puts the plugins folder on sys.path in every component (the DAGs folder
+only while parsing), so that is where the modules it loads come from.
 """
 
 from __future__ import annotations

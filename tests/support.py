@@ -17,11 +17,10 @@ DAGS = ROOT / "dags"
 
 
 def connect(database: str | None = None):
-    import MySQLdb
+    """mysqlclient, as Airflow's MySqlHook uses, to the stack's tracking server."""
+    from es_export import clients
 
-    return MySQLdb.connect(host=os.environ["MYSQL_HOST"], port=int(os.environ["MYSQL_PORT"]),
-                           user=os.environ["MYSQL_USER"], password=os.environ["MYSQL_PASSWORD"],
-                           database=database or os.environ["MYSQL_DB"], charset="utf8mb4")
+    return clients.mysql(clients.MySQLSettings.from_env(database=database), driver="mysqldb")
 
 
 def reset_database(name: str) -> None:

@@ -12,6 +12,7 @@ from es_export.errors import ConfigError
 from es_export.model import RetryPolicy
 
 MAX_MAP_LENGTH = 1024  # Airflow's default [core] max_map_length
+MAX_BATCH_SIZE = 20_000  # the batch_size param's limit and max_batch_size's default
 # S3 keys are at most 1024 bytes: "/dt=YYYY-MM-DD/" (15) + an encoded id of up to 800 + ".json" (5).
 MAX_PREFIX_BYTES = 1024 - 15 - 800 - 5
 
@@ -60,7 +61,7 @@ class ExportConfig:
     retry_base_seconds: int = 60
     retry_max_seconds: int = 3600
     lease_seconds: int = 7200
-    max_batch_size: int = 20_000
+    max_batch_size: int = MAX_BATCH_SIZE
     lambda_timeout_seconds: int = 900
     dispatch_lease_seconds: int = 3600
     retry_max_messages: int = 100_000
@@ -187,3 +188,49 @@ class RunParams:
             reprocess=bool(params.get("reprocess", False)),
             max_range=timedelta(days=max_range_days),
         )
+
+
+@dataclass(frozen=True)
+class RetryParams:
+    """What one es_message_retry run takes: failed messages (of one job, of a time range, dead ones too)."""
+
+    job_id: int | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    revive_dead: bool = False
+    dispatch: Dispatch = Dispatch.LOCAL
+    batch_size: int = 500
+
+    def __post_init__(self) -> None:
+        if self.job_id is not None:
+            _positive("job_id", self.job_id)
+        for name in ("start", "end"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, parse_instant(name, value))
+        if self.start and self.end and self.end <= self.start:
+            raise ConfigError(f"end ({self.end.isoformat()}) must be after start ({self.start.isoformat()})")
+        try:
+            object.__setattr__(self, "dispatch", Dispatch(self.dispatch))
+        except ValueError:
+            raise ConfigError(f"dispatch must be one of {[m.value for m in Dispatch]}, "
+                              f"got {self.dispatch!r}") from None
+        _positive("batch_size", self.batch_size)
+        if not isinstance(self.revive_dead, bool):
+            raise ConfigError(f"revive_dead must be true or false, got {self.revive_dead!r}")
+
+    @classmethod
+    def resolve(cls, params: dict[str, Any]) -> RetryParams:
+        """From a trigger's params (empty values mean: no filter)."""
+        return cls(job_id=params.get("job_id") or None, start=params.get("start") or None,
+                   end=params.get("end") or None, revive_dead=bool(params.get("revive_dead", False)),
+                   dispatch=params.get("dispatch") or Dispatch.LOCAL, batch_size=params.get("batch_size") or 500)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"job_id": self.job_id, "start": self.start.isoformat() if self.start else None,
+                "end": self.end.isoformat() if self.end else None, "revive_dead": self.revive_dead,
+                "dispatch": self.dispatch.value, "batch_size": self.batch_size}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RetryParams:
+        return cls(**d)

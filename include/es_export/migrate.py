@@ -6,28 +6,15 @@ operators can migrate before deploying a new version (the DAG also migrates befo
 
 from __future__ import annotations
 
-import os
 import sys
 
-from es_export import tracking
+from es_export import clients, tracking
 from es_export.errors import ConfigError
-
-
-def connect_from_env():
-    """A DB-API connection from MYSQL_* variables, with PyMySQL (pure Python, as in Lambda)."""
-    import pymysql
-
-    missing = [n for n in ("MYSQL_HOST", "MYSQL_USER", "MYSQL_PASSWORD", "MYSQL_DB") if not os.environ.get(n)]
-    if missing:
-        raise ConfigError(f"set {', '.join(missing)} to reach the tracking database")
-    return pymysql.connect(host=os.environ["MYSQL_HOST"], port=int(os.environ.get("MYSQL_PORT", "3306")),
-                           user=os.environ["MYSQL_USER"], password=os.environ["MYSQL_PASSWORD"],
-                           database=os.environ["MYSQL_DB"], charset="utf8mb4")
 
 
 def main() -> int:
     try:
-        conn = connect_from_env()
+        conn = clients.mysql(clients.MySQLSettings.from_env())
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

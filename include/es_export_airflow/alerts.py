@@ -25,8 +25,9 @@ from typing import Any
 
 from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference
 
+from es_export.config import ExportConfig
 from es_export.errors import ConfigError
-from es_export_airflow import AWS_CONN_ID
+from es_export_airflow.connections import AWS_CONN_ID
 
 DEFAULT_DEADLINE = timedelta(hours=6)
 SNS_NOTIFIER = "airflow.providers.amazon.aws.notifications.sns.SnsNotifier"
@@ -106,3 +107,19 @@ async def late_run(notifier: str = "", notifier_kwargs: dict[str, Any] | None = 
     # every notifier has one.
     await asyncio.to_thread(notifier_class(**kwargs), dict(context or {}))
     return message
+
+
+def alert_dead(cfg: ExportConfig, job_id: int, dead: list[dict[str, Any]], context: Any) -> None:
+    """Tell a person that messages ran out of attempts: a log line always, SNS when a topic is set."""
+    if not dead:
+        return
+    sample = ", ".join(repr(d["message_id"]) for d in dead[:10])
+    message = (f"{len(dead)} message(s) of job {job_id} are dead after {cfg.max_attempts} attempts "
+               f"(e.g. {sample}); last error: {dead[0]['error']}. Revive them with es_message_retry "
+               "and revive_dead=true once the cause is fixed.")
+    logging.getLogger("es_export.alerts").error(message)
+    if cfg.sns_topic_arn:
+        from airflow.providers.amazon.aws.notifications.sns import SnsNotifier
+
+        SnsNotifier(aws_conn_id=AWS_CONN_ID, target_arn=cfg.sns_topic_arn, subject="es_message_export: dead messages",
+                    message=message).notify(context)

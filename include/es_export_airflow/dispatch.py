@@ -19,16 +19,10 @@ from es_export import pipeline, tracking
 from es_export.config import Dispatch, ExportConfig
 from es_export.errors import ConfigError, TransientError
 from es_export.model import Batch, Status
-from es_export_airflow import (
-    AWS_CONN_ID,
-    MYSQL_CONN_ID,
-    elasticsearch_client,
-    failing_fast,
-    load_config,
-    metrics,
-    mysql_connection,
-    s3_client,
-)
+from es_export_airflow import metrics
+from es_export_airflow.connections import AWS_CONN_ID, MYSQL_CONN_ID, elasticsearch_client, mysql_connection, s3_client
+from es_export_airflow.settings import load_config
+from es_export_airflow.tasks import failing_fast
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +45,7 @@ def payload(cfg: ExportConfig, batch: dict[str, Any]) -> dict[str, Any]:
     The Lambda takes its configuration from its own environment only; it refuses a batch when its
     indices, bucket, prefix, layout or tracking database differ from these, and never uses them.
     """
-    from es_export.lambda_handler import build_payload  # the contract lives with the handler
+    from es_export.payload import build_payload  # the contract lives with the handler
 
     return build_payload(cfg, batch, tracking_database=Connection.get(MYSQL_CONN_ID).schema)
 

@@ -17,7 +17,7 @@ from airflow.listeners import hookimpl
 
 from es_export import tracking
 from es_export.model import AirflowRun
-from es_export_airflow import mysql_connection
+from es_export_airflow.connections import mysql_connection
 
 DAG_IDS = {"es_message_export", "es_message_retry"}
 

@@ -21,7 +21,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, status
 from fastapi.responses import HTMLResponse
 
 from es_export import tracking
-from es_export_airflow import mysql_connection
+from es_export_airflow.connections import mysql_connection
 from es_export_airflow.run_mirror import DAG_IDS
 
 URL_PREFIX = "/es-export"

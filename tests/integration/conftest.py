@@ -27,17 +27,12 @@ def es():
     return client
 
 
-def mysql_connect(database: str | None = None):
-    import MySQLdb
-
-    return MySQLdb.connect(host=_require("MYSQL_HOST"), port=int(_require("MYSQL_PORT")), user=_require("MYSQL_USER"),
-                           password=_require("MYSQL_PASSWORD"), database=database or _require("MYSQL_DB"),
-                           charset="utf8mb4")
-
-
 @pytest.fixture(scope="session")
 def mysql():
-    conn = mysql_connect()
+    from support import connect
+
+    _require("MYSQL_HOST")
+    conn = connect()
     yield conn
     conn.close()
 

@@ -20,9 +20,11 @@ import pytest
 
 import seed_data
 import support
-from es_export import lambda_handler, pipeline
+from es_export import pipeline
 from es_export.config import ExportConfig, RunParams
 from es_export.errors import ConfigError
+from es_export.payload import build_payload
+from es_export_lambda import handler as lambda_handler
 from seed_data import SeedConfig
 
 pytestmark = pytest.mark.integration
@@ -207,7 +209,7 @@ def fresh_batch(indices, es, s3, monkeypatch):
     conn.close()
     monkeypatch.setenv("EXPORT_CONFIG", json.dumps({**indices, "bucket": bucket}))
     monkeypatch.setenv("MYSQL_DB", db)
-    payload = lambda_handler.build_payload(cfg, {**batch.as_dict(), "run_id": job.run_id}, tracking_database=db)
+    payload = build_payload(cfg, {**batch.as_dict(), "run_id": job.run_id}, tracking_database=db)
     return types.SimpleNamespace(payload=payload, db=db, bucket=bucket, size=batch.size)
 
 
@@ -275,7 +277,7 @@ def test_lambda_zip_runs_its_handler_in_a_clean_virtualenv(fresh_batch, tmp_path
     script = ("import json, sys\n"
               "try:\n    import airflow\n    sys.exit('airflow must not be importable here')\n"
               "except ImportError:\n    pass\n"
-              "from es_export.lambda_handler import handler\n"
+              "from es_export_lambda.handler import handler\n"
               "print(json.dumps(handler(json.loads(sys.argv[1]))))\n")
     # The function's environment (EXPORT_CONFIG and MYSQL_DB from fresh_batch) without Airflow's.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PYTHON"))}

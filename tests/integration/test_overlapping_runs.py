@@ -19,7 +19,7 @@ import pytest
 
 import seed_data
 import support
-from es_export import pipeline, sink
+from es_export import pipeline, sink, tracking
 from es_export.config import ExportConfig, RunParams
 from seed_data import SeedConfig
 
@@ -85,7 +85,7 @@ def test_a_run_does_not_wait_for_a_run_that_died(es, s3, cfg):
     dead = pipeline.open_job(conn, dag_id="es_message_export", run_id="died", params=params)
     pipeline.extract(es, conn, cfg, dead)
     pipeline.plan(conn, cfg, dead, params)
-    pipeline.tracking.update_job(conn, dead.job_id, status="failed")  # Airflow failed it (the listener's mirror)
+    tracking.update_job(conn, dead.job_id, status="failed")  # Airflow failed it (the listener's mirror)
     rerun = pipeline.open_job(conn, dag_id="es_message_export", run_id="manual", params=params)
     pipeline.extract(es, conn, cfg, rerun)
     (batch,) = pipeline.plan(conn, cfg, rerun, params)

@@ -64,6 +64,6 @@ def test_retry_dag_contract(dagbag_and_lookups):
 def test_trigger_form_date_pattern(value, ok):
     import re
 
-    from es_export_airflow import DATE_OR_DATETIME
+    from es_export_airflow.settings import DATE_OR_DATETIME
 
     assert bool(re.match(DATE_OR_DATETIME, value)) is ok

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from es_export import lambda_handler, pipeline
+from es_export import pipeline
 from es_export.config import ExportConfig
 from es_export.errors import ConfigError
+from es_export.payload import build_payload
+from es_export_lambda import handler as lambda_handler
 
 pytestmark = pytest.mark.unit
 
@@ -54,7 +56,7 @@ def function(monkeypatch):
 def expected(**changes):
     """What Airflow sends when its Variable and connection agree with the function."""
     cfg = ExportConfig.from_mapping(ENV_CONFIG)
-    payload = lambda_handler.build_payload(cfg, BATCH, tracking_database="fn_tracking")
+    payload = build_payload(cfg, BATCH, tracking_database="fn_tracking")
     payload["expect"].update(changes)
     return payload
 
@@ -121,7 +123,7 @@ def test_the_function_runs_on_its_own_environment(function):
 
 def test_the_payload_carries_only_the_batch_and_what_airflow_expects():
     cfg = ExportConfig(messages_index="m", bucket="b", sqs_queue_name="q", upload_concurrency=4)
-    payload = json.loads(json.dumps(lambda_handler.build_payload(cfg, {**BATCH, "dispatch": "sqs"},
+    payload = json.loads(json.dumps(build_payload(cfg, {**BATCH, "dispatch": "sqs"},
                                                                  tracking_database="t")))
     assert payload == {"batch": BATCH, "expect": {
         "messages_index": "m", "history_index": "message_history", "status_index": "message_status",
@@ -138,7 +140,7 @@ def test_an_sqs_record_with_an_override_returns_to_the_queue(function):
 
 def test_importing_the_handler_leaves_the_root_logger_alone():
     script = ("import logging\nlogging.getLogger().setLevel(logging.ERROR)\n"
-              "import es_export.lambda_handler\nprint(logging.getLogger().level)\n")
+              "import es_export_lambda.handler\nprint(logging.getLogger().level)\n")
     out = subprocess.run([sys.executable, "-c", script], cwd=INCLUDE, env={"LOG_LEVEL": "DEBUG", "PATH": ""},
                          capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr

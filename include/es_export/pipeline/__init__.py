@@ -1,0 +1,23 @@
+"""The steps of an export run: extract, plan, process a batch, reconcile; and the retry job's summary.
+
+Each step takes ready clients (Elasticsearch, a DB-API connection, boto3 S3) and plain values, so
+an Airflow task, the Lambda handler and a test all call the same function.
+
+    extract    ids of an interval into message_tracking (resumable, checkpointed)
+    plan       the run's job, its claim, its batches (also for es_message_retry)
+    process    one batch: details, documents, uploads, outcomes (fenced), superseded documents removed
+    reconcile  Elasticsearch vs MySQL vs S3, document by document; the manifest
+    retry      es_message_retry's summary
+"""
+
+from es_export.pipeline.extract import ExtractResult, extract, prefetched
+from es_export.pipeline.plan import open_job, open_retry_job, plan, plan_retry
+from es_export.pipeline.process import BatchResult, fetch_isolating, process_batch, remove_superseded
+from es_export.pipeline.reconcile import Report, check_documents, dead_messages, others_still_exporting, reconcile
+from es_export.pipeline.retry import RetrySummary, summarize_retry
+
+__all__ = [
+    "BatchResult", "ExtractResult", "Report", "RetrySummary", "check_documents", "dead_messages", "extract",
+    "fetch_isolating", "open_job", "open_retry_job", "others_still_exporting", "plan", "plan_retry", "prefetched",
+    "process_batch", "reconcile", "remove_superseded", "summarize_retry",
+]

@@ -1,0 +1,187 @@
+"""Process: export one batch, every message ending completed or failed with its reason."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from es_export import sink, source, tracking
+from es_export.config import ExportConfig, Layout
+from es_export.errors import ExportError, StaleAttempt
+from es_export.model import Batch, BatchAttempt, Outcome, TrackedMessage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    job_id: int
+    batch_id: int
+    batch_no: int
+    attempted: int
+    completed: int
+    failed: int
+    bytes_written: int
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def build_document(details: source.MessageDetails, *, job_id: int, batch_id: int, run_id: str,
+                   exported_at: str) -> dict[str, Any]:
+    """The JSON document of one message: what Elasticsearch holds, plus export metadata."""
+    return {
+        "message_id": details.message_id,
+        "message": details.message,
+        **details.related,
+        "export": {"job_id": job_id, "batch_id": batch_id, "run_id": run_id, "exported_at": exported_at},
+    }
+
+
+def process_batch(es: Any, conn: Any, s3: Any, cfg: ExportConfig, batch: Batch, *, run_id: str,
+                  lease_seconds: int | None = None) -> BatchResult:
+    """Export one batch; every message ends completed or failed with its reason.
+
+    A message whose details cannot be read (bad related documents) is found by splitting the batch
+    and fails alone. The whole attempt fails only when it cannot proceed at all (Elasticsearch or
+    MySQL unreachable, an index missing): each of its messages then spends an attempt, and the
+    caller's retry runs it again, skipping what was done. Every write is fenced by the attempt's
+    token, so a stale attempt (a Lambda re-invoked, a queue delivering twice) changes nothing.
+    """
+    started = time.monotonic()
+    attempt = tracking.start_batch(conn, batch.batch_id, lease_seconds=lease_seconds or cfg.lease_seconds)
+    if attempt.already_completed:
+        log.info("batch job=%s batch=%s no=%s is already completed; nothing to do", batch.job_id, batch.batch_id,
+                 batch.batch_no)
+        return BatchResult(batch.job_id, batch.batch_id, batch.batch_no, 0, 0, 0, 0, time.monotonic() - started)
+    messages = attempt.messages
+    try:
+        details, unreadable = fetch_isolating(es, cfg, [m.message_id for m in messages])
+    except Exception as exc:
+        _try_fail_batch(conn, attempt, exc, cfg)
+        raise
+    exported_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    outcomes: list[Outcome] = []
+    uploads: list[sink.Upload] = []
+    for m in messages:
+        if m.message_id in unreadable:
+            outcomes.append(Outcome(m.row_id, m.message_id, False, error=unreadable[m.message_id]))
+            continue
+        d = details[m.message_id]
+        if d.message is None:
+            outcomes.append(Outcome(m.row_id, m.message_id, False, error=(
+                f"message {m.message_id!r} is no longer in index {cfg.messages_index!r}")))
+            continue
+        try:
+            key = sink.object_key(cfg.prefix, m.message_ts.date(), m.message_id)
+            body = sink.serialise(build_document(d, job_id=batch.job_id, batch_id=batch.batch_id,
+                                                 run_id=run_id, exported_at=exported_at))
+        except (TypeError, ValueError) as exc:
+            outcomes.append(Outcome(m.row_id, m.message_id, False, error=f"cannot serialise: {exc}"))
+            continue
+        uploads.append(sink.Upload(key, body, tag=m))
+    if cfg.layout is Layout.NDJSON_GZIP:
+        uploads = sink.bundle_ndjson(uploads, day_of=lambda m: m.message_ts.date(), prefix=cfg.prefix,
+                                     job_id=batch.job_id, batch_no=batch.batch_no, attempt=attempt.token)
+    else:
+        uploads = [sink.Upload(u.key, u.body, tag=[u.tag]) for u in uploads]
+    written = 0
+    for result in sink.upload_all(s3, cfg.bucket, uploads, cfg.upload_concurrency):
+        written += len(result.upload.body) if result.ok else 0
+        for m in result.upload.tag:
+            if result.ok:
+                outcomes.append(Outcome(m.row_id, m.message_id, True, s3_key=result.upload.key))
+            else:
+                outcomes.append(Outcome(m.row_id, m.message_id, False, error=result.error))
+    try:
+        tracking.record_outcomes(conn, attempt, outcomes, policy=cfg.retry_policy())
+        counts = tracking.finish_batch(conn, attempt, bytes_written=written)
+    except StaleAttempt:
+        conn.rollback()
+        remove_superseded(conn, s3, cfg, [u.key for u in uploads if cfg.layout is Layout.NDJSON_GZIP])
+        raise
+    except Exception as exc:
+        _try_fail_batch(conn, attempt, exc, cfg)
+        raise
+    remove_superseded(conn, s3, cfg, _superseded_keys(s3, cfg, batch, messages, uploads))
+    failed_now = sum(1 for o in outcomes if not o.ok)
+    result = BatchResult(batch.job_id, batch.batch_id, batch.batch_no, len(messages), len(outcomes) - failed_now,
+                         failed_now, written, time.monotonic() - started)
+    log.info("batch job=%s batch=%s no=%s attempt=%s attempted=%d completed=%d failed=%d bytes=%d seconds=%.2f "
+             "(batch totals: %s)", batch.job_id, batch.batch_id, batch.batch_no, attempt.token, result.attempted,
+             result.completed, result.failed, written, result.seconds, counts)
+    return result
+
+
+# Errors of one request that splitting the batch can isolate: the data of some message (a related
+# document Python cannot handle, a request Elasticsearch refuses as too large). Unreachable nodes,
+# timeouts and missing indices fail every part alike, so they fail the attempt instead.
+def _isolatable(exc: Exception) -> bool:
+    from elastic_transport import TransportError
+    from elasticsearch import ApiError
+
+    if isinstance(exc, ExportError | TransportError):
+        return False
+    if isinstance(exc, ApiError):
+        return exc.meta.status in (400, 413)
+    return True
+
+
+def fetch_isolating(es: Any, cfg: ExportConfig, ids: list[str]) -> tuple[dict[str, source.MessageDetails],
+                                                                             dict[str, str]]:
+    """The details of `ids`, and for each id whose details cannot be read, why (found by halving)."""
+    try:
+        return source.fetch_details(es, cfg, ids), {}
+    except Exception as exc:
+        if not _isolatable(exc):
+            raise
+        if len(ids) == 1:
+            return {}, {ids[0]: f"cannot read its details from Elasticsearch: {type(exc).__name__}: {exc}"}
+        log.warning("details of %d messages failed (%s: %s); splitting the batch to find the cause", len(ids),
+                    type(exc).__name__, exc)
+    half = len(ids) // 2
+    left, bad_left = fetch_isolating(es, cfg, ids[:half])
+    right, bad_right = fetch_isolating(es, cfg, ids[half:])
+    return {**left, **right}, {**bad_left, **bad_right}
+
+
+def _superseded_keys(s3: Any, cfg: ExportConfig, batch: Batch, messages: list[TrackedMessage],
+                     uploads: list[sink.Upload]) -> set[str]:
+    """Objects that may now hold documents nobody refers to: where the batch's messages were before,
+    and the files of this batch's earlier attempts."""
+    keys = {m.s3_key for m in messages if m.s3_key}
+    if cfg.layout is Layout.NDJSON_GZIP:
+        for day in {m.message_ts.date() for m in messages}:
+            keys.update(sink.data_keys(s3, cfg.bucket, sink.batch_key_prefix(cfg.prefix, day, batch.job_id,
+                                                                             batch.batch_no)))
+    return keys - {u.key for u in uploads}
+
+
+def remove_superseded(conn: Any, s3: Any, cfg: ExportConfig, keys: Any) -> int:
+    """Remove from each object the documents no message refers to any more (and empty objects).
+
+    Under a per-object lock, so two batches superseding parts of one file never lose each other's
+    changes. Returns how many documents were removed.
+    """
+    removed = 0
+    for key in sorted(set(keys)):
+        tracking.object_lock(conn, key)
+        try:
+            removed += sink.keep_only(s3, cfg.bucket, key, tracking.object_references(conn, key))
+        finally:
+            tracking.object_unlock(conn, key)
+    if removed:
+        log.info("removed %d superseded document(s)", removed)
+    return removed
+
+
+def _try_fail_batch(conn: Any, attempt: BatchAttempt, exc: Exception, cfg: ExportConfig) -> None:
+    try:
+        conn.rollback()
+        tracking.fail_batch(conn, attempt, f"{type(exc).__name__}: {exc}", policy=cfg.retry_policy())
+    except Exception:  # noqa: BLE001 - the database may be the thing that is down
+        log.warning("could not mark batch %s failed", attempt.batch_id)

@@ -1,0 +1,185 @@
+"""Reconcile: check a run document by document, record its outcome, write its manifest."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from es_export import sink, source, tracking
+from es_export.config import ExportConfig, Layout
+from es_export.errors import ReconcileError
+from es_export.model import Job, JobShare, Status
+from es_export.pipeline.process import remove_superseded
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Report:
+    """What a run did, as written to job_runs and the manifest."""
+
+    job_id: int
+    dag_id: str
+    run_id: str
+    interval_start: str
+    interval_end: str
+    es_count: int
+    ids_found: int
+    tracked: int
+    completed: int
+    failed: int
+    pending: int
+    dead: int
+    batches: int
+    to_export: int
+    exported_this_run: int
+    failed_this_run: int
+    exported_by_others: int
+    objects: int
+    objects_expected: int
+    documents: int
+    documents_expected: int
+    documents_missing: int
+    documents_superseded: int
+    bytes_written: int
+    status: str = ""
+    exported_by: list[dict[str, Any]] = field(default_factory=list)
+    held_by_others: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class DocumentCheck:
+    objects: int = 0
+    documents: int = 0
+    missing: int = 0
+    superseded: int = 0
+
+
+def others_still_exporting(conn: Any, job: Job) -> list[JobShare]:
+    """Messages of the job's interval that other live runs claimed and are still exporting."""
+    return tracking.held_by_other_jobs(conn, job)
+
+
+def reconcile(es: Any, conn: Any, s3: Any, cfg: ExportConfig, job: Job) -> Report:
+    """Check that the run's counts add up, document by document; record the outcome, write the manifest.
+
+    Messages another run exported count as done and are listed by job ("exported by"); the DAG
+    waits for runs still exporting part of the interval before it calls this. Raises
+    ReconcileError when the counts do not add up, or when messages failed, so the run is red and
+    says why.
+    """
+    row = tracking.get_job(conn, job.job_id)
+    es_count = source.count_interval(es, cfg, job.start, job.end)
+    days = _days(job.start, job.end)
+    if cfg.layout is Layout.NDJSON_GZIP:
+        # Files of this job no message refers to: an attempt that died after uploading, or was fenced out.
+        remove_superseded(conn, s3, cfg, [k for d in days for k in sink.data_keys(
+            s3, cfg.bucket, sink.batch_key_prefix(cfg.prefix, d, job.job_id))])
+    by_status = tracking.status_counts(conn, job.start, job.end)
+    batches = tracking.batch_counts(conn, job.job_id)
+    whole = (datetime.combine(days[0], datetime.min.time(), UTC),
+             datetime.combine(days[-1] + timedelta(days=1), datetime.min.time(), UTC))
+    docs = check_documents(conn, s3, cfg, days)
+    shares = tracking.completed_by_job(conn, job.start, job.end)
+    held = tracking.held_by_other_jobs(conn, job)
+    report = Report(
+        job_id=job.job_id, dag_id=job.dag_id, run_id=job.run_id,
+        interval_start=job.start.isoformat(), interval_end=job.end.isoformat(),
+        es_count=es_count, ids_found=int(row["ids_found"] or 0), tracked=sum(by_status.values()),
+        completed=by_status.get(Status.COMPLETED, 0), failed=by_status.get(Status.FAILED, 0),
+        pending=by_status.get(Status.PENDING, 0) + by_status.get(Status.RUNNING, 0),
+        dead=by_status.get(Status.DEAD, 0),
+        batches=batches["batches"], to_export=int(row["to_export"] or 0),
+        exported_this_run=batches["completed"], failed_this_run=batches["failed"],
+        exported_by_others=sum(s.messages for s in shares if s.job_id != job.job_id),
+        objects=docs.objects, objects_expected=tracking.completed_objects(conn, *whole),
+        documents=docs.documents,
+        documents_expected=tracking.status_counts(conn, *whole).get(Status.COMPLETED, 0),
+        documents_missing=docs.missing, documents_superseded=docs.superseded,
+        bytes_written=batches["bytes_written"],
+        exported_by=[{**asdict(s), "this_run": s.job_id == job.job_id} for s in shares],
+        held_by_others=[asdict(s) for s in held],
+    )
+    report.problems = _problems(report, batches, held)
+    report.failures = tracking.failures(conn, job.job_id)
+    report.status = Status.COMPLETED if not (report.problems or report.failed or report.dead) else Status.FAILED
+    tracking.update_job(
+        conn, job.job_id, status=report.status, es_count=es_count, completed=report.exported_this_run,
+        exported_by_others=report.exported_by_others, failed=report.failed, objects=docs.objects,
+        finished_at=tracking.utc_naive(datetime.now(UTC)), last_error="; ".join(report.problems)[:4000] or None,
+    )
+    sink.put_json(s3, cfg.bucket, sink.manifest_key(cfg.prefix, job.dag_id, job.run_id), asdict(report))
+    log.info("reconcile job=%s status=%s es_count=%d tracked=%d completed=%d (by other runs %d) failed=%d "
+             "objects=%d documents=%d", job.job_id, report.status, es_count, report.tracked, report.completed,
+             report.exported_by_others, report.failed, docs.objects, docs.documents)
+    for share in shares:
+        if share.job_id != job.job_id:
+            log.info("reconcile job=%s: %d message(s) of the interval exported by %s", job.job_id, share.messages,
+                     share.label())
+    if report.problems:
+        raise ReconcileError("the export does not add up: " + "; ".join(report.problems))
+    if report.failed or report.dead:
+        raise ReconcileError(f"{report.failed} message(s) of the interval failed to export and {report.dead} are dead "
+                             "(reasons in message_tracking.last_error and the run's manifest); es_message_retry "
+                             "re-exports failed ones, dead ones need revive_dead")
+    return report
+
+
+def check_documents(conn: Any, s3: Any, cfg: ExportConfig, days: list[date]) -> DocumentCheck:
+    """Count the documents S3 holds for the days, and compare each NDJSON file with tracking: every
+    completed message that names a file must be in it, and nothing else may be."""
+    check = DocumentCheck()
+    for day in days:
+        for key in sink.data_keys(s3, cfg.bucket, sink.day_prefix(cfg.prefix, day)):
+            check.objects += 1
+            if not key.endswith(sink.NDJSON_SUFFIX):
+                check.documents += 1
+                continue
+            ids = sink.document_ids(s3, cfg.bucket, key)
+            refs = tracking.object_references(conn, key, status=Status.COMPLETED)
+            check.documents += len(ids)
+            check.missing += len(refs - set(ids))
+            check.superseded += len(ids) - len(set(ids) & refs)
+    return check
+
+
+def dead_messages(conn: Any, job: Job) -> list[dict[str, Any]]:
+    """The job's messages that ran out of attempts (for the alert)."""
+    return tracking.dead_messages(conn, job.job_id)
+
+
+def _problems(r: Report, batches: dict[str, int], held: list[JobShare]) -> list[str]:
+    problems = []
+    if r.es_count != r.ids_found:
+        problems.append(f"Elasticsearch now holds {r.es_count} messages for the interval but the extract saw "
+                        f"{r.ids_found}; documents changed during the run, run it again")
+    if r.tracked < r.ids_found:
+        problems.append(f"only {r.tracked} of the {r.ids_found} ids found are tracked in message_tracking")
+    held_count = sum(s.messages for s in held)
+    for share in held:
+        problems.append(f"{share.messages} message(s) of the interval are still being exported by {share.label()}")
+    if r.pending - held_count > 0:
+        problems.append(f"{r.pending - held_count} message(s) of the interval are still pending or running "
+                        "(a batch did not finish)")
+    if batches["finished"] != batches["batches"]:
+        problems.append(f"{batches['batches'] - batches['finished']} of {batches['batches']} batch(es) did not finish")
+    if r.objects != r.objects_expected:
+        problems.append(f"S3 holds {r.objects} objects for the interval's day(s) but the completed messages of "
+                        f"those days are in {r.objects_expected}")
+    if r.documents != r.documents_expected:
+        problems.append(f"S3 holds {r.documents} documents for the interval's day(s) but those days have "
+                        f"{r.documents_expected} completed messages")
+    if r.documents_missing:
+        problems.append(f"{r.documents_missing} completed message(s) are missing from the object their s3_key names")
+    if r.documents_superseded:
+        problems.append(f"{r.documents_superseded} document(s) in S3 are superseded copies no message refers to")
+    return problems
+
+
+def _days(start: datetime, end: datetime) -> list[date]:
+    first, last = start.date(), (end - timedelta(microseconds=1)).date()
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]

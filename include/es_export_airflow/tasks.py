@@ -1,0 +1,62 @@
+"""What the DAGs' tasks share: turning non-retryable errors into failures, and the mapped batch's label."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from contextlib import contextmanager
+from typing import Any
+
+from airflow.sdk import Param, get_current_context, task
+from airflow.sdk.bases.sensor import PokeReturnValue
+from airflow.sdk.exceptions import AirflowFailException
+
+from es_export.config import MAX_BATCH_SIZE, Dispatch
+from es_export.errors import ExportError
+from es_export_airflow.settings import DATE_OR_DATETIME
+
+
+@contextmanager
+def failing_fast() -> Generator[None, None, None]:
+    """Errors retrying cannot fix (bad params, missing index) fail the task without retries."""
+    try:
+        yield
+    except ExportError as exc:
+        if not exc.retryable:
+            raise AirflowFailException(str(exc)) from exc
+        raise
+
+
+def batch_label(batch: dict[str, Any]) -> str:
+    """What the grid shows for a mapped `process` task (its map_index_template)."""
+    return f"{batch['batch_no']} (id {batch['batch_id']}, {batch['size']} msgs)"
+
+
+def range_params(start_help: str, end_help: str) -> dict[str, Param]:
+    """The `start` and `end` params of a trigger form (UTC dates or datetimes, both optional)."""
+    return {"start": Param(None, type=["null", "string"], pattern=DATE_OR_DATETIME, description=start_help),
+            "end": Param(None, type=["null", "string"], pattern=DATE_OR_DATETIME, description=end_help)}
+
+
+def batch_params(dispatch_help: str) -> dict[str, Param]:
+    """The `dispatch` and `batch_size` params both DAGs share."""
+    return {
+        "dispatch": Param("local", type="string", enum=[d.value for d in Dispatch], description=dispatch_help),
+        "batch_size": Param(500, type="integer", minimum=1, maximum=MAX_BATCH_SIZE,
+                            description="Messages per batch; raised automatically to stay within max_batches."),
+    }
+
+
+def batch_sensor() -> Any:
+    """The mapped `process` task of both DAGs: a sensor in reschedule mode that exports its batch here,
+    in the Lambda, or waits for the Lambda behind SQS. Made per DAG file parse, so its poke interval
+    (ES_EXPORT_POKE_SECONDS) is read then."""
+    from es_export_airflow import dispatch
+
+    @task.sensor(task_id="process", map_index_template="batch {{ batch_label }}", **dispatch.sensor_settings())
+    def process(batch: dict) -> PokeReturnValue:
+        """Export one batch: here (local), in the Lambda (lambda), or wait for the Lambda behind SQS (sqs)."""
+        context = get_current_context()
+        context["batch_label"] = batch_label(batch)
+        return dispatch.poke(batch, context)
+
+    return process
