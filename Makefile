@@ -16,7 +16,7 @@ APT_PACKAGES := mariadb-server mariadb-client default-libmysqlclient-dev pkg-con
 
 help:
 	@echo "make demo    - start the local stack, seed sample data, run the export DAG for 2024-10-01"
-	@echo "make test    - lint + unit + integration tests against the real local stack"
+	@echo "make test    - lint (ruff, mypy) + unit + integration tests against the real local stack"
 	@echo "make up      - start Elasticsearch, MariaDB and the S3/SQS server; writes $(ENV)"
 	@echo "make status  - what runs where"
 	@echo "make seed    - write sample messages into Elasticsearch (SEED_ARGS='--messages 5000 ...')"
@@ -87,6 +87,7 @@ bench: up
 
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 test-unit: venv
 	$(VENV)/bin/pytest -m unit

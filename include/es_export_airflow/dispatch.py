@@ -54,7 +54,7 @@ def poke(batch: dict[str, Any], context: Any) -> PokeReturnValue:
     """One poke of the mapped `process` sensor; a finished batch reports its metrics."""
     result = _poke(batch, context)
     if result.is_done:
-        metrics.report_batch(batch, result.xcom_value, dag_id=context["dag"].dag_id)
+        metrics.report_batch(batch, result.xcom_value or {}, dag_id=context["dag"].dag_id)
     return result
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from airflow.sdk import Variable
@@ -19,6 +20,7 @@ def load_config() -> ExportConfig:
     return ExportConfig.from_mapping(values)
 
 
-def run_params(context: dict[str, Any], cfg: ExportConfig) -> RunParams:
+def run_params(context: Mapping[str, Any], cfg: ExportConfig) -> RunParams:
+    """The run's params, with the data interval where start or end is empty."""
     return RunParams.resolve(dict(context["params"]), context.get("data_interval_start"),
                              context.get("data_interval_end"), max_range_days=cfg.max_range_days)

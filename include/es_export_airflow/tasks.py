@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 from airflow.sdk import Param, get_current_context, task
 from airflow.sdk.bases.sensor import PokeReturnValue
@@ -56,7 +56,8 @@ def batch_sensor() -> Any:
     def process(batch: dict) -> PokeReturnValue:
         """Export one batch: here (local), in the Lambda (lambda), or wait for the Lambda behind SQS (sqs)."""
         context = get_current_context()
-        context["batch_label"] = batch_label(batch)
+        # map_index_template renders from the context, so the label goes there (a key of our own).
+        cast("dict[str, Any]", context)["batch_label"] = batch_label(batch)
         return dispatch.poke(batch, context)
 
     return process

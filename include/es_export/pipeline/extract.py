@@ -62,7 +62,7 @@ def extract(es: Any, conn: Any, cfg: ExportConfig, job: Job, *, max_reopen: int 
     source.check_timestamp_field(es, cfg.messages_index, cfg.timestamp_field)
     saved = tracking.load_checkpoint(conn, job.job_id)
     resumed = saved is not None and not saved.finished
-    cp = saved if resumed else Checkpoint(_ms(job.start), 0, 0, False)
+    cp = saved if saved is not None and resumed else Checkpoint(_ms(job.start), 0, 0, False)
     reopened = 0
     while True:
         try:

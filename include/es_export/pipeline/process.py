@@ -90,13 +90,13 @@ def process_batch(es: Any, conn: Any, s3: Any, cfg: ExportConfig, batch: Batch, 
     else:
         uploads = [sink.Upload(u.key, u.body, tag=[u.tag]) for u in uploads]
     written = 0
-    for result in sink.upload_all(s3, cfg.bucket, uploads, cfg.upload_concurrency):
-        written += len(result.upload.body) if result.ok else 0
-        for m in result.upload.tag:
-            if result.ok:
-                outcomes.append(Outcome(m.row_id, m.message_id, True, s3_key=result.upload.key))
+    for uploaded in sink.upload_all(s3, cfg.bucket, uploads, cfg.upload_concurrency):
+        written += len(uploaded.upload.body) if uploaded.ok else 0
+        for m in uploaded.upload.tag:
+            if uploaded.ok:
+                outcomes.append(Outcome(m.row_id, m.message_id, True, s3_key=uploaded.upload.key))
             else:
-                outcomes.append(Outcome(m.row_id, m.message_id, False, error=result.error))
+                outcomes.append(Outcome(m.row_id, m.message_id, False, error=uploaded.error))
     try:
         tracking.record_outcomes(conn, attempt, outcomes, policy=cfg.retry_policy())
         counts = tracking.finish_batch(conn, attempt, bytes_written=written)

@@ -107,7 +107,8 @@ def problem_messages(conn: Any, limit: int = 100, job_id: int | None = None,
     ids = None if dag_ids is None else sorted(set(dag_ids))
     if ids == []:
         return []
-    where, args = "status IN (%s, %s)", [Status.FAILED, Status.DEAD]
+    args: list[Any]
+    where, args = "status IN (%s, %s)", [Status.FAILED.value, Status.DEAD.value]
     if job_id is not None:
         where, args = where + " AND job_id = %s", args + [job_id]
     if ids is not None:
