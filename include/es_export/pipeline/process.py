@@ -64,39 +64,8 @@ def process_batch(es: Any, conn: Any, s3: Any, cfg: ExportConfig, batch: Batch, 
     except Exception as exc:
         _try_fail_batch(conn, attempt, exc, cfg)
         raise
-    exported_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    outcomes: list[Outcome] = []
-    uploads: list[sink.Upload] = []
-    for m in messages:
-        if m.message_id in unreadable:
-            outcomes.append(Outcome(m.row_id, m.message_id, False, error=unreadable[m.message_id]))
-            continue
-        d = details[m.message_id]
-        if d.message is None:
-            outcomes.append(Outcome(m.row_id, m.message_id, False, error=(
-                f"message {m.message_id!r} is no longer in index {cfg.messages_index!r}")))
-            continue
-        try:
-            key = sink.object_key(cfg.prefix, m.message_ts.date(), m.message_id)
-            body = sink.serialise(build_document(d, job_id=batch.job_id, batch_id=batch.batch_id,
-                                                 run_id=run_id, exported_at=exported_at))
-        except (TypeError, ValueError) as exc:
-            outcomes.append(Outcome(m.row_id, m.message_id, False, error=f"cannot serialise: {exc}"))
-            continue
-        uploads.append(sink.Upload(key, body, tag=m))
-    if cfg.layout is Layout.NDJSON_GZIP:
-        uploads = sink.bundle_ndjson(uploads, day_of=lambda m: m.message_ts.date(), prefix=cfg.prefix,
-                                     job_id=batch.job_id, batch_no=batch.batch_no, attempt=attempt.token)
-    else:
-        uploads = [sink.Upload(u.key, u.body, tag=[u.tag]) for u in uploads]
-    written = 0
-    for uploaded in sink.upload_all(s3, cfg.bucket, uploads, cfg.upload_concurrency):
-        written += len(uploaded.upload.body) if uploaded.ok else 0
-        for m in uploaded.upload.tag:
-            if uploaded.ok:
-                outcomes.append(Outcome(m.row_id, m.message_id, True, s3_key=uploaded.upload.key))
-            else:
-                outcomes.append(Outcome(m.row_id, m.message_id, False, error=uploaded.error))
+    outcomes, uploads = _documents(cfg, batch, attempt, details, unreadable, run_id=run_id)
+    written = _upload(s3, cfg, uploads, outcomes)
     try:
         tracking.record_outcomes(conn, attempt, outcomes, policy=cfg.retry_policy())
         counts = tracking.finish_batch(conn, attempt, bytes_written=written)
@@ -115,6 +84,48 @@ def process_batch(es: Any, conn: Any, s3: Any, cfg: ExportConfig, batch: Batch, 
              "(batch totals: %s)", batch.job_id, batch.batch_id, batch.batch_no, attempt.token, result.attempted,
              result.completed, result.failed, written, result.seconds, counts)
     return result
+
+
+def _documents(cfg: ExportConfig, batch: Batch, attempt: BatchAttempt, details: dict[str, source.MessageDetails],
+               unreadable: dict[str, str], *, run_id: str) -> tuple[list[Outcome], list[sink.Upload]]:
+    """The objects to upload (tagged with their messages), and the outcomes of messages that cannot be."""
+    exported_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    outcomes: list[Outcome] = []
+    uploads: list[sink.Upload] = []
+    for m in attempt.messages:
+        if m.message_id in unreadable:
+            outcomes.append(Outcome(m.row_id, m.message_id, False, error=unreadable[m.message_id]))
+            continue
+        d = details[m.message_id]
+        if d.message is None:
+            outcomes.append(Outcome(m.row_id, m.message_id, False, error=(
+                f"message {m.message_id!r} is no longer in index {cfg.messages_index!r}")))
+            continue
+        try:
+            key = sink.object_key(cfg.prefix, m.message_ts.date(), m.message_id)
+            body = sink.serialise(build_document(d, job_id=batch.job_id, batch_id=batch.batch_id,
+                                                 run_id=run_id, exported_at=exported_at))
+        except (TypeError, ValueError) as exc:
+            outcomes.append(Outcome(m.row_id, m.message_id, False, error=f"cannot serialise: {exc}"))
+            continue
+        uploads.append(sink.Upload(key, body, tag=m))
+    if cfg.layout is Layout.NDJSON_GZIP:
+        return outcomes, sink.bundle_ndjson(uploads, day_of=lambda m: m.message_ts.date(), prefix=cfg.prefix,
+                                            job_id=batch.job_id, batch_no=batch.batch_no, attempt=attempt.token)
+    return outcomes, [sink.Upload(u.key, u.body, tag=[u.tag]) for u in uploads]
+
+
+def _upload(s3: Any, cfg: ExportConfig, uploads: list[sink.Upload], outcomes: list[Outcome]) -> int:
+    """PUT every object; each of its messages gets an outcome. Returns the bytes written."""
+    written = 0
+    for uploaded in sink.upload_all(s3, cfg.bucket, uploads, cfg.upload_concurrency):
+        written += len(uploaded.upload.body) if uploaded.ok else 0
+        for m in uploaded.upload.tag:
+            if uploaded.ok:
+                outcomes.append(Outcome(m.row_id, m.message_id, True, s3_key=uploaded.upload.key))
+            else:
+                outcomes.append(Outcome(m.row_id, m.message_id, False, error=uploaded.error))
+    return written
 
 
 # Errors of one request that splitting the batch can isolate: the data of some message (a related

@@ -72,24 +72,53 @@ def reconcile(es: Any, conn: Any, s3: Any, cfg: ExportConfig, job: Job) -> Repor
     ReconcileError when the counts do not add up, or when messages failed, so the run is red and
     says why.
     """
-    row = tracking.get_job(conn, job.job_id)
-    es_count = source.count_interval(es, cfg, job.start, job.end)
     days = _days(job.start, job.end)
     if cfg.layout is Layout.NDJSON_GZIP:
         # Files of this job no message refers to: an attempt that died after uploading, or was fenced out.
         remove_superseded(conn, s3, cfg, [k for d in days for k in sink.data_keys(
             s3, cfg.bucket, sink.batch_key_prefix(cfg.prefix, d, job.job_id))])
-    by_status = tracking.status_counts(conn, job.start, job.end)
     batches = tracking.batch_counts(conn, job.job_id)
+    held = tracking.held_by_other_jobs(conn, job)
+    report = _count(es, conn, s3, cfg, job, days, batches, held)
+    report.problems = _problems(report, batches, held)
+    report.failures = tracking.failures(conn, job.job_id)
+    report.status = Status.COMPLETED if not (report.problems or report.failed or report.dead) else Status.FAILED
+    tracking.update_job(
+        conn, job.job_id, status=report.status, es_count=report.es_count, completed=report.exported_this_run,
+        exported_by_others=report.exported_by_others, failed=report.failed, objects=report.objects,
+        finished_at=tracking.utc_naive(datetime.now(UTC)), last_error="; ".join(report.problems)[:4000] or None,
+    )
+    sink.put_json(s3, cfg.bucket, sink.manifest_key(cfg.prefix, job.dag_id, job.run_id), asdict(report))
+    log.info("reconcile job=%s status=%s es_count=%d tracked=%d completed=%d (by other runs %d) failed=%d "
+             "objects=%d documents=%d", job.job_id, report.status, report.es_count, report.tracked,
+             report.completed, report.exported_by_others, report.failed, report.objects, report.documents)
+    for share in report.exported_by:
+        if not share["this_run"]:
+            log.info("reconcile job=%s: %d message(s) of the interval exported by job %s (%s run %s)", job.job_id,
+                     share["messages"], share["job_id"], share["dag_id"], share["run_id"])
+    if report.problems:
+        raise ReconcileError("the export does not add up: " + "; ".join(report.problems))
+    if report.failed or report.dead:
+        raise ReconcileError(f"{report.failed} message(s) of the interval failed to export and {report.dead} are dead "
+                             "(reasons in message_tracking.last_error and the run's manifest); es_message_retry "
+                             "re-exports failed ones, dead ones need revive_dead")
+    return report
+
+
+def _count(es: Any, conn: Any, s3: Any, cfg: ExportConfig, job: Job, days: list[date], batches: dict[str, int],
+           held: list[JobShare]) -> Report:
+    """What Elasticsearch, tracking and S3 each hold for the interval (and its whole days, for S3)."""
+    row = tracking.get_job(conn, job.job_id)
+    by_status = tracking.status_counts(conn, job.start, job.end)
     whole = (datetime.combine(days[0], datetime.min.time(), UTC),
              datetime.combine(days[-1] + timedelta(days=1), datetime.min.time(), UTC))
     docs = check_documents(conn, s3, cfg, days)
     shares = tracking.completed_by_job(conn, job.start, job.end)
-    held = tracking.held_by_other_jobs(conn, job)
-    report = Report(
+    return Report(
         job_id=job.job_id, dag_id=job.dag_id, run_id=job.run_id,
         interval_start=job.start.isoformat(), interval_end=job.end.isoformat(),
-        es_count=es_count, ids_found=int(row["ids_found"] or 0), tracked=sum(by_status.values()),
+        es_count=source.count_interval(es, cfg, job.start, job.end), ids_found=int(row["ids_found"] or 0),
+        tracked=sum(by_status.values()),
         completed=by_status.get(Status.COMPLETED, 0), failed=by_status.get(Status.FAILED, 0),
         pending=by_status.get(Status.PENDING, 0) + by_status.get(Status.RUNNING, 0),
         dead=by_status.get(Status.DEAD, 0),
@@ -104,29 +133,6 @@ def reconcile(es: Any, conn: Any, s3: Any, cfg: ExportConfig, job: Job) -> Repor
         exported_by=[{**asdict(s), "this_run": s.job_id == job.job_id} for s in shares],
         held_by_others=[asdict(s) for s in held],
     )
-    report.problems = _problems(report, batches, held)
-    report.failures = tracking.failures(conn, job.job_id)
-    report.status = Status.COMPLETED if not (report.problems or report.failed or report.dead) else Status.FAILED
-    tracking.update_job(
-        conn, job.job_id, status=report.status, es_count=es_count, completed=report.exported_this_run,
-        exported_by_others=report.exported_by_others, failed=report.failed, objects=docs.objects,
-        finished_at=tracking.utc_naive(datetime.now(UTC)), last_error="; ".join(report.problems)[:4000] or None,
-    )
-    sink.put_json(s3, cfg.bucket, sink.manifest_key(cfg.prefix, job.dag_id, job.run_id), asdict(report))
-    log.info("reconcile job=%s status=%s es_count=%d tracked=%d completed=%d (by other runs %d) failed=%d "
-             "objects=%d documents=%d", job.job_id, report.status, es_count, report.tracked, report.completed,
-             report.exported_by_others, report.failed, docs.objects, docs.documents)
-    for share in shares:
-        if share.job_id != job.job_id:
-            log.info("reconcile job=%s: %d message(s) of the interval exported by %s", job.job_id, share.messages,
-                     share.label())
-    if report.problems:
-        raise ReconcileError("the export does not add up: " + "; ".join(report.problems))
-    if report.failed or report.dead:
-        raise ReconcileError(f"{report.failed} message(s) of the interval failed to export and {report.dead} are dead "
-                             "(reasons in message_tracking.last_error and the run's manifest); es_message_retry "
-                             "re-exports failed ones, dead ones need revive_dead")
-    return report
 
 
 def check_documents(conn: Any, s3: Any, cfg: ExportConfig, days: list[date]) -> DocumentCheck:
