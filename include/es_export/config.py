@@ -28,6 +28,13 @@ class Layout(enum.StrEnum):
     NDJSON_GZIP = "ndjson_gzip"  # one gzip NDJSON object per batch and day, for high volume
 
 
+def _dispatch(value: Any) -> Dispatch:
+    try:
+        return Dispatch(value)
+    except ValueError:
+        raise ConfigError(f"dispatch must be one of {[m.value for m in Dispatch]}, got {value!r}") from None
+
+
 def _positive(name: str, value: Any) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
@@ -154,11 +161,7 @@ class RunParams:
             raise ConfigError(f"the range from start {self.start.isoformat()} to end {self.end.isoformat()} "
                               f"is longer than the maximum of {self.max_range.days} days; split it into "
                               "several runs (a backfill does that)")
-        try:
-            object.__setattr__(self, "dispatch", Dispatch(self.dispatch))
-        except ValueError:
-            raise ConfigError(f"dispatch must be one of {[m.value for m in Dispatch]}, "
-                              f"got {self.dispatch!r}") from None
+        object.__setattr__(self, "dispatch", _dispatch(self.dispatch))
         _positive("batch_size", self.batch_size)
         if not isinstance(self.reprocess, bool):
             raise ConfigError(f"reprocess must be true or false, got {self.reprocess!r}")
@@ -210,11 +213,7 @@ class RetryParams:
                 object.__setattr__(self, name, parse_instant(name, value))
         if self.start and self.end and self.end <= self.start:
             raise ConfigError(f"end ({self.end.isoformat()}) must be after start ({self.start.isoformat()})")
-        try:
-            object.__setattr__(self, "dispatch", Dispatch(self.dispatch))
-        except ValueError:
-            raise ConfigError(f"dispatch must be one of {[m.value for m in Dispatch]}, "
-                              f"got {self.dispatch!r}") from None
+        object.__setattr__(self, "dispatch", _dispatch(self.dispatch))
         _positive("batch_size", self.batch_size)
         if not isinstance(self.revive_dead, bool):
             raise ConfigError(f"revive_dead must be true or false, got {self.revive_dead!r}")

@@ -82,3 +82,18 @@ def test_the_longest_key_of_the_longest_prefix_fits_in_s3():
     assert len(longest.encode()) <= 1024
     hashed = sink.object_key(cfg.prefix, date(2024, 10, 1), "é" * 1000)
     assert len(hashed.encode()) <= 1024
+
+
+def test_retry_params_have_their_own_type_with_no_range_limit():
+    from es_export.config import RetryParams
+
+    everything = RetryParams.resolve({"job_id": None, "start": "", "end": None, "revive_dead": False})
+    assert (everything.job_id, everything.start, everything.end) == (None, None, None)
+    years = RetryParams.resolve({"start": "2001-01-01", "end": "2026-01-01", "job_id": 7, "dispatch": "sqs"})
+    assert RetryParams.from_dict(years.as_dict()) == years
+    with pytest.raises(ConfigError, match="end .* must be after start"):
+        RetryParams(start="2024-10-02", end="2024-10-01")
+    with pytest.raises(ConfigError, match="job_id must be a positive integer, got 0"):
+        RetryParams(job_id=0)
+    with pytest.raises(ConfigError, match="dispatch must be one of"):
+        RetryParams(dispatch="carrier-pigeon")
