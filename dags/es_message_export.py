@@ -9,7 +9,7 @@ MySQL (`job_runs`, `message_tracking`, `batch_progress`).
 Trigger it with `start` and `end` (end exclusive) to export another range; `reprocess` re-exports
 messages that were already exported. The last task, `reconcile`, fails the run when the counts of
 Elasticsearch, MySQL and S3 do not add up, or when messages failed (`es_message_retry` retries them).
-Configuration: the Variable `es_message_export_config` (see the README).
+Configuration: the Variable `es_message_export_config` (see docs/configuration.md).
 """
 
 from __future__ import annotations
