@@ -9,6 +9,7 @@ documents of hundreds of KB, and message ids that are not safe as S3 keys.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import sys
@@ -236,3 +237,47 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def load_over_http(url: str, cfg: SeedConfig, *, index_names: dict[str, str] | None = None,
+                   mappings: dict[str, dict] | None = None, chunk_size: int = 1000) -> int:
+    """The same data set through the plain REST API, so any engine takes it (Elasticsearch 8/9,
+    OpenSearch 2/3). `mappings` replaces the mapping of an index (None: dynamic mapping)."""
+    import urllib3
+
+    http = urllib3.PoolManager()
+    names = {name: (index_names or {}).get(name, name) for name in MAPPINGS}
+    chosen = {**MAPPINGS, **(mappings or {})}
+
+    def call(method: str, path: str, body: bytes, content_type: str = "application/json") -> dict:
+        resp = http.request(method, url.rstrip("/") + path, body=body, headers={"Content-Type": content_type})
+        if resp.status >= 300:
+            raise RuntimeError(f"{method} {path}: HTTP {resp.status} {resp.data[:500]!r}")
+        return json.loads(resp.data)
+
+    for default_name, index in names.items():
+        mapping = chosen.get(default_name)
+        body = {"settings": {"number_of_shards": 1, "number_of_replicas": 0}}
+        if mapping is not None:
+            body["mappings"] = mapping
+        call("PUT", f"/{index}", json.dumps(body).encode())
+    written = 0
+    batch: list[bytes] = []
+
+    def flush() -> None:
+        nonlocal written, batch
+        if batch:
+            resp = call("POST", "/_bulk", b"".join(batch), "application/x-ndjson")
+            if resp.get("errors"):
+                raise RuntimeError(f"bulk load failed: {json.dumps(resp)[:1000]}")
+            written += len(resp["items"])
+            batch = []
+
+    for d in generate(cfg):
+        action = {"index": {"_index": names[d.index], **({"_id": d.doc_id} if d.doc_id is not None else {})}}
+        batch += [json.dumps(action).encode() + b"\n", json.dumps(d.source, ensure_ascii=False).encode() + b"\n"]
+        if len(batch) >= 2 * chunk_size:
+            flush()
+    flush()
+    call("POST", "/" + ",".join(names.values()) + "/_refresh", b"")
+    return written

@@ -1,6 +1,7 @@
-"""Clients built from plain settings, the same way everywhere: the Lambda, the migrate command,
-the demo, the benchmarks and the tests (Airflow builds its own from connections, see
-es_export_airflow.connections, with the same S3 retry configuration)."""
+"""MySQL and S3 clients built from plain settings, the same way everywhere: the Lambda, the migrate
+command, the demo, the benchmarks and the tests (Airflow builds its own from connections, see
+es_export_airflow.connections, with the same S3 retry configuration). The search cluster's client
+comes from es_export.search, which detects the engine."""
 
 from __future__ import annotations
 
@@ -50,14 +51,6 @@ def mysql(settings: MySQLSettings, *, driver: str = "pymysql") -> Any:
 
         return MySQLdb.connect(**kwargs)
     raise ConfigError(f"unknown MySQL driver {driver!r}; use 'pymysql' or 'mysqldb'")
-
-
-def elasticsearch(url: str, *, username: str | None = None, password: str | None = None,
-                  request_timeout: float = 120) -> Any:
-    from elasticsearch import Elasticsearch
-
-    auth = (username, password or "") if username else None
-    return Elasticsearch(url, basic_auth=auth, request_timeout=request_timeout, retry_on_timeout=True)
 
 
 def s3_config(upload_concurrency: int) -> Any:

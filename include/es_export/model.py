@@ -82,6 +82,7 @@ class TrackedMessage:
     message_id: str
     message_ts: datetime
     s3_key: str | None = None  # where an earlier export put it, if any
+    index: str | None = None  # the concrete index that holds it (a data stream's backing index, a daily index)
 
 
 @dataclass(frozen=True)

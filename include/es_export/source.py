@@ -1,4 +1,9 @@
-"""Reading Elasticsearch: stream the ids of an interval, fetch the full details of a batch."""
+"""Reading the source cluster: stream the ids of an interval, fetch the full details of a batch.
+
+Works on every engine `es_export.search` supports; a bare `elasticsearch` client is taken as
+Elasticsearch 9.x. Messages may live in one index, a data stream, an alias or a pattern: each id is
+streamed with the concrete index that holds it, and its details are fetched from there.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,12 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
-
-from elasticsearch import NotFoundError
 
 from es_export.config import ExportConfig
 from es_export.errors import SourceError, TransientError
+from es_export.search import PointInTimeGone, SearchClient, adapt, values_of
 
 
 class PointInTimeExpired(TransientError):
@@ -20,29 +25,40 @@ class PointInTimeExpired(TransientError):
 
 # The date type family whose values sort as epoch milliseconds.
 DATE_TYPES = {"date", "date_nanos"}
+# Field types whose values match a message id exactly (text is analysed: it does not).
+EXACT_TYPES = {"keyword", "constant_keyword", "wildcard", "long", "integer", "short", "byte", "unsigned_long"}
+NUMERIC_TYPES = {"long", "integer", "short", "byte", "unsigned_long"}
 
 
 @dataclass(frozen=True)
 class IdHit:
     message_id: str
     timestamp: datetime
+    index: str | None = None  # the concrete index that holds the message
 
 
 def _range_query(field: str, start: datetime, end: datetime) -> dict:
     return {"range": {field: {"gte": start.isoformat(), "lt": end.isoformat(), "format": "strict_date_optional_time"}}}
 
 
+def _field_types(client: SearchClient, index: str, field: str) -> dict[str, dict[str, Any]]:
+    """The mapping of `field` in each concrete index behind `index` (a name, alias, pattern or data stream)."""
+    found = {}
+    for concrete, idx in client.field_mapping(index, field).items():
+        leaf = idx.get("mappings", {}).get(field, {}).get("mapping", {})
+        mapping = next(iter(leaf.values()), None) if leaf else None
+        if mapping:
+            found[concrete] = mapping
+    return found
+
+
 def check_timestamp_field(es: Any, index: str, field: str) -> None:
     """Refuse an index whose mapping lacks the timestamp field, instead of exporting nothing."""
-    if not es.indices.exists(index=index):
-        raise SourceError(f"Elasticsearch index {index!r} does not exist; check messages_index in the configuration")
-    mappings = es.indices.get_field_mapping(index=index, fields=field).body
-    types = {
-        m.get("mapping", {}).get(field.split(".")[-1], {}).get("type")
-        for idx in mappings.values()
-        for m in [idx.get("mappings", {}).get(field, {})]
-    }
-    types.discard(None)
+    client = adapt(es)
+    if not client.exists(index):
+        raise SourceError(f"index {index!r} does not exist on the source cluster; check messages_index in the "
+                          "configuration (an index, alias, data stream or pattern)")
+    types = {str(m["type"]) for m in _field_types(client, index, field).values() if m.get("type")}
     if not types:
         raise SourceError(f"index {index!r} has no field {field!r} in its mapping; set timestamp_field in the "
                           "configuration to the field that holds each message's time")
@@ -52,8 +68,7 @@ def check_timestamp_field(es: Any, index: str, field: str) -> None:
 
 
 def count_interval(es: Any, cfg: ExportConfig, start: datetime, end: datetime) -> int:
-    resp = es.count(index=cfg.messages_index, query=_range_query(cfg.timestamp_field, start, end))
-    return int(resp["count"])
+    return adapt(es).count(cfg.messages_index, _range_query(cfg.timestamp_field, start, end))
 
 
 def scan(
@@ -69,22 +84,18 @@ def scan(
 
     The point-in-time gives a stable view for the whole scan; each response may carry a newer PIT id,
     which the next request must use. The PIT is closed in `finally`, also when the consumer stops early.
+    The engine's tie-breaker ends the sort, so `search_after` never skips or repeats a hit.
     """
-    pit_id = es.open_point_in_time(index=index, keep_alive=keep_alive)["id"]
+    client = adapt(es)
+    sort = [*sort, client.tiebreaker]
+    pit_id = client.open_pit(index, keep_alive)
     try:
         search_after = None
         while True:
             try:
-                resp = es.search(
-                    pit={"id": pit_id, "keep_alive": keep_alive},
-                    query=query,
-                    sort=sort,
-                    size=page_size,
-                    source=source,
-                    search_after=search_after,
-                    track_total_hits=False,
-                )
-            except NotFoundError as exc:
+                resp = client.search_pit(pit_id, keep_alive, query=query, sort=sort, size=page_size, source=source,
+                                         search_after=search_after)
+            except PointInTimeGone as exc:
                 raise PointInTimeExpired(f"the point-in-time over {index!r} expired or was closed "
                                          f"(keep_alive {keep_alive}): {exc}") from exc
             pit_id = resp.get("pit_id", pit_id)
@@ -97,23 +108,39 @@ def scan(
             search_after = hits[-1]["sort"]
     finally:
         try:
-            es.close_point_in_time(id=pit_id)
+            client.close_pit(pit_id)
         except Exception:  # noqa: BLE001 - the PIT expires on its own; never mask the real error
             pass
 
 
+def epoch_millis(sort_value: Any) -> int:
+    """A date sort value in epoch milliseconds; a date_nanos field gives a string with a fraction."""
+    return int(Decimal(str(sort_value)))
+
+
 def stream_ids(es: Any, cfg: ExportConfig, start: datetime, end: datetime) -> Iterator[IdHit]:
-    """The ids (and timestamps) of the messages whose timestamp is in [start, end), oldest first."""
-    sort = [{cfg.timestamp_field: {"order": "asc", "format": "epoch_millis"}}, {"_shard_doc": "asc"}]
-    for hit in scan(es, cfg.messages_index, _range_query(cfg.timestamp_field, start, end), sort,
-                    cfg.scan_page_size, cfg.pit_keep_alive):
-        millis = int(hit["sort"][0])
-        yield IdHit(hit["_id"], datetime.fromtimestamp(millis / 1000, tz=UTC))
+    """The ids (timestamps, concrete indices) of the messages whose timestamp is in [start, end), oldest first."""
+    client = adapt(es)
+    field = cfg.timestamp_field
+    per_nanos = 1
+    if client.sort_format:
+        sort: list[Any] = [{field: {"order": "asc", "format": "epoch_millis"}}]
+    else:
+        types = {m.get("type") for m in _field_types(client, cfg.messages_index, field).values()}
+        if len(types) > 1:
+            raise SourceError(f"field {field!r} is mapped as {sorted(map(str, types))} in the indices behind "
+                              f"{cfg.messages_index!r}; on OpenSearch give them one date type")
+        per_nanos = 1_000_000 if types == {"date_nanos"} else 1
+        sort = [{field: {"order": "asc"}}]
+    for hit in scan(client, cfg.messages_index, _range_query(field, start, end), sort, cfg.scan_page_size,
+                    cfg.pit_keep_alive):
+        millis = epoch_millis(hit["sort"][0]) // per_nanos
+        yield IdHit(hit["_id"], datetime.fromtimestamp(millis / 1000, tz=UTC), hit.get("_index"))
 
 
 @dataclass
 class MessageDetails:
-    """Everything Elasticsearch holds about one message."""
+    """Everything the source holds about one message."""
 
     message_id: str
     message: dict | None
@@ -124,22 +151,59 @@ class MessageDetails:
 IDS_PER_REQUEST = 10_000
 
 
-def fetch_details(es: Any, cfg: ExportConfig, message_ids: list[str]) -> dict[str, MessageDetails]:
+def fetch_details(es: Any, cfg: ExportConfig, message_ids: list[str],
+                  indices: dict[str, str | None] | None = None) -> dict[str, MessageDetails]:
     """Details of a batch in a few round trips: one `_mget`, one `_msearch` per 10,000 ids (plus pages).
 
-    A message missing from the messages index comes back with `message=None`, so the caller can
-    mark it failed while the rest of the batch goes on.
+    `indices` names the concrete index of each message (from the extract); without one, the
+    messages index itself is asked. A message missing there comes back with `message=None`, so the
+    caller can mark it failed while the rest of the batch goes on.
     """
+    client = adapt(es)
+    fields = {section: exact_field(client, index, cfg.message_id_field)
+              for section, index in cfg.related_indices().items()}
     details: dict[str, MessageDetails] = {}
     for start in range(0, len(message_ids), IDS_PER_REQUEST):
-        details.update(_fetch_part(es, cfg, message_ids[start:start + IDS_PER_REQUEST]))
+        part = message_ids[start:start + IDS_PER_REQUEST]
+        details.update(_fetch_part(client, cfg, part, indices or {}, fields))
     return details
 
 
-def _fetch_part(es: Any, cfg: ExportConfig, message_ids: list[str]) -> dict[str, MessageDetails]:
+def exact_field(client: SearchClient, index: str, field: str) -> tuple[str, bool]:
+    """The field to query for exact message ids in `index`, and whether it is numeric.
+
+    A `text` field (the dynamic mapping of a JSON string) is analysed and matches ids with capitals,
+    `/`, `:` or spaces wrongly; its `.keyword` sub-field matches exactly.
+    """
+    if not client.exists(index):
+        raise SourceError(f"index {index!r} does not exist on the source cluster; check the related index names "
+                          "(history_index, status_index, audit_index) in the configuration")
+    mappings = _field_types(client, index, field)
+    chosen: set[tuple[str, bool]] = set()
+    for concrete, mapping in mappings.items():
+        kind = mapping.get("type")
+        if kind in EXACT_TYPES:
+            chosen.add((field, kind in NUMERIC_TYPES))
+            continue
+        subfields = {name: sub.get("type") for name, sub in (mapping.get("fields") or {}).items()}
+        exact = sorted(name for name, sub_type in subfields.items() if sub_type in ("keyword", "wildcard"))
+        if kind == "text" and exact:
+            chosen.add((f"{field}.{exact[0]}", False))
+            continue
+        raise SourceError(f"field {field!r} of index {concrete!r} is mapped as {kind!r} without an exact "
+                          "(keyword) sub-field, so message ids cannot be matched exactly; map it as keyword, add a "
+                          f"keyword sub-field, or set message_id_field to a field that holds the id exactly")
+    if len(chosen) > 1:
+        raise SourceError(f"field {field!r} is mapped differently in the indices behind {index!r} "
+                          f"({sorted(chosen)}); give them one mapping")
+    return next(iter(chosen), (field, False))
+
+
+def _fetch_part(client: SearchClient, cfg: ExportConfig, message_ids: list[str], indices: dict[str, str | None],
+                fields: dict[str, tuple[str, bool]]) -> dict[str, MessageDetails]:
     if not message_ids:
         return {}
-    docs = es.mget(index=cfg.messages_index, ids=message_ids)["docs"]
+    docs = client.mget([{"_index": indices.get(mid) or cfg.messages_index, "_id": mid} for mid in message_ids])
     details = {
         d["_id"]: MessageDetails(d["_id"], d.get("_source") if d.get("found") else None, {})
         for d in docs
@@ -149,11 +213,11 @@ def _fetch_part(es: Any, cfg: ExportConfig, message_ids: list[str]) -> dict[str,
     for section in cfg.related_indices():
         for d in details.values():
             d.related[section] = []
-    for section, hits in _related_hits(es, cfg, message_ids):
+    for section, hits in _related_hits(client, cfg, message_ids, fields):
         for hit in hits:
-            mid = hit["_source"].get(cfg.message_id_field)
-            if mid in details:
-                details[mid].related[section].append(hit["_source"])
+            for mid in set(values_of(hit["_source"], cfg.message_id_field)):
+                if mid in details:
+                    details[mid].related[section].append(hit["_source"])
     for d in details.values():
         for docs_of_section in d.related.values():
             _sort_by_time(docs_of_section, cfg.timestamp_field)
@@ -161,7 +225,7 @@ def _fetch_part(es: Any, cfg: ExportConfig, message_ids: list[str]) -> dict[str,
 
 
 def _sort_by_time(docs: list[dict], field: str) -> None:
-    """Time order; ties broken by content, so the output never depends on Elasticsearch's order.
+    """Time order; ties broken by content, so the output never depends on the engine's order.
 
     Serialising every document for the tie-break cost ~10% of a batch, so it is done only when
     two documents share a timestamp.
@@ -177,25 +241,31 @@ def _canonical(doc: dict) -> str:
     return json.dumps(doc, sort_keys=True, ensure_ascii=False, default=str)
 
 
-def _related_hits(es: Any, cfg: ExportConfig, message_ids: list[str]) -> Iterable[tuple[str, list[dict]]]:
+def _terms(field: str, numeric: bool, message_ids: list[str]) -> dict:
+    # A numeric field cannot be asked for an id that is not a number (the engine refuses the query).
+    values: list[Any] = [int(m) for m in message_ids if m.lstrip("-").isdigit()] if numeric else message_ids
+    return {"terms": {field: values}}
+
+
+def _related_hits(client: SearchClient, cfg: ExportConfig, message_ids: list[str],
+                  fields: dict[str, tuple[str, bool]]) -> Iterable[tuple[str, list[dict]]]:
     sections = cfg.related_indices()
-    query = {"terms": {cfg.message_id_field: message_ids}}
+    queries = {section: _terms(*fields[section], message_ids) for section in sections}
     searches: list[dict] = []
-    for index in sections.values():
+    for section, index in sections.items():
         searches.append({"index": index})
-        searches.append({"query": query, "size": cfg.details_page_size, "track_total_hits": True})
-    resp = es.msearch(searches=searches)
-    for (section, index), result in zip(sections.items(), resp["responses"], strict=True):
+        searches.append({"query": queries[section], "size": cfg.details_page_size, "track_total_hits": True})
+    for (section, index), result in zip(sections.items(), client.msearch(searches), strict=True):
         if "error" in result:
             reason = result["error"].get("reason") if isinstance(result["error"], dict) else result["error"]
             if result.get("status") == 404:
-                raise SourceError(f"Elasticsearch index {index!r} does not exist; check {section}_index "
+                raise SourceError(f"index {index!r} does not exist on the source cluster; check {section}_index "
                                   "in the configuration")
             raise TransientError(f"searching {index!r} for the batch's {section} failed: {reason}")
         hits = result["hits"]["hits"]
         total = result["hits"]["total"]["value"]
         if total > len(hits):
             # More related documents than one page holds: page through this index alone.
-            sort = [{"_shard_doc": "asc"}]
-            hits = list(scan(es, index, query, sort, cfg.details_page_size, cfg.pit_keep_alive, source=True))
+            hits = list(scan(client, index, queries[section], [], cfg.details_page_size, cfg.pit_keep_alive,
+                             source=True))
         yield section, hits

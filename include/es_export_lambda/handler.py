@@ -23,7 +23,7 @@ from dataclasses import asdict
 from functools import lru_cache
 from typing import Any
 
-from es_export import clients, pipeline
+from es_export import clients, pipeline, search
 from es_export.config import ExportConfig
 from es_export.errors import ConfigError, StaleAttempt
 from es_export.payload import check_expected, parse
@@ -125,9 +125,15 @@ def _mysql(database: str) -> Any:
 
 @lru_cache(maxsize=1)
 def _elasticsearch() -> Any:
-    """Cached per container: warm invocations reuse the connection pool."""
-    return clients.elasticsearch(_required("ES_URL"), username=os.environ.get("ES_USERNAME"),
-                                 password=os.environ.get("ES_PASSWORD"))
+    """Cached per container: warm invocations reuse the connection pool (and the engine detected once).
+
+    ES_URL, and ES_USERNAME/ES_PASSWORD or ES_API_KEY, or ES_AWS_REGION for Amazon OpenSearch Service
+    (SigV4 with the function's execution role); ES_CA_CERTS for a private CA.
+    """
+    return search.connect(search.SearchSettings(
+        url=_required("ES_URL"), username=os.environ.get("ES_USERNAME") or None,
+        password=os.environ.get("ES_PASSWORD") or None, api_key=os.environ.get("ES_API_KEY") or None,
+        ca_certs=os.environ.get("ES_CA_CERTS") or None, aws_region=os.environ.get("ES_AWS_REGION") or None))
 
 
 @lru_cache(maxsize=4)

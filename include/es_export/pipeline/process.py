@@ -60,7 +60,8 @@ def process_batch(es: Any, conn: Any, s3: Any, cfg: ExportConfig, batch: Batch, 
         return BatchResult(batch.job_id, batch.batch_id, batch.batch_no, 0, 0, 0, 0, time.monotonic() - started)
     messages = attempt.messages
     try:
-        details, unreadable = fetch_isolating(es, cfg, [m.message_id for m in messages])
+        details, unreadable = fetch_isolating(es, cfg, [m.message_id for m in messages],
+                                              {m.message_id: m.index for m in messages})
     except Exception as exc:
         _try_fail_batch(conn, attempt, exc, cfg)
         raise
@@ -142,11 +143,11 @@ def _isolatable(exc: Exception) -> bool:
     return True
 
 
-def fetch_isolating(es: Any, cfg: ExportConfig, ids: list[str]) -> tuple[dict[str, source.MessageDetails],
-                                                                             dict[str, str]]:
+def fetch_isolating(es: Any, cfg: ExportConfig, ids: list[str], indices: dict[str, str | None] | None = None
+                    ) -> tuple[dict[str, source.MessageDetails], dict[str, str]]:
     """The details of `ids`, and for each id whose details cannot be read, why (found by halving)."""
     try:
-        return source.fetch_details(es, cfg, ids), {}
+        return source.fetch_details(es, cfg, ids, indices), {}
     except Exception as exc:
         if not _isolatable(exc):
             raise
@@ -155,8 +156,8 @@ def fetch_isolating(es: Any, cfg: ExportConfig, ids: list[str]) -> tuple[dict[st
         log.warning("details of %d messages failed (%s: %s); splitting the batch to find the cause", len(ids),
                     type(exc).__name__, exc)
     half = len(ids) // 2
-    left, bad_left = fetch_isolating(es, cfg, ids[:half])
-    right, bad_right = fetch_isolating(es, cfg, ids[half:])
+    left, bad_left = fetch_isolating(es, cfg, ids[:half], indices)
+    right, bad_right = fetch_isolating(es, cfg, ids[half:], indices)
     return {**left, **right}, {**bad_left, **bad_right}
 
 

@@ -54,9 +54,9 @@ def start_batch(conn: Any, batch_id: int, *, lease_seconds: int = 7200) -> Batch
             " WHERE batch_id = %s AND status IN (%s, %s, %s)",
             (Status.RUNNING, lease_seconds, batch_id, Status.PENDING, Status.FAILED, Status.RUNNING),
         )
-        cur.execute("SELECT id, message_id, message_ts, s3_key FROM message_tracking WHERE batch_id = %s"
-                    " AND status = %s ORDER BY id", (batch_id, Status.RUNNING))
-        messages = [TrackedMessage(int(r[0]), r[1], r[2].replace(tzinfo=UTC), r[3]) for r in cur.fetchall()]
+        cur.execute("SELECT id, message_id, message_ts, s3_key, source_index FROM message_tracking"
+                    " WHERE batch_id = %s AND status = %s ORDER BY id", (batch_id, Status.RUNNING))
+        messages = [TrackedMessage(int(r[0]), r[1], r[2].replace(tzinfo=UTC), r[3], r[4]) for r in cur.fetchall()]
         return BatchAttempt(batch_id, token, messages)
 
     return in_transaction(conn, work)

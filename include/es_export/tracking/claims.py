@@ -19,10 +19,10 @@ def insert_chunk(conn: Any, hits: list[Any], *, dag_id: str, run_id: str) -> int
     """
     params: list[Any] = []
     for hit in hits:
-        params += [hit.message_id, utc_naive(hit.timestamp), dag_id, run_id]
+        params += [hit.message_id, utc_naive(hit.timestamp), hit.index, dag_id, run_id]
     with conn.cursor() as cur:
-        cur.execute("INSERT IGNORE INTO message_tracking (message_id, message_ts, dag_id, run_id) VALUES "
-                    + values_sql(len(hits), 4), params)
+        cur.execute("INSERT IGNORE INTO message_tracking (message_id, message_ts, source_index, dag_id, run_id)"
+                    " VALUES " + values_sql(len(hits), 5), params)
         new = int(cur.rowcount)
         if new < len(hits):
             _rehome(cur, hits, dag_id=dag_id, run_id=run_id)
@@ -30,19 +30,24 @@ def insert_chunk(conn: Any, hits: list[Any], *, dag_id: str, run_id: str) -> int
 
 
 def _rehome(cur: Any, hits: list[Any], *, dag_id: str, run_id: str) -> None:
-    seen = {hit.message_id: utc_naive(hit.timestamp) for hit in hits}
-    cur.execute("SELECT id, message_id, message_ts FROM message_tracking WHERE message_id IN ("
+    seen = {hit.message_id: hit for hit in hits}
+    cur.execute("SELECT id, message_id, message_ts, source_index FROM message_tracking WHERE message_id IN ("
                 + ", ".join(["%s"] * len(seen)) + ")", list(seen))
-    for row_id, message_id, old_ts in cur.fetchall():
-        new_ts = seen.get(message_id)
-        if new_ts is None or old_ts == new_ts:
+    for row_id, message_id, old_ts, old_index in cur.fetchall():
+        hit = seen.get(message_id)
+        if hit is None:
+            continue
+        new_ts = utc_naive(hit.timestamp)
+        if old_ts == new_ts:
+            if hit.index and hit.index != old_index:  # tracked before indices were, or moved (a rollover)
+                cur.execute("UPDATE message_tracking SET source_index = %s WHERE id = %s", (hit.index, row_id))
             continue
         cur.execute(
-            "UPDATE message_tracking SET last_error = %s, message_ts = %s, status = %s, job_id = NULL,"
-            " batch_id = NULL, attempts = 0, next_attempt_at = NULL, lease_expires_at = NULL, dag_id = %s,"
-            " run_id = %s WHERE id = %s AND status <> %s",
-            (f"re-homed: its timestamp changed in Elasticsearch from {old_ts.isoformat()} to {new_ts.isoformat()}",
-             new_ts, Status.PENDING, dag_id, run_id, row_id, Status.RUNNING),
+            "UPDATE message_tracking SET last_error = %s, message_ts = %s, source_index = %s, status = %s,"
+            " job_id = NULL, batch_id = NULL, attempts = 0, next_attempt_at = NULL, lease_expires_at = NULL,"
+            " dag_id = %s, run_id = %s WHERE id = %s AND status <> %s",
+            (f"re-homed: its timestamp changed in the source from {old_ts.isoformat()} to {new_ts.isoformat()}",
+             new_ts, hit.index, Status.PENDING, dag_id, run_id, row_id, Status.RUNNING),
         )
 
 

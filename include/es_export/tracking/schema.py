@@ -110,6 +110,10 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (6, "which job exported which part of an interval", [
         "ALTER TABLE job_runs ADD COLUMN exported_by_others BIGINT NULL AFTER completed",
     ]),
+    # Data streams, aliases and patterns: a message's details are fetched from its concrete index.
+    (7, "the concrete index of each message", [
+        "ALTER TABLE message_tracking ADD COLUMN source_index VARCHAR(255) NULL AFTER message_ts",
+    ]),
 ]
 
 

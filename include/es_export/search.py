@@ -1,0 +1,345 @@
+"""The search engines the package reads: Elasticsearch 8.x and 9.x, OpenSearch 2.x and 3.x (also
+Amazon OpenSearch Service with IAM/SigV4). One small client interface over both Python clients.
+
+The engine and its version come from the root endpoint, once per connection; anything else is
+refused there with a message naming what was found. The rest of the package calls only
+`SearchClient`'s methods, so the protocol differences live here: how a point-in-time is opened and
+closed, the sort tie-breaker, the request shapes of each client, and the REST compatibility
+headers Elasticsearch 8.x needs from the 9.x client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from es_export.errors import ConfigError, SourceError
+
+
+class PointInTimeGone(Exception):
+    """A point-in-time was closed or expired between two pages."""
+
+
+@dataclass(frozen=True)
+class Engine:
+    product: str  # "elasticsearch" or "opensearch"
+    version: str
+
+    @property
+    def major(self) -> int:
+        return int(self.version.split(".")[0])
+
+    @property
+    def minor(self) -> int:
+        parts = self.version.split(".")
+        return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+
+    def __str__(self) -> str:
+        name = "OpenSearch" if self.product == "opensearch" else "Elasticsearch"
+        return f"{name} {self.version}"
+
+
+def detect(info: dict[str, Any]) -> Engine:
+    """The engine a root endpoint (`GET /`) describes."""
+    version = info.get("version") or {}
+    number = str(version.get("number") or "")
+    if not number:
+        raise SourceError(f"the search endpoint's root answer has no version ({info!r}); is the URL the cluster's?")
+    product = "opensearch" if version.get("distribution") == "opensearch" else "elasticsearch"
+    return Engine(product, number)
+
+
+def check_supported(engine: Engine) -> None:
+    """Refuse an engine the export cannot read correctly, before any work."""
+    if engine.product == "elasticsearch" and engine.major in (8, 9):
+        return
+    if engine.product == "opensearch" and (engine.major == 3 or (engine.major == 2 and engine.minor >= 4)):
+        return
+    if engine.product == "elasticsearch" and engine.major == 7:
+        raise SourceError(f"the source is {engine}: Elasticsearch 7.x is not supported (its point-in-time needs "
+                          "X-Pack and 7.10 on Amazon's service has none, and a scroll is not resumable). Upgrade "
+                          "to Elasticsearch 8 or 9, or to OpenSearch 2.4 or later on Amazon OpenSearch Service")
+    raise SourceError(f"the source is {engine}, which this package does not support; supported are "
+                      "Elasticsearch 8.x and 9.x and OpenSearch 2.4 to 3.x")
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """How to reach the cluster. Auth: basic (username/password), an API key, or AWS SigV4
+    (`aws_region`; service `es` for Amazon OpenSearch Service)."""
+
+    url: str
+    username: str | None = None
+    password: str | None = None
+    api_key: str | None = None
+    ca_certs: str | None = None
+    verify_certs: bool = True
+    aws_region: str | None = None
+    aws_service: str = "es"
+    request_timeout: float = 120
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("http://", "https://")):
+            raise ConfigError(f"the search URL must start with http:// or https://, got {self.url!r}")
+        if self.aws_service == "aoss":
+            raise ConfigError("OpenSearch Serverless (service 'aoss') is refused: it has no point-in-time and no "
+                              "_mget across indices, which the export needs; use a managed OpenSearch domain "
+                              "(service 'es')")
+        if self.aws_region and (self.username or self.api_key):
+            raise ConfigError("choose one authentication: AWS SigV4 (aws_region) or a login/API key, not both")
+
+
+class SearchClient:
+    """What the export asks of a cluster; `ElasticsearchClient` and `OpenSearchClient` implement it."""
+
+    engine: Engine | None = None
+    tiebreaker: dict[str, str] = {"_shard_doc": "asc"}
+    # Elasticsearch can give any date sort value in epoch milliseconds; OpenSearch has no sort format
+    # and gives a date_nanos field's value in nanoseconds.
+    sort_format = True
+
+    def exists(self, index: str) -> bool:
+        raise NotImplementedError
+
+    def field_mapping(self, index: str, field: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def count(self, index: str, query: dict[str, Any]) -> int:
+        raise NotImplementedError
+
+    def open_pit(self, index: str, keep_alive: str) -> str:
+        raise NotImplementedError
+
+    def search_pit(self, pit_id: str, keep_alive: str, *, query: dict[str, Any], sort: list[Any], size: int,
+                   source: bool | list[str], search_after: list[Any] | None) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def close_pit(self, pit_id: str) -> None:
+        raise NotImplementedError
+
+    def mget(self, docs: list[dict[str, str]]) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def msearch(self, searches: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+
+class ElasticsearchClient(SearchClient):
+    """The `elasticsearch` 9.x Python client (for 8.x servers it sends compatible-with=8 headers)."""
+
+    def __init__(self, es: Any, engine: Engine | None = None) -> None:
+        self.es, self.engine = es, engine
+
+    def exists(self, index: str) -> bool:
+        return bool(self.es.indices.exists(index=index))
+
+    def field_mapping(self, index: str, field: str) -> dict[str, Any]:
+        resp = self.es.indices.get_field_mapping(index=index, fields=field)
+        return dict(getattr(resp, "body", resp))
+
+    def count(self, index: str, query: dict[str, Any]) -> int:
+        return int(self.es.count(index=index, query=query)["count"])
+
+    def open_pit(self, index: str, keep_alive: str) -> str:
+        return str(self.es.open_point_in_time(index=index, keep_alive=keep_alive)["id"])
+
+    def search_pit(self, pit_id: str, keep_alive: str, *, query: dict[str, Any], sort: list[Any], size: int,
+                   source: bool | list[str], search_after: list[Any] | None) -> dict[str, Any]:
+        from elasticsearch import NotFoundError
+
+        try:
+            return dict(self.es.search(pit={"id": pit_id, "keep_alive": keep_alive}, query=query, sort=sort,
+                                       size=size, source=source, search_after=search_after, track_total_hits=False))
+        except NotFoundError as exc:
+            raise PointInTimeGone(str(exc)) from exc
+
+    def close_pit(self, pit_id: str) -> None:
+        self.es.close_point_in_time(id=pit_id)
+
+    def mget(self, docs: list[dict[str, str]]) -> list[dict[str, Any]]:
+        return list(self.es.mget(docs=docs)["docs"])
+
+    def msearch(self, searches: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return list(self.es.msearch(searches=searches)["responses"])
+
+
+class OpenSearchClient(SearchClient):
+    """The `opensearch-py` client: OpenSearch 2.4+ and 3.x, Amazon OpenSearch Service (SigV4)."""
+
+    # OpenSearch adds no hidden tie-breaker to a point-in-time search; _id is unique and sortable there.
+    tiebreaker = {"_id": "asc"}
+    sort_format = False
+
+    def __init__(self, client: Any, engine: Engine | None = None) -> None:
+        self.client, self.engine = client, engine
+
+    def exists(self, index: str) -> bool:
+        return bool(self.client.indices.exists(index=index))
+
+    def field_mapping(self, index: str, field: str) -> dict[str, Any]:
+        return dict(self.client.indices.get_field_mapping(index=index, fields=field))
+
+    def count(self, index: str, query: dict[str, Any]) -> int:
+        return int(self.client.count(index=index, body={"query": query})["count"])
+
+    def open_pit(self, index: str, keep_alive: str) -> str:
+        return str(self.client.create_pit(index=index, params={"keep_alive": keep_alive})["pit_id"])
+
+    def search_pit(self, pit_id: str, keep_alive: str, *, query: dict[str, Any], sort: list[Any], size: int,
+                   source: bool | list[str], search_after: list[Any] | None) -> dict[str, Any]:
+        from opensearchpy import NotFoundError
+
+        body: dict[str, Any] = {"pit": {"id": pit_id, "keep_alive": keep_alive}, "query": query, "sort": sort,
+                                "size": size, "_source": source, "track_total_hits": False}
+        if search_after is not None:
+            body["search_after"] = search_after
+        try:
+            return dict(self.client.search(body=body))
+        except NotFoundError as exc:
+            raise PointInTimeGone(str(exc)) from exc
+
+    def close_pit(self, pit_id: str) -> None:
+        self.client.delete_pit(body={"pit_id": [pit_id]})
+
+    def mget(self, docs: list[dict[str, str]]) -> list[dict[str, Any]]:
+        return list(self.client.mget(body={"docs": docs})["docs"])
+
+    def msearch(self, searches: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return list(self.client.msearch(body=searches)["responses"])
+
+
+def adapt(client: Any) -> SearchClient:
+    """A SearchClient as it is, or a bare `elasticsearch` client (or a test's wrapper of one) wrapped."""
+    return client if isinstance(client, SearchClient) else ElasticsearchClient(client)
+
+
+def connect(settings: SearchSettings, *, aws_credentials: Any = None) -> SearchClient:
+    """Detect the engine from the root endpoint and return the client that speaks to it."""
+    info = root_info(settings, aws_credentials=aws_credentials)
+    engine = detect(info)
+    check_supported(engine)
+    if engine.product == "opensearch":
+        return OpenSearchClient(_opensearch(settings, aws_credentials), engine)
+    if settings.aws_region:
+        raise ConfigError(f"the source is {engine}: AWS SigV4 is supported for Amazon OpenSearch Service (OpenSearch "
+                          "2.4+); an Elasticsearch cluster needs a login or an API key")
+    return ElasticsearchClient(_elasticsearch(settings, compatible_with=engine.major), engine)
+
+
+def root_info(settings: SearchSettings, *, aws_credentials: Any = None) -> dict[str, Any]:
+    """`GET /` with the settings' authentication, by plain HTTP: neither Python client answers for
+    the other product (the elasticsearch client refuses OpenSearch outright). urllib3 only, which the
+    Lambda runtime has."""
+    import base64
+    import json
+
+    import urllib3
+
+    url = settings.url.rstrip("/") + "/"
+    headers = {"Accept": "application/json"}
+    if settings.aws_region:
+        from opensearchpy import Urllib3AWSV4SignerAuth
+
+        signer = Urllib3AWSV4SignerAuth(_credentials(aws_credentials), settings.aws_region, settings.aws_service)
+        headers.update(signer("GET", url, None, headers))
+    elif settings.api_key:
+        headers["Authorization"] = f"ApiKey {settings.api_key}"
+    elif settings.username:
+        token = base64.b64encode(f"{settings.username}:{settings.password or ''}".encode()).decode()
+        headers["Authorization"] = f"Basic {token}"
+    tls: dict[str, Any] = {"cert_reqs": "CERT_REQUIRED" if settings.verify_certs else "CERT_NONE"}
+    if settings.ca_certs:
+        tls["ca_certs"] = settings.ca_certs
+    try:
+        resp = urllib3.PoolManager(**tls).request("GET", url, headers=headers, timeout=30, retries=2)
+    except urllib3.exceptions.HTTPError as exc:
+        raise SourceError(f"cannot reach the search cluster at {settings.url}: {type(exc).__name__}: {exc}") from exc
+    if resp.status in (401, 403):
+        raise SourceError(f"the search cluster at {settings.url} refused the credentials (HTTP {resp.status}); "
+                          "check the connection's login, API key or IAM permissions")
+    if resp.status != 200:
+        raise SourceError(f"GET / of the search cluster at {settings.url} answered HTTP {resp.status}")
+    return dict(json.loads(resp.data))
+
+
+def _credentials(aws_credentials: Any) -> Any:
+    if aws_credentials is not None:
+        return aws_credentials
+    import boto3
+
+    credentials = boto3.Session().get_credentials()
+    if credentials is None:
+        raise ConfigError("AWS SigV4 needs AWS credentials (the aws_default connection in Airflow, the execution "
+                          "role in Lambda), and none were found")
+    return credentials
+
+
+def _opensearch(settings: SearchSettings, aws_credentials: Any) -> Any:
+    from opensearchpy import OpenSearch, Urllib3AWSV4SignerAuth
+
+    kwargs: dict[str, Any] = {"timeout": settings.request_timeout, "max_retries": 3, "retry_on_timeout": True,
+                              "verify_certs": settings.verify_certs, "ca_certs": settings.ca_certs}
+    if settings.aws_region:
+        kwargs["http_auth"] = Urllib3AWSV4SignerAuth(_credentials(aws_credentials), settings.aws_region,
+                                                     settings.aws_service)
+    elif settings.api_key:
+        kwargs["headers"] = {"Authorization": f"ApiKey {settings.api_key}"}
+    elif settings.username:
+        kwargs["http_auth"] = (settings.username, settings.password or "")
+    return OpenSearch(hosts=[settings.url], **kwargs)
+
+
+def _elasticsearch(settings: SearchSettings, *, compatible_with: int) -> Any:
+    from elasticsearch import Elasticsearch
+
+    kwargs: dict[str, Any] = {"request_timeout": settings.request_timeout, "retry_on_timeout": True,
+                              "max_retries": 3, "verify_certs": settings.verify_certs}
+    if settings.ca_certs:
+        kwargs["ca_certs"] = settings.ca_certs
+    if settings.api_key:
+        kwargs["api_key"] = settings.api_key
+    elif settings.username:
+        kwargs["basic_auth"] = (settings.username, settings.password or "")
+    if compatible_with == 8:
+        kwargs["node_class"] = _compatible_with_8_node()
+    return Elasticsearch(settings.url, **kwargs)
+
+
+def _compatible_with_8_node() -> type:
+    """A transport node that asks for REST compatibility with 8: the 9.x client sets compatible-with=9 on
+    every request (overriding any header passed in), which an 8.x server refuses."""
+    from elastic_transport import HttpHeaders, Urllib3HttpNode
+    from elastic_transport._models import DEFAULT, DefaultType
+    from elastic_transport._node._base import NodeApiResponse
+
+    class CompatibleWith8(Urllib3HttpNode):
+        def perform_request(self, method: str, target: str, body: bytes | None = None,
+                            headers: HttpHeaders | None = None,
+                            request_timeout: DefaultType | float | None = DEFAULT) -> NodeApiResponse:
+            if headers is not None:
+                headers = headers.copy()
+                for name in ("accept", "content-type"):
+                    if name in headers:
+                        headers[name] = headers[name].replace("compatible-with=9", "compatible-with=8")
+            return super().perform_request(method, target, body=body, headers=headers,
+                                           request_timeout=request_timeout)
+
+    return CompatibleWith8
+
+
+def values_of(source: dict[str, Any], field: str) -> Iterable[str]:
+    """The message ids a related document names in `field` (a dotted path, or a flattened key): a
+    string, a number, or an array of them (a document linked to several messages)."""
+    value: Any = source.get(field)
+    if value is None and "." in field:
+        value = source
+        for part in field.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+    items = value if isinstance(value, list) else [value]
+    for item in items:
+        if isinstance(item, bool) or item is None or isinstance(item, dict | list):
+            continue
+        if isinstance(item, float) and item.is_integer():
+            item = int(item)
+        yield str(item)

@@ -1,0 +1,94 @@
+"""The engine rules of es_export.search and the source's field choices, without a cluster."""
+
+import pytest
+
+from es_export import search, source
+from es_export.errors import ConfigError, SourceError
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize(("info", "engine"), [
+    pytest.param({"version": {"number": "9.5.3", "build_flavor": "default"}}, "Elasticsearch 9.5.3", id="es9"),
+    pytest.param({"version": {"number": "8.19.21"}}, "Elasticsearch 8.19.21", id="es8"),
+    pytest.param({"version": {"number": "2.19.1", "distribution": "opensearch"}}, "OpenSearch 2.19.1", id="os2"),
+    pytest.param({"version": {"number": "3.8.0", "distribution": "opensearch"}}, "OpenSearch 3.8.0", id="os3"),
+])
+def test_supported_engines_are_detected_from_the_root_endpoint(info, engine):
+    found = search.detect(info)
+    search.check_supported(found)
+    assert str(found) == engine
+
+
+@pytest.mark.parametrize(("info", "message"), [
+    pytest.param({"version": {"number": "7.10.2", "distribution": "oss"}},
+                 "the source is Elasticsearch 7.10.2: Elasticsearch 7.x is not supported", id="es7.10"),
+    pytest.param({"version": {"number": "1.3.19", "distribution": "opensearch"}},
+                 "the source is OpenSearch 1.3.19, which this package does not support", id="os1"),
+    pytest.param({"version": {"number": "2.3.0", "distribution": "opensearch"}},
+                 "the source is OpenSearch 2.3.0, which this package does not support", id="os2.3-no-pit"),
+    pytest.param({"version": {"number": "6.8.23"}}, "Elasticsearch 6.8.23, which", id="es6"),
+])
+def test_other_engines_are_refused_naming_what_was_found(info, message):
+    with pytest.raises(SourceError, match=message):
+        search.check_supported(search.detect(info))
+
+
+def test_serverless_and_mixed_auth_are_refused_before_any_request():
+    with pytest.raises(ConfigError, match="OpenSearch Serverless .* is refused"):
+        search.SearchSettings(url="https://x.aoss.amazonaws.com", aws_region="eu-west-1", aws_service="aoss")
+    with pytest.raises(ConfigError, match="choose one authentication"):
+        search.SearchSettings(url="https://x", aws_region="eu-west-1", username="u")
+    with pytest.raises(ConfigError, match="must start with http:// or https://"):
+        search.SearchSettings(url="localhost:9200")
+
+
+@pytest.mark.parametrize(("doc", "field", "ids"), [
+    pytest.param({"message_id": "a/B c"}, "message_id", ["a/B c"], id="string"),
+    pytest.param({"message_id": 42}, "message_id", ["42"], id="number"),
+    pytest.param({"message_id": 42.0}, "message_id", ["42"], id="whole-float"),
+    pytest.param({"message_id": ["m1", "m2"]}, "message_id", ["m1", "m2"], id="array"),
+    pytest.param({"meta": {"message_id": "m1"}}, "meta.message_id", ["m1"], id="dotted-path"),
+    pytest.param({"meta.message_id": "m1"}, "meta.message_id", ["m1"], id="flattened-key"),
+    pytest.param({"message_id": {"x": 1}}, "message_id", [], id="object-ignored"),
+    pytest.param({"other": 1}, "message_id", [], id="absent"),
+])
+def test_related_documents_name_their_messages_in_every_shape(doc, field, ids):
+    assert list(search.values_of(doc, field)) == ids
+
+
+def test_date_nanos_sort_values_become_milliseconds():
+    assert source.epoch_millis("1727740800123.456") == 1727740800123
+    assert source.epoch_millis(1727740800123) == 1727740800123
+
+
+class Mapped(search.SearchClient):
+    """A cluster that only answers field mappings (one per concrete index)."""
+
+    def __init__(self, mappings):
+        self.mappings = mappings
+
+    def exists(self, index):
+        return True
+
+    def field_mapping(self, index, field):
+        leaf = field.split(".")[-1]
+        return {name: {"mappings": {field: {"full_name": field, "mapping": {leaf: m}}}}
+                for name, m in self.mappings.items()}
+
+
+@pytest.mark.parametrize(("mappings", "chosen"), [
+    pytest.param({"h": {"type": "keyword"}}, ("message_id", False), id="keyword"),
+    pytest.param({"h": {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 256}}}},
+                 ("message_id.keyword", False), id="dynamic-text-with-keyword"),
+    pytest.param({"h": {"type": "long"}}, ("message_id", True), id="numeric"),
+    pytest.param({}, ("message_id", False), id="not-mapped-yet"),
+])
+def test_the_exact_field_is_chosen_from_the_mapping(mappings, chosen):
+    assert source.exact_field(Mapped(mappings), "h", "message_id") == chosen
+
+
+def test_a_text_field_without_an_exact_sub_field_is_refused_naming_index_and_fix():
+    with pytest.raises(SourceError, match="field 'message_id' of index 'h-2024' is mapped as 'text' without an "
+                                          "exact \\(keyword\\) sub-field"):
+        source.exact_field(Mapped({"h-2024": {"type": "text"}}), "h-*", "message_id")
