@@ -58,10 +58,12 @@ airflow: up
 down:
 	@bash devstack/airflow.sh down test
 	@bash devstack/airflow.sh down
+	@for engine in opensearch2 opensearch3 es8; do bash devstack/engines.sh down $$engine; done
 	@bash $(STACK) down
 
 status:
 	@bash $(STACK) status
+	@bash devstack/engines.sh status
 	@bash devstack/airflow.sh status
 	@bash devstack/airflow.sh status test
 
