@@ -1,4 +1,4 @@
-"""Helpers the integration tests share (plain functions; fixtures live in conftest.py)."""
+"""Helpers the tests share (plain functions; fixtures live in conftest.py)."""
 
 import contextlib
 import json
@@ -10,10 +10,19 @@ import time
 import uuid
 from collections.abc import Generator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+
+import pytest
+
+import seed_data
 
 ROOT = Path(__file__).resolve().parents[1]
 DAGS = ROOT / "dags"
+# The configuration keys that name the four indices, and the seed data's own name for each.
+INDEX_KEYS = {"messages_index": seed_data.MESSAGES_INDEX, "history_index": seed_data.HISTORY_INDEX,
+              "status_index": seed_data.STATUS_INDEX, "audit_index": seed_data.AUDIT_INDEX}
+CONFIG_VARIABLE = "AIRFLOW_VAR_ES_MESSAGE_EXPORT_CONFIG"
 
 
 def connect(database: str | None = None):
@@ -45,13 +54,79 @@ def query(database: str, sql: str, *params):
         conn.close()
 
 
-def seed_with_indices(es, cfg: dict, seed_cfg) -> None:
-    """Sample data into the four indices a config names (its messages_index, history_index, ...)."""
-    import seed_data
+def new_tracking_database(name: str):
+    """An empty tracking database of the given name, migrated; returns an open connection to it."""
+    from es_export import tracking
 
-    names = {seed_data.MESSAGES_INDEX: cfg["messages_index"], seed_data.HISTORY_INDEX: cfg["history_index"],
-             seed_data.STATUS_INDEX: cfg["status_index"], seed_data.AUDIT_INDEX: cfg["audit_index"]}
-    seed_data.load(es, seed_cfg, index_names=names)
+    reset_database(name)
+    conn = connect(name)
+    tracking.migrate(conn)
+    return conn
+
+
+def seed_indices(es, indices: dict, seed: seed_data.SeedConfig, *, recreate: bool = True) -> None:
+    """Sample data into the four indices a config names (its messages_index, history_index, ...)."""
+    seed_data.load(es, seed, recreate=recreate,
+                   index_names={default: indices[key] for key, default in INDEX_KEYS.items()})
+
+
+@contextlib.contextmanager
+def own_indices(es, seed: seed_data.SeedConfig, tag: str) -> Generator[dict[str, str], None, None]:
+    """Four indices of the caller's own, seeded: yields the config keys naming them, deletes them on exit."""
+    suffix = uuid.uuid4().hex[:8]
+    indices = {key: f"{tag}-{default}-{suffix}" for key, default in INDEX_KEYS.items()}
+    seed_indices(es, indices, seed)
+    try:
+        yield indices
+    finally:
+        es.indices.delete(index=",".join(indices.values()), ignore_unavailable=True)
+
+
+def mysql_connection(database: str) -> str:
+    """AIRFLOW_CONN_MYSQL_TRACKING of the stack, pointed at another tracking database."""
+    return json.dumps({**json.loads(os.environ["AIRFLOW_CONN_MYSQL_TRACKING"]), "schema": database})
+
+
+def point_airflow_at(mp: pytest.MonkeyPatch, config: dict, database: str) -> None:
+    """Airflow's Variable es_message_export_config and its mysql_tracking connection, through `mp`."""
+    mp.setenv(CONFIG_VARIABLE, json.dumps(config))
+    mp.setenv("AIRFLOW_CONN_MYSQL_TRACKING", mysql_connection(database))
+
+
+@contextlib.contextmanager
+def config_changed(config: dict, **changes) -> Generator[None, None, None]:
+    """The Variable es_message_export_config with `changes`, for the block; as before after it."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(CONFIG_VARIABLE, json.dumps({**config, **changes}))
+        yield
+
+
+def parse_dag(dag_id: str):
+    """The DAG of dags/<dag_id>.py as Airflow's DagBag parses it."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAGS / f"{dag_id}.py")).dags[dag_id]
+
+
+def run_dag(dag_id: str, **conf):
+    """One run of the DAG in this process (dag.test) with `conf`; returns its DagRun."""
+    return parse_dag(dag_id).test(run_conf=conf, logical_date=datetime.now(UTC))
+
+
+def s3_keys(s3, bucket: str, prefix: str) -> list[str]:
+    """Every key under `prefix`, all pages."""
+    return [obj["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            for obj in page.get("Contents", [])]
+
+
+def one_batch(es, conn, cfg, params, *, run_id: str, dag_id: str = "es_message_export"):
+    """What a run's start_job, extract and plan leave for its single mapped task: (job, the one batch)."""
+    from es_export import pipeline
+
+    job = pipeline.open_job(conn, dag_id=dag_id, run_id=run_id, params=params)
+    pipeline.extract(es, conn, cfg, job)
+    (batch,) = pipeline.plan(conn, cfg, job, params)
+    return job, batch
 
 
 @dataclass(frozen=True)

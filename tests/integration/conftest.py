@@ -44,6 +44,13 @@ def s3():
     return boto3.client("s3", endpoint_url=_require("AWS_ENDPOINT_URL"), region_name="us-east-1")
 
 
+@pytest.fixture(scope="module")
+def module_monkeypatch():
+    """`monkeypatch` for module-scoped fixtures: undone when the module's tests are done."""
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
 @pytest.fixture(scope="session")
 def airflow_db():
     """Airflow's own metadata database (SQLite under .local/airflow), migrated once per session."""
@@ -60,7 +67,6 @@ def running_airflow(es, s3):
     Also listening: a StatsD socket for the metrics, and an SQS queue subscribed to the alert topic.
     Every run of this Airflow misses its 5 s deadline, on purpose.
     """
-    import json
     import types
     import uuid
     from datetime import date
@@ -69,16 +75,12 @@ def running_airflow(es, s3):
 
     import running_airflow as ra
     import seed_data
-    from es_export import tracking
-    from support import connect, local_lambda, reset_database, seed_with_indices
+    from support import local_lambda, mysql_connection, new_tracking_database, seed_indices
 
-    reset_database(ra.TRACKING_DB)
-    conn = connect(ra.TRACKING_DB)
-    tracking.migrate(conn)
-    conn.close()
+    new_tracking_database(ra.TRACKING_DB).close()
     cfg = ra.CONFIG
     seed = seed_data.SeedConfig(messages=900, days=3, start=date(2024, 10, 1), seed=23, large=0)
-    seed_with_indices(es, cfg, seed)
+    seed_indices(es, cfg, seed)
     s3.create_bucket(Bucket=cfg["bucket"])
     endpoint = os.environ["AWS_ENDPOINT_URL"]
     sqs = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1")
@@ -88,12 +90,11 @@ def running_airflow(es, s3):
     sns.create_topic(Name=ra.ALERT_TOPIC.rsplit(":", 1)[1])
     sns.subscribe(TopicArn=ra.ALERT_TOPIC, Protocol="sqs", Endpoint=queue_arn)
     statsd = ra.StatsdListener(ra.STATSD_PORT)
-    mysql_conn = {**json.loads(os.environ["AIRFLOW_CONN_MYSQL_TRACKING"]), "schema": ra.TRACKING_DB}
     # Its own processing Lambda (dispatch=lambda and sqs), configured like this Airflow's Variable.
     with local_lambda("airflow-test", export_config=cfg, database=ra.TRACKING_DB) as function:
         config = {**cfg, **function.airflow_config()}
         try:
-            ra.start_fresh(json.dumps(mysql_conn), config=config, aws_conn_json=function.aws_connection())
+            ra.start_fresh(mysql_connection(ra.TRACKING_DB), config=config, aws_conn_json=function.aws_connection())
         except RuntimeError as exc:
             statsd.close()
             pytest.fail(str(exc))

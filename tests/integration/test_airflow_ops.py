@@ -13,6 +13,7 @@ import pytest
 import requests
 
 import running_airflow as ra
+import support
 from es_export import sink
 from support import query
 
@@ -28,9 +29,7 @@ def es_count(es, index: str, day: date) -> int:
 
 
 def s3_keys(s3, bucket: str, day: date) -> list[str]:
-    prefix = sink.day_prefix(ra.CONFIG["prefix"], day)
-    return [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-            for o in page.get("Contents", [])]
+    return support.s3_keys(s3, bucket, sink.day_prefix(ra.CONFIG["prefix"], day))
 
 
 def exported_at(s3, key: str) -> str:

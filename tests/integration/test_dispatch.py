@@ -20,7 +20,6 @@ import pytest
 
 import seed_data
 import support
-from es_export import pipeline
 from es_export.config import ExportConfig, RunParams
 from es_export.errors import ConfigError
 from es_export.payload import build_payload
@@ -37,12 +36,8 @@ REMOTE = ("lambda", "sqs")
 
 @pytest.fixture(scope="module")
 def indices(es):
-    suffix = uuid.uuid4().hex[:8]
-    names = {name: f"d-{name}-{suffix}" for name in seed_data.MAPPINGS}
-    seed_data.load(es, SEED, index_names=names)
-    yield {"messages_index": names["messages"], "history_index": names["message_history"],
-           "status_index": names["message_status"], "audit_index": names["message_audit"]}
-    es.indices.delete(index=",".join(names.values()))
+    with support.own_indices(es, SEED, "d") as names:
+        yield names
 
 
 def database(mode):
@@ -72,20 +67,16 @@ def functions(indices, buckets):
 @pytest.fixture(scope="module")
 def exports(indices, buckets, functions, airflow_db):
     """The same day exported once per dispatch mode; Airflow's Variable names the mode's function."""
-    from airflow.dag_processing.dagbag import DagBag
-
-    mysql_conn = json.loads(os.environ["AIRFLOW_CONN_MYSQL_TRACKING"])
     runs = {}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ES_EXPORT_POKE_SECONDS", "1")  # read when the DAG file is parsed
-        dag = DagBag(dag_folder=str(support.DAGS / "es_message_export.py")).dags["es_message_export"]
+        dag = support.parse_dag("es_message_export")
         for mode in MODES:
             config = {**indices, "bucket": buckets[mode]}
             if mode in functions:
                 config.update(functions[mode].airflow_config())
                 mp.setenv("AIRFLOW_CONN_AWS_DEFAULT", functions[mode].aws_connection())
-            mp.setenv("AIRFLOW_VAR_ES_MESSAGE_EXPORT_CONFIG", json.dumps(config))
-            mp.setenv("AIRFLOW_CONN_MYSQL_TRACKING", json.dumps({**mysql_conn, "schema": database(mode)}))
+            support.point_airflow_at(mp, config, database(mode))
             conf = {"start": DAY.isoformat(), "end": (DAY + timedelta(days=1)).isoformat(), "dispatch": mode,
                     "batch_size": 100}
             runs[mode] = (dag.test(run_conf=conf, logical_date=datetime.now(UTC)), buckets[mode])
@@ -94,11 +85,10 @@ def exports(indices, buckets, functions, airflow_db):
 
 def objects(s3, bucket):
     out = {}
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="messages/dt="):
-        for obj in page.get("Contents", []):
-            doc = json.loads(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
-            doc.pop("export")  # job, batch, run and time of the export differ by design
-            out[obj["Key"]] = doc
+    for key in support.s3_keys(s3, bucket, "messages/dt="):
+        doc = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        doc.pop("export")  # job, batch, run and time of the export differ by design
+        out[key] = doc
     return out
 
 
@@ -176,8 +166,7 @@ def test_airflow_reports_a_function_configured_otherwise(exports, functions, ind
 
     fn = functions["lambda"]
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", fn.aws_connection())
-    monkeypatch.setenv("AIRFLOW_CONN_MYSQL_TRACKING", json.dumps(
-        {**json.loads(os.environ["AIRFLOW_CONN_MYSQL_TRACKING"]), "schema": "tracking_elsewhere"}))
+    monkeypatch.setenv("AIRFLOW_CONN_MYSQL_TRACKING", support.mysql_connection("tracking_elsewhere"))
     cfg = ExportConfig(**indices, bucket="elsewhere", **fn.airflow_config())
     with pytest.raises(ConfigError) as err:
         dispatch.invoke_lambda(cfg, MISSING_BATCH)
@@ -203,9 +192,7 @@ def fresh_batch(indices, es, s3, monkeypatch):
     conn = support.connect(db)
     day = datetime(SEED.start.year, SEED.start.month, SEED.start.day, tzinfo=UTC) + timedelta(days=1)
     params = RunParams(start=day, end=day + timedelta(days=1), batch_size=10_000)
-    job = pipeline.open_job(conn, dag_id="t", run_id="handler", params=params)
-    pipeline.extract(es, conn, cfg, job)
-    (batch,) = pipeline.plan(conn, cfg, job, params)
+    job, batch = support.one_batch(es, conn, cfg, params, dag_id="t", run_id="handler")
     conn.close()
     monkeypatch.setenv("EXPORT_CONFIG", json.dumps({**indices, "bucket": bucket}))
     monkeypatch.setenv("MYSQL_DB", db)

@@ -13,7 +13,7 @@ import json
 import os
 import subprocess
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 
 import pytest
 import urllib3
@@ -75,17 +75,13 @@ def load_awkward_day(url: str, suffix: str) -> dict[str, str]:
 
 
 def run_export(monkeypatch, url: str, config: dict):
-    from airflow.dag_processing.dagbag import DagBag
-
     host, port = url.removeprefix("http://").rsplit(":", 1)
     monkeypatch.setenv("AIRFLOW_CONN_ELASTICSEARCH_DEFAULT", json.dumps(
         {"conn_type": "elasticsearch", "host": host, "port": int(port), "schema": "http"}))
     monkeypatch.setenv("AIRFLOW_VAR_ES_MESSAGE_EXPORT_CONFIG", json.dumps(config))
-    monkeypatch.setenv("AIRFLOW_CONN_MYSQL_TRACKING", json.dumps(
-        {**json.loads(os.environ["AIRFLOW_CONN_MYSQL_TRACKING"]), "schema": DB}))
-    dag = DagBag(dag_folder=str(support.DAGS / "es_message_export.py")).dags["es_message_export"]
-    conf = {"start": DAY.isoformat(), "end": (DAY + timedelta(days=1)).isoformat(), "batch_size": 50}
-    return dag.test(run_conf=conf, logical_date=datetime.now(UTC))
+    monkeypatch.setenv("AIRFLOW_CONN_MYSQL_TRACKING", support.mysql_connection(DB))
+    return support.run_dag("es_message_export", start=DAY.isoformat(), end=(DAY + timedelta(days=1)).isoformat(),
+                           batch_size=50)
 
 
 def documents(s3, bucket: str, prefix: str) -> dict[str, dict]:

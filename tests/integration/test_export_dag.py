@@ -1,9 +1,8 @@
 """The export DAG run for real (dag.test) against Elasticsearch, MariaDB and the S3 server."""
 
 import json
-import os
 import uuid
-from datetime import UTC, date, datetime
+from datetime import date
 
 import pytest
 
@@ -11,6 +10,7 @@ import seed_data
 import support
 from es_export import sink
 from seed_data import SeedConfig
+from support import run_dag, s3_keys
 
 pytestmark = pytest.mark.integration
 
@@ -18,52 +18,18 @@ SEED = SeedConfig(messages=1500, days=3, start=date(2024, 10, 1), seed=11, large
 DAY = date(2024, 10, 2)
 PREFIX = "messages"
 TEST_DB = "tracking_test"
+DAG = "es_message_export"
 
 
 @pytest.fixture(scope="module")
-def env(es, s3, airflow_db):
+def env(es, s3, airflow_db, module_monkeypatch):
     """Own indices, bucket and tracking database, so the demo's data never mixes in."""
-    suffix = uuid.uuid4().hex[:8]
-    cfg = {"messages_index": f"t-messages-{suffix}", "history_index": f"t-history-{suffix}",
-           "status_index": f"t-status-{suffix}", "audit_index": f"t-audit-{suffix}",
-           "bucket": f"export-test-{suffix}", "prefix": PREFIX, "scan_page_size": 300}
-    support.seed_with_indices(es, cfg, SEED)
-    s3.create_bucket(Bucket=cfg["bucket"])
-    from es_export import tracking
-    from support import connect, reset_database
-
-    reset_database(TEST_DB)
-    conn = connect(TEST_DB)
-    tracking.migrate(conn)
-    conn.close()
-    saved = {k: os.environ.get(k) for k in ("AIRFLOW_VAR_ES_MESSAGE_EXPORT_CONFIG", "AIRFLOW_CONN_MYSQL_TRACKING")}
-    os.environ["AIRFLOW_VAR_ES_MESSAGE_EXPORT_CONFIG"] = json.dumps(cfg)
-    conn = json.loads(os.environ["AIRFLOW_CONN_MYSQL_TRACKING"])
-    os.environ["AIRFLOW_CONN_MYSQL_TRACKING"] = json.dumps({**conn, "schema": TEST_DB})
-    yield cfg
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    es.indices.delete(index=",".join(cfg[k] for k in ("messages_index", "history_index", "status_index",
-                                                        "audit_index")))
-
-
-def run_dag(**conf):
-    from airflow.dag_processing.dagbag import DagBag
-
-    from support import DAGS
-
-    dag = DagBag(dag_folder=str(DAGS / "es_message_export.py")).dags["es_message_export"]
-    return dag.test(run_conf=conf, logical_date=datetime.now(UTC))
-
-
-def list_keys(s3, bucket, prefix):
-    keys = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        keys += [o["Key"] for o in page.get("Contents", [])]
-    return keys
+    with support.own_indices(es, SEED, "t") as indices:
+        cfg = {**indices, "bucket": f"export-test-{uuid.uuid4().hex[:8]}", "prefix": PREFIX, "scan_page_size": 300}
+        s3.create_bucket(Bucket=cfg["bucket"])
+        support.new_tracking_database(TEST_DB).close()
+        support.point_airflow_at(module_monkeypatch, cfg, TEST_DB)
+        yield cfg
 
 
 def read_json(s3, bucket, key):
@@ -81,8 +47,7 @@ def day_bounds(day):
 @pytest.fixture(scope="module")
 def first_run(env):
     start, end = day_bounds(DAY)
-    dr = run_dag(start=start, end=end, batch_size=100)
-    return dr
+    return run_dag(DAG, start=start, end=end, batch_size=100)
 
 
 def expected_ids(day):
@@ -94,14 +59,14 @@ def test_first_run_succeeds(first_run):
 
 
 def test_every_message_of_the_day_and_no_other_is_on_s3(first_run, env, s3):
-    keys = list_keys(s3, env["bucket"], f"{PREFIX}/dt=")
+    keys = s3_keys(s3, env["bucket"], f"{PREFIX}/dt=")
     ids = expected_ids(DAY)
     assert len(ids) > 400
     assert sorted(keys) == sorted(sink.object_key(PREFIX, DAY, i) for i in ids)
 
 
 def test_awkward_ids_survive_the_key_encoding(first_run, env, s3):
-    keys = list_keys(s3, env["bucket"], sink.day_prefix(PREFIX, DAY))
+    keys = s3_keys(s3, env["bucket"], sink.day_prefix(PREFIX, DAY))
     decoded = {sink.decode_id(k.rsplit("/", 1)[1][: -len(".json")]) for k in keys}
     assert decoded == expected_ids(DAY)
     assert any("/" in i for i in decoded) and any(not i.isascii() for i in decoded)
@@ -141,7 +106,7 @@ def test_tracking_is_complete_and_batches_add_up(first_run):
 
 
 def test_manifest_is_written_outside_the_data_folders(first_run, env, s3):
-    keys = list_keys(s3, env["bucket"], f"{PREFIX}/_manifests/")
+    keys = s3_keys(s3, env["bucket"], f"{PREFIX}/_manifests/")
     manifest = read_json(s3, env["bucket"], sink.manifest_key(PREFIX, "es_message_export", first_run.run_id))
     assert len(keys) >= 1
     assert manifest["completed"] == len(expected_ids(DAY)) and manifest["status"] == "completed"
@@ -149,10 +114,10 @@ def test_manifest_is_written_outside_the_data_folders(first_run, env, s3):
 
 def test_second_run_writes_nothing_and_duplicates_nothing(first_run, env, s3):
     before = {k: s3.head_object(Bucket=env["bucket"], Key=k)["ETag"]
-              for k in list_keys(s3, env["bucket"], f"{PREFIX}/dt=")}
-    dr = run_dag(start=day_bounds(DAY)[0], end=day_bounds(DAY)[1])
+              for k in s3_keys(s3, env["bucket"], f"{PREFIX}/dt=")}
+    dr = run_dag(DAG, start=day_bounds(DAY)[0], end=day_bounds(DAY)[1])
     assert dr.state == "success"
-    after = list_keys(s3, env["bucket"], f"{PREFIX}/dt=")
+    after = s3_keys(s3, env["bucket"], f"{PREFIX}/dt=")
     assert sorted(after) == sorted(before)
     sample = sorted(before)[0]
     assert read_json(s3, env["bucket"], sample)["export"]["run_id"] == first_run.run_id
@@ -163,26 +128,23 @@ def test_second_run_writes_nothing_and_duplicates_nothing(first_run, env, s3):
 
 
 def test_reprocess_rewrites_every_object(first_run, env, s3):
-    dr = run_dag(start=day_bounds(DAY)[0], end=day_bounds(DAY)[1], reprocess=True)
+    dr = run_dag(DAG, start=day_bounds(DAY)[0], end=day_bounds(DAY)[1], reprocess=True)
     assert dr.state == "success"
-    keys = list_keys(s3, env["bucket"], sink.day_prefix(PREFIX, DAY))
+    keys = s3_keys(s3, env["bucket"], sink.day_prefix(PREFIX, DAY))
     assert len(keys) == len(expected_ids(DAY))
     assert {read_json(s3, env["bucket"], k)["export"]["run_id"] for k in keys[:50]} == {dr.run_id}
 
 
 def test_empty_day_succeeds_with_zero_batches(env):
-    dr = run_dag(start="2024-09-01", end="2024-09-02")
+    dr = run_dag(DAG, start="2024-09-01", end="2024-09-02")
     assert dr.state == "success"
     assert query("SELECT status, ids_found, batches FROM job_runs WHERE run_id = %s", dr.run_id) == (
         ("completed", 0, 0),)
 
 
 def test_more_batches_than_the_limit_still_map_within_it(env):
-    os.environ["AIRFLOW_VAR_ES_MESSAGE_EXPORT_CONFIG"] = json.dumps({**env, "max_batches": 4})
-    try:
-        dr = run_dag(start="2024-10-03", end="2024-10-04", batch_size=1)
-    finally:
-        os.environ["AIRFLOW_VAR_ES_MESSAGE_EXPORT_CONFIG"] = json.dumps(env)
+    with support.config_changed(env, max_batches=4):
+        dr = run_dag(DAG, start="2024-10-03", end="2024-10-04", batch_size=1)
     assert dr.state == "success"
     (job_id, batches, to_export), = query("SELECT id, batches, to_export FROM job_runs WHERE run_id = %s", dr.run_id)
     assert to_export == len(expected_ids(date(2024, 10, 3))) and batches == 4
@@ -191,7 +153,7 @@ def test_more_batches_than_the_limit_still_map_within_it(env):
 
 
 def test_bad_params_are_refused_before_any_work(env):
-    dr = run_dag(start="2024-10-03", end="2024-10-01")
+    dr = run_dag(DAG, start="2024-10-03", end="2024-10-01")
     assert dr.state == "failed"
     # The only trace is the listener's mirror of Airflow's verdict: no extract, no batch, no message.
     assert query("SELECT status, airflow_state, ids_found, batches FROM job_runs WHERE run_id = %s",
@@ -206,14 +168,11 @@ def test_ndjson_layout_writes_one_gzip_file_per_batch(env, s3):
 
     bucket = f"{env['bucket']}-ndjson"
     s3.create_bucket(Bucket=bucket)
-    os.environ["AIRFLOW_VAR_ES_MESSAGE_EXPORT_CONFIG"] = json.dumps({**env, "bucket": bucket, "layout": "ndjson_gzip"})
-    try:
-        day = date(2024, 10, 1)
-        dr = run_dag(start=day.isoformat(), end="2024-10-02", batch_size=200)
-    finally:
-        os.environ["AIRFLOW_VAR_ES_MESSAGE_EXPORT_CONFIG"] = json.dumps(env)
+    day = date(2024, 10, 1)
+    with support.config_changed(env, bucket=bucket, layout="ndjson_gzip"):
+        dr = run_dag(DAG, start=day.isoformat(), end="2024-10-02", batch_size=200)
     assert dr.state == "success"
-    keys = list_keys(s3, bucket, f"{PREFIX}/dt=")
+    keys = s3_keys(s3, bucket, f"{PREFIX}/dt=")
     ids = expected_ids(day)
     assert len(keys) == -(-len(ids) // 200) and all(k.endswith(".ndjson.gz") for k in keys)
     lines = [json.loads(line) for k in keys

@@ -23,7 +23,7 @@ import support
 from es_export import pipeline, sink, tracking
 from es_export.config import ExportConfig, RunParams
 from seed_data import SeedConfig
-from support import DAGS, ROOT, connect, reset_database
+from support import ROOT, config_changed, connect, new_tracking_database, one_batch, point_airflow_at, run_dag, s3_keys
 
 pytestmark = pytest.mark.integration
 
@@ -33,39 +33,14 @@ PREFIX = "messages"
 
 
 @pytest.fixture(scope="module")
-def env(es, s3, airflow_db):
-    suffix = uuid.uuid4().hex[:8]
-    names = {name: f"f-{name}-{suffix}" for name in seed_data.MAPPINGS}
-    seed_data.load(es, SEED, index_names=names)
-    cfg = {"messages_index": names["messages"], "history_index": names["message_history"],
-           "status_index": names["message_status"], "audit_index": names["message_audit"],
-           "bucket": f"failures-{suffix}", "prefix": PREFIX, "scan_page_size": 10, "insert_chunk_size": 10,
-           "retry_base_seconds": 1, "max_attempts": 5}
-    s3.create_bucket(Bucket=cfg["bucket"])
-    reset_database(DB)
-    conn = connect(DB)
-    tracking.migrate(conn)
-    conn.close()
-    saved = {k: os.environ.get(k) for k in ("AIRFLOW_VAR_ES_MESSAGE_EXPORT_CONFIG", "AIRFLOW_CONN_MYSQL_TRACKING",
-                                            "AIRFLOW_CONN_AWS_DEFAULT")}
-    os.environ["AIRFLOW_VAR_ES_MESSAGE_EXPORT_CONFIG"] = json.dumps(cfg)
-    os.environ["AIRFLOW_CONN_MYSQL_TRACKING"] = json.dumps({**json.loads(saved["AIRFLOW_CONN_MYSQL_TRACKING"]),
-                                                           "schema": DB})
-    yield cfg
-    for k, v in saved.items():
-        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-    es.indices.delete(index=",".join(names.values()))
-
-
-def set_config(cfg, **changes):
-    os.environ["AIRFLOW_VAR_ES_MESSAGE_EXPORT_CONFIG"] = json.dumps({**cfg, **changes})
-
-
-def run(dag_id, **conf):
-    from airflow.dag_processing.dagbag import DagBag
-
-    dag = DagBag(dag_folder=str(DAGS / f"{dag_id}.py")).dags[dag_id]
-    return dag.test(run_conf=conf, logical_date=datetime.now(UTC))
+def env(es, s3, airflow_db, module_monkeypatch):
+    with support.own_indices(es, SEED, "f") as indices:
+        cfg = {**indices, "bucket": f"failures-{uuid.uuid4().hex[:8]}", "prefix": PREFIX, "scan_page_size": 10,
+               "insert_chunk_size": 10, "retry_base_seconds": 1, "max_attempts": 5}
+        s3.create_bucket(Bucket=cfg["bucket"])
+        new_tracking_database(DB).close()
+        point_airflow_at(module_monkeypatch, cfg, DB)
+        yield cfg
 
 
 def day_conf(day):
@@ -73,10 +48,7 @@ def day_conf(day):
 
 
 def keys_of_day(s3, bucket, day):
-    keys = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=sink.day_prefix(PREFIX, day)):
-        keys += [o["Key"] for o in page.get("Contents", [])]
-    return keys
+    return s3_keys(s3, bucket, sink.day_prefix(PREFIX, day))
 
 
 def assert_day_exported_exactly_once(s3, cfg, day):
@@ -98,20 +70,18 @@ def query(sql, *params):
 
 def test_s3_unreachable_then_the_retry_dag_recovers(env, s3):
     day = SEED.start
-    good = os.environ["AIRFLOW_CONN_AWS_DEFAULT"]
-    os.environ["AIRFLOW_CONN_AWS_DEFAULT"] = json.dumps(
-        {**json.loads(good), "extra": {"region_name": "us-east-1", "endpoint_url": "http://127.0.0.1:9"}})
-    try:
-        dr = run("es_message_export", **day_conf(day))
-    finally:
-        os.environ["AIRFLOW_CONN_AWS_DEFAULT"] = good
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps({**json.loads(os.environ["AIRFLOW_CONN_AWS_DEFAULT"]),
+                                                          "extra": {"region_name": "us-east-1",
+                                                                    "endpoint_url": "http://127.0.0.1:9"}}))
+        dr = run_dag("es_message_export", **day_conf(day))
     assert dr.state == "failed"
     rows = query("SELECT status, COUNT(*), MIN(last_error) FROM message_tracking GROUP BY status")
     assert [(r[0], r[1]) for r in rows] == [("failed", len(list(seed_data.ids_for_day(SEED, day))))]
     assert "S3 upload of" in rows[0][2]
     assert keys_of_day(s3, env["bucket"], day) == []
     time.sleep(1.5)  # the backoff of a first failure is retry_base_seconds
-    retry = run("es_message_retry")
+    retry = run_dag("es_message_retry")
     assert retry.state == "success"
     assert_day_exported_exactly_once(s3, env, day)
 
@@ -132,59 +102,57 @@ def alert_queue(env, s3):
 def test_missing_message_goes_dead_alerts_and_is_revived(env, es, s3, alert_queue):
     topic, sqs, queue_url = alert_queue
     day = SEED.start + timedelta(days=1)
-    set_config(env, max_attempts=2, sns_topic_arn=topic)
-    gone = next(i for i in seed_data.ids_for_day(SEED, day) if "'" in i or "/" in i)
-    source = es.get(index=env["messages_index"], id=gone)["_source"]
-    # The id was tracked by an earlier extract, then vanished from Elasticsearch: only it fails.
-    conn = connect(DB)
-    with conn.cursor() as cur:
-        cur.execute("INSERT INTO message_tracking (message_id, message_ts) VALUES (%s, %s)",
-                    (gone, datetime.fromisoformat(source["timestamp"].replace("Z", "+00:00")).replace(tzinfo=None)))
-    conn.commit()
-    conn.close()
-    es.delete(index=env["messages_index"], id=gone, refresh=True)
-    try:
-        dr = run("es_message_export", **day_conf(day))
-        assert dr.state == "failed"
-        assert query("SELECT status, last_error FROM message_tracking WHERE message_id = %s", gone) == (
-            ("failed", f"message {gone!r} is no longer in index {env['messages_index']!r}"),)
-        # A second attempt (its last) fails too: the message is dead and an alert goes out.
-        time.sleep(1.5)
-        assert run("es_message_retry").state == "success"
-        assert query("SELECT status, attempts FROM message_tracking WHERE message_id = %s", gone) == (("dead", 2),)
-        body = json.loads(sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=2)["Messages"][0]["Body"])
-        assert repr(gone) in body["Message"] and "dead after 2 attempts" in body["Message"]
-        # Nothing picks up a dead message by itself...
-        time.sleep(1.5)
-        assert run("es_message_retry").state == "success"
-        assert query("SELECT status FROM message_tracking WHERE message_id = %s", gone) == (("dead",),)
-    finally:
-        es.index(index=env["messages_index"], id=gone, document=source, refresh=True)
-        set_config(env)
+    with config_changed(env, max_attempts=2, sns_topic_arn=topic):
+        gone = next(i for i in seed_data.ids_for_day(SEED, day) if "'" in i or "/" in i)
+        source = es.get(index=env["messages_index"], id=gone)["_source"]
+        # The id was tracked by an earlier extract, then vanished from Elasticsearch: only it fails.
+        conn = connect(DB)
+        with conn.cursor() as cur:
+            cur.execute("INSERT INTO message_tracking (message_id, message_ts) VALUES (%s, %s)",
+                        (gone, datetime.fromisoformat(source["timestamp"].replace("Z", "+00:00")).replace(tzinfo=None)))
+        conn.commit()
+        conn.close()
+        es.delete(index=env["messages_index"], id=gone, refresh=True)
+        try:
+            dr = run_dag("es_message_export", **day_conf(day))
+            assert dr.state == "failed"
+            assert query("SELECT status, last_error FROM message_tracking WHERE message_id = %s", gone) == (
+                ("failed", f"message {gone!r} is no longer in index {env['messages_index']!r}"),)
+            # A second attempt (its last) fails too: the message is dead and an alert goes out.
+            time.sleep(1.5)
+            assert run_dag("es_message_retry").state == "success"
+            assert query("SELECT status, attempts FROM message_tracking WHERE message_id = %s", gone) == (("dead", 2),)
+            body = json.loads(sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=2)["Messages"][0]["Body"])
+            assert repr(gone) in body["Message"] and "dead after 2 attempts" in body["Message"]
+            # Nothing picks up a dead message by itself...
+            time.sleep(1.5)
+            assert run_dag("es_message_retry").state == "success"
+            assert query("SELECT status FROM message_tracking WHERE message_id = %s", gone) == (("dead",),)
+        finally:
+            es.index(index=env["messages_index"], id=gone, document=source, refresh=True)
     # ...until an operator revives it once the cause is fixed.
-    assert run("es_message_retry", revive_dead=True).state == "success"
+    assert run_dag("es_message_retry", revive_dead=True).state == "success"
     assert_day_exported_exactly_once(s3, env, day)
 
 
 def test_a_message_dead_in_the_export_run_itself_alerts_from_reconcile(env, es, s3, alert_queue):
     topic, sqs, queue_url = alert_queue
     day = SEED.start + timedelta(days=1)
-    set_config(env, max_attempts=1, sns_topic_arn=topic)
-    gone = sorted(seed_data.ids_for_day(SEED, day))[-1]
-    source = es.get(index=env["messages_index"], id=gone)["_source"]
-    with connect(DB) as conn, conn.cursor() as cur:
-        cur.execute("UPDATE message_tracking SET status = 'pending', attempts = 0 WHERE message_id = %s", (gone,))
-        conn.commit()
-    es.delete(index=env["messages_index"], id=gone, refresh=True)
-    try:
-        assert run("es_message_export", **day_conf(day)).state == "failed"
-        assert query("SELECT status, attempts FROM message_tracking WHERE message_id = %s", gone) == (("dead", 1),)
-        body = json.loads(sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=2)["Messages"][0]["Body"])
-        assert repr(gone) in body["Message"] and "dead after 1 attempts" in body["Message"]
-    finally:
-        es.index(index=env["messages_index"], id=gone, document=source, refresh=True)
-        set_config(env)
-    assert run("es_message_retry", revive_dead=True).state == "success"
+    with config_changed(env, max_attempts=1, sns_topic_arn=topic):
+        gone = sorted(seed_data.ids_for_day(SEED, day))[-1]
+        source = es.get(index=env["messages_index"], id=gone)["_source"]
+        with connect(DB) as conn, conn.cursor() as cur:
+            cur.execute("UPDATE message_tracking SET status = 'pending', attempts = 0 WHERE message_id = %s", (gone,))
+            conn.commit()
+        es.delete(index=env["messages_index"], id=gone, refresh=True)
+        try:
+            assert run_dag("es_message_export", **day_conf(day)).state == "failed"
+            assert query("SELECT status, attempts FROM message_tracking WHERE message_id = %s", gone) == (("dead", 1),)
+            body = json.loads(sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=2)["Messages"][0]["Body"])
+            assert repr(gone) in body["Message"] and "dead after 1 attempts" in body["Message"]
+        finally:
+            es.index(index=env["messages_index"], id=gone, document=source, refresh=True)
+    assert run_dag("es_message_retry", revive_dead=True).state == "success"
     assert_day_exported_exactly_once(s3, env, day)
 
 
@@ -222,12 +190,8 @@ def params_for(day):
 
 
 def one_batch_of_day(es, conn, cfg, day):
-    """What a run's extract and plan leave for its single mapped task: one batch with the whole day."""
-    job = pipeline.open_job(conn, dag_id="es_message_export", run_id=f"run-{uuid.uuid4().hex[:8]}",
-                            params=params_for(day))
-    pipeline.extract(es, conn, cfg, job)
-    (batch,) = pipeline.plan(conn, cfg, job, params_for(day))
-    return job, batch
+    """One batch with the whole day, as its run leaves it for its single mapped task."""
+    return one_batch(es, conn, cfg, params_for(day), run_id=f"run-{uuid.uuid4().hex[:8]}")
 
 
 def test_batch_process_killed_with_sigkill_is_finished_by_the_task_retry(env, es, s3):
@@ -397,13 +361,11 @@ def test_mariadb_restarted_during_a_batch(env, es, s3):
 
 def test_no_password_in_logs_or_errors(env, capfd):
     password = os.environ["MYSQL_PASSWORD"]
-    dr = run("es_message_export", **day_conf(SEED.start + timedelta(days=3)))
-    bad = json.loads(os.environ["AIRFLOW_CONN_MYSQL_TRACKING"])
-    os.environ["AIRFLOW_CONN_MYSQL_TRACKING"] = json.dumps({**bad, "login": "nobody"})
-    try:
-        failed = run("es_message_export", **day_conf(SEED.start + timedelta(days=3)))
-    finally:
-        os.environ["AIRFLOW_CONN_MYSQL_TRACKING"] = json.dumps(bad)
+    dr = run_dag("es_message_export", **day_conf(SEED.start + timedelta(days=3)))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AIRFLOW_CONN_MYSQL_TRACKING", json.dumps({**json.loads(os.environ["AIRFLOW_CONN_MYSQL_TRACKING"]),
+                                                             "login": "nobody"}))
+        failed = run_dag("es_message_export", **day_conf(SEED.start + timedelta(days=3)))
     out, err = capfd.readouterr()
     assert dr.state == "success" and failed.state == "failed"
     assert "Access denied" in out + err

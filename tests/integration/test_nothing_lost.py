@@ -35,22 +35,16 @@ DB = "tracking_test_nothing_lost"
 
 @pytest.fixture(scope="module")
 def base(es, s3):
-    suffix = uuid.uuid4().hex[:8]
-    names = {name: f"nl-{name}-{suffix}" for name in seed_data.MAPPINGS}
-    seed_data.load(es, SEED, index_names=names)
-    cfg = ExportConfig(messages_index=names["messages"], history_index=names["message_history"],
-                       status_index=names["message_status"], audit_index=names["message_audit"],
-                       bucket=f"nothing-lost-{suffix}", scan_page_size=25, retry_base_seconds=1)
-    s3.create_bucket(Bucket=cfg.bucket)
-    yield cfg
-    es.indices.delete(index=",".join(names.values()), ignore_unavailable=True)
+    with support.own_indices(es, SEED, "nl") as indices:
+        cfg = ExportConfig(**indices, bucket=f"nothing-lost-{uuid.uuid4().hex[:8]}", scan_page_size=25,
+                           retry_base_seconds=1)
+        s3.create_bucket(Bucket=cfg.bucket)
+        yield cfg
 
 
 @pytest.fixture()
 def conn():
-    support.reset_database(DB)
-    c = support.connect(DB)
-    tracking.migrate(c)
+    c = support.new_tracking_database(DB)
     yield c
     c.close()
 
@@ -176,7 +170,7 @@ def test_ids_differing_only_by_trailing_spaces_are_three_messages(es, conn, s3, 
         cur.execute("INSERT INTO message_tracking (message_id, message_ts) VALUES ('pad', %s)", (day,))
     old.commit()
     monkeypatch.undo()
-    assert tracking.migrate(old) == [5, 6]
+    assert tracking.migrate(old) == [v for v, _, _ in tracking.MIGRATIONS if v > 4]
     old.close()
     for mid in ids:
         late_message(es, cfg, day, mid)
@@ -222,18 +216,29 @@ def test_a_rerun_plans_only_what_is_left_and_never_more_than_max_batches(es, con
 # ---------------------------------------------------------------------------- 4. poison batches
 
 
+class ChokesOnOneMessage:
+    """The real client, except that reading one message's related documents fails, as a related
+    document the code cannot handle did (an array message_id raised TypeError before arrays were
+    understood): the failure comes with every request that includes that message."""
+
+    def __init__(self, es, poisoned):
+        self._es, self.poisoned = es, poisoned
+
+    def msearch(self, **kw):
+        if self.poisoned in json.dumps(kw["searches"]):
+            raise TypeError(f"unhashable type: 'list' (a related document of {self.poisoned!r})")
+        return self._es.msearch(**kw)
+
+    def __getattr__(self, name):
+        return getattr(self._es, name)
+
+
 def test_a_poison_message_is_isolated_and_a_failing_batch_spends_attempts(es, conn, s3, cfg):
     day = SEED.start
     cfg = replace(cfg, max_attempts=2)
     ids = sorted(seed_data.ids_for_day(SEED, day))
     poisoned = ids[3]
-    # A related document whose message_id is an array: Python cannot use it as a key.
-    es.index(index=cfg.history_index, document={"message_id": [poisoned, "other"], "timestamp": "2025-03-01T00:00:00Z"},
-             refresh=True, id="poison")
-    try:
-        job, batches, report = export(es, conn, s3, cfg, day)
-    finally:
-        es.delete(index=cfg.history_index, id="poison", refresh=True)
+    job, batches, report = export(ChokesOnOneMessage(es, poisoned), conn, s3, cfg, day)
     assert len(batches) == 1
     assert isinstance(report, ReconcileError)
     rows = support.query(DB, "SELECT message_id, status, attempts, last_error FROM message_tracking"
@@ -279,9 +284,7 @@ def test_two_attempts_of_one_batch_at_once_count_each_message_once(es, conn, s3,
     cfg = replace(cfg, layout=layout, upload_concurrency=1)
     day = SEED.start + timedelta(days=1)
     params = day_params(day)
-    job = pipeline.open_job(conn, dag_id="es_message_export", run_id=f"twice-{uuid.uuid4().hex[:6]}", params=params)
-    pipeline.extract(es, conn, cfg, job)
-    (batch,) = pipeline.plan(conn, cfg, job, params)
+    job, batch = support.one_batch(es, conn, cfg, params, run_id=f"twice-{uuid.uuid4().hex[:6]}")
     slow = BlocksFirstPut(s3)
     errors = []
 
@@ -314,9 +317,7 @@ def test_two_attempts_of_one_batch_at_once_count_each_message_once(es, conn, s3,
 def test_a_stalled_lambda_is_detected_by_its_lease_and_its_late_writes_refused(es, conn, s3, cfg):
     day = SEED.start + timedelta(days=2)
     params = day_params(day)
-    job = pipeline.open_job(conn, dag_id="es_message_export", run_id=f"stall-{uuid.uuid4().hex[:6]}", params=params)
-    pipeline.extract(es, conn, cfg, job)
-    (batch,) = pipeline.plan(conn, cfg, job, params)
+    job, batch = support.one_batch(es, conn, cfg, params, run_id=f"stall-{uuid.uuid4().hex[:6]}")
     # Queued, and no Lambda ever starts it (a stale secret): stalled once the dispatch lease ends.
     tracking.mark_dispatched(conn, [batch.batch_id], lease_seconds=1)
     assert tracking.expire_stalled_batch(conn, batch.batch_id) is None
@@ -347,9 +348,7 @@ def test_a_stalled_lambda_is_detected_by_its_lease_and_its_late_writes_refused(e
 def test_messages_left_pending_by_a_dead_run_go_to_the_retry_dag(es, conn, s3, cfg):
     day = SEED.start + timedelta(days=3)
     params = day_params(day)
-    job = pipeline.open_job(conn, dag_id="es_message_export", run_id=f"dead-{uuid.uuid4().hex[:6]}", params=params)
-    pipeline.extract(es, conn, cfg, job)
-    (batch,) = pipeline.plan(conn, cfg, job, params)
+    job, batch = support.one_batch(es, conn, cfg, params, run_id=f"dead-{uuid.uuid4().hex[:6]}")
     retry = pipeline.open_job(conn, dag_id="es_message_retry", run_id=f"retry-{uuid.uuid4().hex[:6]}", params=params)
     assert pipeline.plan_retry(conn, cfg, retry, batch_size=1000) == []  # the run is alive: its messages are its own
     tracking.update_job(conn, job.job_id, status="failed")  # Airflow failed the run (the listener's mirror)
@@ -416,9 +415,7 @@ class LocksARowOnFirstPut:
 def test_lock_wait_timeouts_are_retried_not_turned_into_failures(es, conn, s3, cfg):
     day = SEED.start
     params = day_params(day)
-    job = pipeline.open_job(conn, dag_id="es_message_export", run_id=f"lock-{uuid.uuid4().hex[:6]}", params=params)
-    pipeline.extract(es, conn, cfg, job)
-    (batch,) = pipeline.plan(conn, cfg, job, params)
+    job, batch = support.one_batch(es, conn, cfg, params, run_id=f"lock-{uuid.uuid4().hex[:6]}")
     with conn.cursor() as cur:
         cur.execute("SET SESSION innodb_lock_wait_timeout = 1")
         cur.execute("SELECT MIN(id) FROM message_tracking WHERE batch_id = %s", (batch.batch_id,))

@@ -17,7 +17,6 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-import seed_data
 import support
 from es_export import pipeline, sink, tracking
 from es_export.config import ExportConfig, RunParams
@@ -31,15 +30,10 @@ SEED = SeedConfig(messages=90, days=1, start=date(2025, 4, 1), seed=61, large=0)
 
 @pytest.fixture(scope="module")
 def cfg(es, s3):
-    suffix = uuid.uuid4().hex[:8]
-    names = {name: f"ov-{name}-{suffix}" for name in seed_data.MAPPINGS}
-    seed_data.load(es, SEED, index_names=names)
-    config = ExportConfig(messages_index=names["messages"], history_index=names["message_history"],
-                          status_index=names["message_status"], audit_index=names["message_audit"],
-                          bucket=f"overlap-{suffix}")
-    s3.create_bucket(Bucket=config.bucket)
-    yield config
-    es.indices.delete(index=",".join(names.values()))
+    with support.own_indices(es, SEED, "ov") as indices:
+        config = ExportConfig(**indices, bucket=f"overlap-{uuid.uuid4().hex[:8]}")
+        s3.create_bucket(Bucket=config.bucket)
+        yield config
 
 
 def test_a_second_run_leaves_held_messages_to_the_first_and_both_end_green(es, s3, cfg):
@@ -86,9 +80,7 @@ def test_a_run_does_not_wait_for_a_run_that_died(es, s3, cfg):
     pipeline.extract(es, conn, cfg, dead)
     pipeline.plan(conn, cfg, dead, params)
     tracking.update_job(conn, dead.job_id, status="failed")  # Airflow failed it (the listener's mirror)
-    rerun = pipeline.open_job(conn, dag_id="es_message_export", run_id="manual", params=params)
-    pipeline.extract(es, conn, cfg, rerun)
-    (batch,) = pipeline.plan(conn, cfg, rerun, params)
+    rerun, batch = support.one_batch(es, conn, cfg, params, run_id="manual")
     assert batch.size == SEED.messages and pipeline.others_still_exporting(conn, rerun) == []
     pipeline.process_batch(es, conn, s3, cfg, batch, run_id=rerun.run_id)
     assert pipeline.reconcile(es, conn, s3, replace(cfg), rerun).status == "completed"
@@ -106,9 +98,7 @@ def test_two_concurrent_runs_of_one_day_in_airflow_both_end_green(running_airflo
     seed = SeedConfig(messages=400, days=1, start=day, seed=71 if mode == "local" else 72, large=0)
     cfg = running_airflow.config
     # A day of its own in the running Airflow's indices, added to what is there.
-    seed_data.load(es, seed, recreate=False, index_names={
-        seed_data.MESSAGES_INDEX: cfg["messages_index"], seed_data.HISTORY_INDEX: cfg["history_index"],
-        seed_data.STATUS_INDEX: cfg["status_index"], seed_data.AUDIT_INDEX: cfg["audit_index"]})
+    support.seed_indices(es, cfg, seed, recreate=False)
     conf = {"start": day.isoformat(), "end": (day + timedelta(days=1)).isoformat(), "batch_size": 50,
             "dispatch": mode}
     api = running_airflow.api
@@ -129,9 +119,7 @@ def test_two_concurrent_runs_of_one_day_in_airflow_both_end_green(running_airflo
     jobs = api.call("GET", "/es-export/jobs.json", params={"limit": 50})["jobs"]
     shown = {j["run_id"]: (j["completed"], j["exported_by_others"]) for j in jobs if j["run_id"] in by_run}
     assert shown == {run: (c, o) for run, (_, c, o) in by_run.items()}
-    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(
-        Bucket=cfg["bucket"], Prefix=sink.day_prefix(cfg["prefix"], day)) for o in page.get("Contents", [])]
-    assert len(keys) == seed.messages
+    assert len(support.s3_keys(s3, cfg["bucket"], sink.day_prefix(cfg["prefix"], day))) == seed.messages
     assert support.query(running_airflow.db, "SELECT status, COUNT(*) FROM message_tracking WHERE message_ts >= %s"
                                              " AND message_ts < %s GROUP BY status", day,
                          day + timedelta(days=1)) == (("completed", seed.messages),)

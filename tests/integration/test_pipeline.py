@@ -11,7 +11,7 @@ from es_export import pipeline, tracking
 from es_export.config import ExportConfig, RunParams
 from es_export.errors import SourceError
 from seed_data import SeedConfig
-from support import connect, reset_database
+from support import connect, own_indices, reset_database
 
 pytestmark = pytest.mark.integration
 
@@ -21,16 +21,11 @@ DB = "tracking_test_pipeline"
 
 @pytest.fixture(scope="module")
 def cfg(es, s3):
-    suffix = uuid.uuid4().hex[:8]
-    names = {seed_data.MESSAGES_INDEX: f"p-messages-{suffix}", seed_data.HISTORY_INDEX: f"p-history-{suffix}",
-             seed_data.STATUS_INDEX: f"p-status-{suffix}", seed_data.AUDIT_INDEX: f"p-audit-{suffix}"}
-    seed_data.load(es, SEED, index_names=names)
-    config = ExportConfig(messages_index=names["messages"], history_index=names["message_history"],
-                          status_index=names["message_status"], audit_index=names["message_audit"],
-                          bucket=f"pipeline-{suffix}", scan_page_size=50, retry_base_seconds=1)
-    s3.create_bucket(Bucket=config.bucket)
-    yield config
-    es.indices.delete(index=",".join(names.values()))
+    with own_indices(es, SEED, "p") as indices:
+        config = ExportConfig(**indices, bucket=f"pipeline-{uuid.uuid4().hex[:8]}", scan_page_size=50,
+                              retry_base_seconds=1)
+        s3.create_bucket(Bucket=config.bucket)
+        yield config
 
 
 @pytest.fixture()

@@ -15,7 +15,7 @@ import pytest
 
 import running_airflow as ra
 from es_export import tracking
-from support import connect, reset_database
+from support import connect, new_tracking_database
 
 pytestmark = pytest.mark.integration
 
@@ -94,9 +94,7 @@ def test_a_user_who_may_read_no_dag_sees_no_job(no_access, jobs, path, params):
 @pytest.fixture(scope="module")
 def views_db(mysql):
     """A tracking database of its own with one job of each DAG (the running Airflow's is shared)."""
-    reset_database(VIEWS_DB)
-    conn = connect(VIEWS_DB)
-    tracking.migrate(conn)
+    conn = new_tracking_database(VIEWS_DB)
     ids = {dag_id: add_job(conn, dag_id, f"views__{dag_id}", day) for day, dag_id in enumerate((EXPORT, RETRY), 1)}
     yield conn, ids
     conn.close()

@@ -83,11 +83,9 @@ def test_the_callback_sends_through_the_configured_notifier():
 
 
 def test_the_export_dag_carries_the_deadline(monkeypatch):
-    from airflow.dag_processing.dagbag import DagBag
-
-    from support import DAGS
+    from support import parse_dag
 
     monkeypatch.setenv("ES_EXPORT_DEADLINE_SECONDS", "900")
-    dag = DagBag(dag_folder=str(DAGS / "es_message_export.py")).dags["es_message_export"]
+    dag = parse_dag("es_message_export")
     assert [d.interval.total_seconds() for d in dag.deadline] == [900]
     assert dag.deadline[0].callback.path == "es_export_airflow.alerts.late_run"
