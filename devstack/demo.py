@@ -21,14 +21,14 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def ensure_seeded(es, cfg: seed_data.SeedConfig) -> None:
+def ensure_seeded(client, url: str, cfg: seed_data.SeedConfig) -> None:
     expected = cfg.messages
     index = seed_data.MESSAGES_INDEX
-    if es.indices.exists(index=index) and es.count(index=index)["count"] == expected:
-        print(f"sample data: {expected} messages already in Elasticsearch")
+    if client.exists(index) and client.count(index, {"match_all": {}}) == expected:
+        print(f"sample data: {expected} messages already in {client.engine}")
         return
-    written = seed_data.load(es, cfg)
-    print(f"sample data: seeded {cfg.messages} messages ({written} documents) from {cfg.start}")
+    written = seed_data.load_over_http(url, cfg, recreate=True)
+    print(f"sample data: seeded {cfg.messages} messages ({written} documents) from {cfg.start} into {client.engine}")
 
 
 def run_export(day: date, reprocess: bool) -> tuple[int, float]:
@@ -70,14 +70,13 @@ def main() -> int:
     args = parser.parse_args()
 
     import boto3
-    from elasticsearch import Elasticsearch
 
-    from es_export import clients, sink
+    from es_export import clients, search, sink
     from es_export.config import ExportConfig
 
     cfg = ExportConfig()
-    es = Elasticsearch(os.environ["ES_URL"], request_timeout=120)
-    ensure_seeded(es, seed_data.SeedConfig())
+    client = search.connect(search.SearchSettings(url=os.environ["ES_URL"]))
+    ensure_seeded(client, os.environ["ES_URL"], seed_data.SeedConfig())
     conn = clients.mysql(clients.MySQLSettings.from_env(), driver="mysqldb")
     conn.autocommit(True)
     s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
@@ -96,12 +95,12 @@ def main() -> int:
 
     job = latest_job(conn)
     objects = sink.count_objects(s3, cfg.bucket, sink.day_prefix(cfg.prefix, args.day))
-    es_count = es.count(index=cfg.messages_index, query={"range": {"timestamp": {
-        "gte": args.day.isoformat(), "lt": (args.day + timedelta(days=1)).isoformat()}}})["count"]
+    es_count = client.count(cfg.messages_index, {"range": {"timestamp": {
+        "gte": args.day.isoformat(), "lt": (args.day + timedelta(days=1)).isoformat()}}})
     exported = int(job.get("completed") or 0)
     print()
     print(f"Export of {args.day} ({job.get('run_id')}): {job.get('status')}")
-    print(f"  messages found in Elasticsearch : {job.get('ids_found')} (independent count: {es_count})")
+    print(f"  messages found in the source    : {job.get('ids_found')} (independent count: {es_count})")
     print(f"  exported by this run            : {exported}")
     print(f"  already exported, skipped       : {int(job.get('ids_found') or 0) - int(job.get('to_export') or 0)}")
     print(f"  failed                          : {job.get('failed')}")

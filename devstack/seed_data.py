@@ -222,11 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
 
-    from elasticsearch import Elasticsearch
-
-    es = Elasticsearch(args.es_url, request_timeout=120)
     started = time.monotonic()
-    written = load(es, cfg, recreate=not args.keep)
+    # Plain REST, so every engine takes it (Elasticsearch 8/9, OpenSearch 2/3).
+    written = load_over_http(args.es_url, cfg, recreate=not args.keep)
     elapsed = time.monotonic() - started
     print(
         f"seeded {cfg.messages} messages over {cfg.days} day(s) from {cfg.start} (seed {cfg.seed}): "
@@ -240,7 +238,7 @@ if __name__ == "__main__":
 
 
 def load_over_http(url: str, cfg: SeedConfig, *, index_names: dict[str, str] | None = None,
-                   mappings: dict[str, dict] | None = None, chunk_size: int = 1000) -> int:
+                   mappings: dict[str, dict] | None = None, chunk_size: int = 1000, recreate: bool = False) -> int:
     """The same data set through the plain REST API, so any engine takes it (Elasticsearch 8/9,
     OpenSearch 2/3). `mappings` replaces the mapping of an index (None: dynamic mapping)."""
     import urllib3
@@ -256,6 +254,10 @@ def load_over_http(url: str, cfg: SeedConfig, *, index_names: dict[str, str] | N
         return json.loads(resp.data)
 
     for default_name, index in names.items():
+        if recreate:
+            http.request("DELETE", url.rstrip("/") + f"/{index}")
+        elif http.request("HEAD", url.rstrip("/") + f"/{index}").status == 200:
+            continue  # add to what is there
         mapping = chosen.get(default_name)
         body = {"settings": {"number_of_shards": 1, "number_of_replicas": 0}}
         if mapping is not None:

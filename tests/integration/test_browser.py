@@ -122,8 +122,14 @@ def test_backfill_form_creates_one_run_per_day(page, running_airflow):
     assert len(created) == 1, backfills
     assert (created[0]["from_date"][:10], created[0]["to_date"][:10]) == ("2024-10-10", "2024-10-11")
     assert created[0]["reprocess_behavior"] == "failed"
-    runs = [r["dag_run_id"] for r in api.runs(DAG) if r["run_type"] == "backfill"
-            and r["logical_date"][:10] in ("2024-10-10", "2024-10-11")]
+    # The scheduler creates a backfill's runs as it processes the backfill, not all at once.
+    deadline = time.monotonic() + 60
+    while True:
+        runs = [r["dag_run_id"] for r in api.runs(DAG) if r["run_type"] == "backfill"
+                and r["logical_date"][:10] in ("2024-10-10", "2024-10-11")]
+        if len(runs) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     assert len(runs) == 2
     assert set(api.wait_for_runs(DAG, runs, timeout=600).values()) == {"success"}
 

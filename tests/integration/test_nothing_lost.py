@@ -398,14 +398,15 @@ class LocksARowOnFirstPut:
     """Another transaction holds a lock on one of the batch's rows while the batch writes its outcomes."""
 
     def __init__(self, s3, row_id):
-        self._s3, self.row_id, self.holder = s3, row_id, None
+        self._s3, self.row_id, self.holder, self.once = s3, row_id, None, threading.Lock()
 
     def put_object(self, **kw):
-        if self.holder is None:
-            self.holder = support.connect(DB)
-            with self.holder.cursor() as cur:
-                cur.execute("SELECT id FROM message_tracking WHERE id = %s FOR UPDATE", (self.row_id,))
-            threading.Timer(2.5, self.holder.close).start()  # closing releases the lock
+        with self.once:  # uploads run in threads: exactly one of them takes the lock
+            if self.holder is None:
+                self.holder = support.connect(DB)
+                with self.holder.cursor() as cur:
+                    cur.execute("SELECT id FROM message_tracking WHERE id = %s FOR UPDATE", (self.row_id,))
+                threading.Timer(2.5, self.holder.close).start()  # closing releases the lock
         return self._s3.put_object(**kw)
 
     def __getattr__(self, name):
