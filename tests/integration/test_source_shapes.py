@@ -75,3 +75,28 @@ def test_a_text_message_id_without_keyword_is_refused_naming_index_and_field(es,
             source.fetch_details(es, replace(cfg, history_index=index), IDS)
     finally:
         es.indices.delete(index=index)
+
+
+def test_daily_indices_read_through_a_pattern_fetch_each_message_from_its_own_index(es, s3, cfg):
+    """messages-YYYY.MM.DD read as `messages-*`: _mget needs the concrete index, which the extract keeps."""
+    base = f"sh-daily-{uuid.uuid4().hex[:6]}"
+    for day, ids in (("2025.07.01", ["d1-a", "d1-b"]), ("2025.07.02", ["d2-a"])):
+        for mid in ids:
+            es.index(index=f"{base}-{day}", id=mid, document={"timestamp": f"{day.replace('.', '-')}T23:00:00Z"})
+    es.indices.refresh(index=f"{base}-*")
+    daily = replace(cfg, messages_index=f"{base}-*")
+    support.reset_database(DB)
+    conn = support.connect(DB)
+    try:
+        params = RunParams(start=datetime(2025, 7, 1, tzinfo=UTC), end=datetime(2025, 7, 3, tzinfo=UTC))
+        job = pipeline.open_job(conn, dag_id="t", run_id=f"r-{uuid.uuid4().hex[:6]}", params=params)
+        assert pipeline.extract(es, conn, daily, job).ids_found == 3
+        assert sorted(support.query(DB, "SELECT message_id, source_index FROM message_tracking")) == [
+            ("d1-a", f"{base}-2025.07.01"), ("d1-b", f"{base}-2025.07.01"), ("d2-a", f"{base}-2025.07.02")]
+        (batch,) = pipeline.plan(conn, daily, job, params)
+        result = pipeline.process_batch(es, conn, s3, daily, batch, run_id=job.run_id)
+        assert (result.completed, result.failed) == (3, 0)
+        assert pipeline.reconcile(es, conn, s3, daily, job).status == "completed"
+    finally:
+        conn.close()
+        es.indices.delete(index=f"{base}-*")
