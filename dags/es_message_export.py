@@ -8,7 +8,8 @@ MySQL (`job_runs`, `message_tracking`, `batch_progress`).
 
 Trigger it with `start` and `end` (end exclusive) to export another range; `reprocess` re-exports
 messages that were already exported. The last task, `reconcile`, fails the run when the counts of
-Elasticsearch, MySQL and S3 do not add up, or when messages failed (`es_message_retry` retries them).
+Elasticsearch, MySQL and S3 do not add up, or when messages failed (`es_message_retry` retries them);
+a failed run sends one alert with its counts and first reasons (SNS when `sns_topic_arn` is set).
 Configuration: the Variable `es_message_export_config` (see docs/configuration.md).
 """
 
@@ -55,6 +56,8 @@ from es_export_airflow.tasks import batch_params, batch_sensor, failing_fast, ra
     # Late-run alert (ES_EXPORT_DEADLINE_SECONDS after queueing, SNS by default); dagrun_timeout and
     # execution_timeout stay as the floor that stops a stuck run.
     deadline=alerts.late_run_deadline(),
+    # One alert per failed run: the run, its interval, its counts and first reasons (SNS when configured).
+    on_failure_callback=alerts.run_failed,
     tags=["export", "elasticsearch", "s3"],
     doc_md=__doc__,
 )

@@ -45,6 +45,8 @@ from es_export_airflow.tasks import batch_params, batch_sensor, failing_fast, ra
         "revive_dead": Param(False, type="boolean", description="Also retry dead messages, with fresh attempts."),
         **batch_params("Where batches run, as for es_message_export."),
     },
+    # One alert per failed run, as for es_message_export.
+    on_failure_callback=alerts.run_failed,
     tags=["export", "retry"],
     doc_md=__doc__,
 )

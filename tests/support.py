@@ -212,3 +212,57 @@ def _wait_healthy(proc: subprocess.Popen, url: str, log: Path, timeout: float = 
                 return
         time.sleep(0.2)
     raise RuntimeError(f"the Lambda stand-in did not answer on {url} in {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+@contextlib.contextmanager
+def black_holed_port(kind: str) -> Generator[int, None, None]:
+    """A local TCP port where a MySQL client hangs instead of failing fast.
+
+    "silent": the kernel completes the TCP handshake but nothing ever speaks (no server greeting).
+    "backlog_full": the listening socket's queue is full and never accepted, so a connect's SYN is
+    dropped and retried by the kernel for minutes, as with a firewall that drops packets.
+    """
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0 if kind == "backlog_full" else 16)
+    port = server.getsockname()[1]
+    fillers = []
+    try:
+        if kind == "backlog_full":
+            for _ in range(16):
+                filler = socket.socket()
+                filler.settimeout(0.3)
+                try:
+                    filler.connect(("127.0.0.1", port))
+                except OSError:  # this one hangs: the queue is full
+                    filler.close()
+                    break
+                fillers.append(filler)
+            else:
+                raise RuntimeError("could not fill the listening socket's queue")
+        elif kind != "silent":
+            raise ValueError(f"unknown black hole {kind!r}")
+        yield port
+    finally:
+        for filler in fillers:
+            filler.close()
+        server.close()
+
+
+def mysql_connection_at(port: int) -> str:
+    """An AIRFLOW_CONN_MYSQL_TRACKING value pointing at a port of 127.0.0.1 (needs no running stack)."""
+    return json.dumps({"conn_type": "mysql", "host": "127.0.0.1", "port": port, "login": "tracking",
+                       "password": "unused", "schema": "tracking"})
+
+
+def sns_messages(sqs, queue_url: str) -> list[dict]:
+    """Every SNS notification an SQS queue subscribed to a topic holds now ({"Subject", "Message", ...}),
+    removed from the queue."""
+    found: list[dict] = []
+    while True:
+        got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+        if not got:
+            return found
+        for message in got:
+            found.append(json.loads(message["Body"]))
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])

@@ -49,15 +49,37 @@ def _flag(value: Any) -> bool:
     return value if isinstance(value, bool) else str(value).strip().lower() not in ("false", "0", "no", "off")
 
 
+# mysqlclient's timeouts (seconds) for the code that runs inside Airflow's own components: the job_runs
+# listener (in the scheduler and the api-server) and the failed-run alert (in the DAG processor). A
+# tracking database that hangs must cost them seconds, not the kernel's minutes of SYN retries or a
+# read that never returns. Tasks keep the driver's defaults: a long statement is normal there.
+QUICK_TIMEOUTS = {"connect_timeout": 3, "read_timeout": 5, "write_timeout": 5}
+
+
 @contextmanager
-def mysql_connection(conn_id: str = MYSQL_CONN_ID) -> Generator[Any, None, None]:
+def mysql_connection(conn_id: str = MYSQL_CONN_ID, *, quick: bool = False) -> Generator[Any, None, None]:
+    """A mysqlclient connection of the tracking database from the Airflow connection (MySqlHook: its
+    extras `charset`, `ssl`, `ssl_mode`, `iam` apply). `quick`: with QUICK_TIMEOUTS."""
     from airflow.providers.mysql.hooks.mysql import MySqlHook
 
-    conn = MySqlHook(mysql_conn_id=conn_id).get_conn()
+    hook = _quick_mysql_hook(conn_id) if quick else MySqlHook(mysql_conn_id=conn_id)
+    conn = hook.get_conn()
     try:
         yield conn
     finally:
         conn.close()
+
+
+def _quick_mysql_hook(conn_id: str) -> Any:
+    from airflow.providers.mysql.hooks.mysql import MySqlHook
+
+    class QuickMySqlHook(MySqlHook):
+        # MySqlHook takes no timeout from the connection's extra; this is where it builds the keyword
+        # arguments of MySQLdb.connect (a unit test fails if a provider upgrade stops calling it).
+        def _get_conn_config_mysql_client(self, conn: Any) -> dict:
+            return {**super()._get_conn_config_mysql_client(conn), **QUICK_TIMEOUTS}
+
+    return QuickMySqlHook(mysql_conn_id=conn_id)
 
 
 def s3_client(cfg: ExportConfig, conn_id: str = AWS_CONN_ID) -> Any:

@@ -2,8 +2,13 @@
 
 Registered by the plugin in plugins/es_export_plugin.py. The scheduler calls it when a run starts
 and ends; the api-server calls it when a person marks a run failed or successful in the UI or the
-REST API. A tracking database that is down must never stop the scheduler, so every error is logged
-and swallowed: the next state change writes the row again.
+REST API. It must never hurt the scheduler:
+
+- no DDL: when job_runs (or its Airflow columns) is missing, it logs and skips; `start_job` migrates
+  the schema, and the run's next state change writes the row;
+- short timeouts (connections.QUICK_TIMEOUTS: 3 s to connect, 5 s per read or write), so a tracking
+  database that hangs costs a state change seconds, never minutes;
+- every error is logged and swallowed: the next state change writes the row again.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from es_export.model import AirflowRun
 from es_export_airflow.connections import mysql_connection
 
 DAG_IDS = {"es_message_export", "es_message_retry"}
+# MySQL errors of a schema older than the listener: no such table, unknown column.
+SCHEMA_MISSING = {1146, 1054}
 
 log = logging.getLogger("es_export.run_mirror")
 
@@ -65,9 +72,13 @@ def mirror(dag_run: Any, state: str, msg: str = "") -> None:
         return
     try:
         run = airflow_run(dag_run, state, msg)
-        with mysql_connection() as conn:
-            tracking.migrate(conn)
+        with mysql_connection(quick=True) as conn:
             tracking.mirror_airflow_run(conn, run)
-    except Exception:  # noqa: BLE001 - see the module docstring
+    except Exception as exc:  # noqa: BLE001 - see the module docstring
+        if exc.args and exc.args[0] in SCHEMA_MISSING:
+            log.warning("job_runs is not migrated yet (%s); run %s of %s not recorded as %s: start_job migrates "
+                        "the schema and the next state change records the run", exc.args[-1],
+                        getattr(dag_run, "run_id", "?"), getattr(dag_run, "dag_id", "?"), state)
+            return
         log.exception("could not record run %s of %s as %s in job_runs; the next state change will",
                       getattr(dag_run, "run_id", "?"), getattr(dag_run, "dag_id", "?"), state)

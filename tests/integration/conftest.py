@@ -44,6 +44,26 @@ def s3():
     return boto3.client("s3", endpoint_url=_require("AWS_ENDPOINT_URL"), region_name="us-east-1")
 
 
+@pytest.fixture()
+def alert_queue():
+    """A fresh SNS topic with an SQS queue subscribed to it: (topic ARN, SQS client, queue URL); read
+    what was published with support.sns_messages."""
+    import uuid
+
+    import boto3
+
+    endpoint = _require("AWS_ENDPOINT_URL")
+    sns = boto3.client("sns", endpoint_url=endpoint, region_name="us-east-1")
+    sqs = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1")
+    topic = sns.create_topic(Name=f"alerts-{uuid.uuid4().hex[:6]}")["TopicArn"]
+    queue_url = sqs.create_queue(QueueName=f"alerts-{uuid.uuid4().hex[:6]}")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+    yield topic, sqs, queue_url
+    sqs.delete_queue(QueueUrl=queue_url)
+    sns.delete_topic(TopicArn=topic)
+
+
 @pytest.fixture(scope="module")
 def module_monkeypatch():
     """`monkeypatch` for module-scoped fixtures: undone when the module's tests are done."""

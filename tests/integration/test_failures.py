@@ -23,7 +23,17 @@ import support
 from es_export import pipeline, sink, tracking
 from es_export.config import ExportConfig, RunParams
 from seed_data import SeedConfig
-from support import ROOT, config_changed, connect, new_tracking_database, one_batch, point_airflow_at, run_dag, s3_keys
+from support import (
+    ROOT,
+    config_changed,
+    connect,
+    new_tracking_database,
+    one_batch,
+    point_airflow_at,
+    run_dag,
+    s3_keys,
+    sns_messages,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -86,19 +96,6 @@ def test_s3_unreachable_then_the_retry_dag_recovers(env, s3):
     assert_day_exported_exactly_once(s3, env, day)
 
 
-@pytest.fixture()
-def alert_queue(env, s3):
-    import boto3
-
-    sns = boto3.client("sns", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name="us-east-1")
-    sqs = boto3.client("sqs", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name="us-east-1")
-    topic = sns.create_topic(Name=f"dead-{uuid.uuid4().hex[:6]}")["TopicArn"]
-    queue_url = sqs.create_queue(QueueName=f"alerts-{uuid.uuid4().hex[:6]}")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
-    return topic, sqs, queue_url
-
-
 def test_missing_message_goes_dead_alerts_and_is_revived(env, es, s3, alert_queue):
     topic, sqs, queue_url = alert_queue
     day = SEED.start + timedelta(days=1)
@@ -122,8 +119,11 @@ def test_missing_message_goes_dead_alerts_and_is_revived(env, es, s3, alert_queu
             time.sleep(1.5)
             assert run_dag("es_message_retry").state == "success"
             assert query("SELECT status, attempts FROM message_tracking WHERE message_id = %s", gone) == (("dead", 2),)
-            body = json.loads(sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=2)["Messages"][0]["Body"])
-            assert repr(gone) in body["Message"] and "dead after 2 attempts" in body["Message"]
+            # One alert of the failed export run (see test_run_alerts.py), one of the dead message.
+            alerts = {m["Subject"]: m["Message"] for m in sns_messages(sqs, queue_url)}
+            assert sorted(alerts) == ["es_message_export: dead messages", "es_message_export: run failed"]
+            dead = alerts["es_message_export: dead messages"]
+            assert repr(gone) in dead and "dead after 2 attempts" in dead
             # Nothing picks up a dead message by itself...
             time.sleep(1.5)
             assert run_dag("es_message_retry").state == "success"
@@ -148,8 +148,11 @@ def test_a_message_dead_in_the_export_run_itself_alerts_from_reconcile(env, es, 
         try:
             assert run_dag("es_message_export", **day_conf(day)).state == "failed"
             assert query("SELECT status, attempts FROM message_tracking WHERE message_id = %s", gone) == (("dead", 1),)
-            body = json.loads(sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=2)["Messages"][0]["Body"])
-            assert repr(gone) in body["Message"] and "dead after 1 attempts" in body["Message"]
+            alerts = {m["Subject"]: m["Message"] for m in sns_messages(sqs, queue_url)}
+            assert sorted(alerts) == ["es_message_export: dead messages", "es_message_export: run failed"]
+            assert repr(gone) in alerts["es_message_export: dead messages"]
+            assert "dead after 1 attempts" in alerts["es_message_export: dead messages"]
+            assert repr(gone) in alerts["es_message_export: run failed"]
         finally:
             es.index(index=env["messages_index"], id=gone, document=source, refresh=True)
     assert run_dag("es_message_retry", revive_dead=True).state == "success"

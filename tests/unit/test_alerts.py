@@ -89,3 +89,21 @@ def test_the_export_dag_carries_the_deadline(monkeypatch):
     dag = parse_dag("es_message_export")
     assert [d.interval.total_seconds() for d in dag.deadline] == [900]
     assert dag.deadline[0].callback.path == "es_export_airflow.alerts.late_run"
+
+
+def test_a_failed_run_alert_lists_the_first_reasons_only():
+    from datetime import datetime
+
+    job = {"id": 7, "status": "failed", "started_at": datetime(2025, 1, 2), "interval_start": datetime(2025, 1, 1),
+           "interval_end": datetime(2025, 1, 2), "es_count": 10, "failed": 9, "last_error": "3 objects missing",
+           "airflow_url": "http://airflow/run"}
+    failures = [{"message_id": f"m{i}", "attempts": 1, "error": "gone"} for i in range(9)]
+    text = alerts.failed_run_message(dag_id="es_message_export", run_id="r1", reason="task_failure", job=job,
+                                     failed_task="process[3]", failures=failures)
+    assert "interval: 2025-01-01T00:00:00+00:00 .. 2025-01-02T00:00:00+00:00" in text
+    assert "counts: job_runs id 7, status failed: es_count 10, ids_found -" in text
+    listed = [line for line in text.splitlines() if line.startswith("- ")]
+    assert listed[:3] == ["- task process[3] failed (its log says why)", "- 3 objects missing",
+                          "- message 'm0' (failed or dead, attempt 1): gone"]
+    assert len(listed) == alerts.FIRST_REASONS
+    assert text.endswith("run: http://airflow/run")

@@ -51,6 +51,15 @@ def failures(conn: Any, job_id: int, limit: int = 1000) -> list[dict[str, Any]]:
         return [{"message_id": m, "attempts": int(a), "error": e} for m, a, e in cur.fetchall()]
 
 
+def job_of_run(conn: Any, dag_id: str, run_id: str) -> dict[str, Any] | None:
+    """The job_runs row of an Airflow run, or None when the run never opened one."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT * FROM job_runs WHERE dag_id = %s AND run_id = %s", (dag_id, run_id))
+        found = rows(cur)
+    conn.commit()
+    return found[0] if found else None
+
+
 def dead_messages(conn: Any, job_id: int, limit: int = 100) -> list[dict[str, Any]]:
     with conn.cursor() as cur:
         cur.execute("SELECT message_id, attempts, last_error FROM message_tracking WHERE job_id = %s AND status = %s"
