@@ -73,6 +73,9 @@ class ExportConfig:
     dispatch_lease_seconds: int = 3600
     retry_max_messages: int = 100_000
     sns_topic_arn: str | None = None
+    # SSE-KMS: every data object and manifest is PUT with aws:kms and this key (id, ARN or alias).
+    # None: no encryption header, so the bucket's default encryption applies.
+    sse_kms_key_id: str | None = None
     lambda_function_name: str = "es-message-export-processor"
     sqs_queue_name: str = "es-export-batches"
     sqs_max_receive: int = 3
@@ -83,6 +86,10 @@ class ExportConfig:
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
                 raise ConfigError(f"{name} must be a non-empty string, got {value!r}")
+        if self.sse_kms_key_id is not None and (not isinstance(self.sse_kms_key_id, str)
+                                                or not self.sse_kms_key_id.strip()):
+            raise ConfigError("sse_kms_key_id must be a non-empty string (a KMS key id, key ARN or alias) or "
+                              f"null for no SSE-KMS, got {self.sse_kms_key_id!r}")
         if not isinstance(self.prefix, str) or self.prefix.startswith("/") or self.prefix.endswith("/"):
             raise ConfigError(f"prefix must be a string without leading or trailing '/', got {self.prefix!r}")
         if len(self.prefix.encode("utf-8")) > MAX_PREFIX_BYTES:

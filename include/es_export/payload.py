@@ -22,27 +22,35 @@ BATCH_KEYS = ("job_id", "batch_id", "batch_no", "size")  # required; "run_id" is
 
 
 # What Airflow may tell the function it expects, and where the function's value comes from. These
-# decide which documents are read and where results go; tuning (page sizes, concurrency) and the
-# retry policy are the function's own.
+# decide which documents are read and where and how results go (sse_kms_key_id: objects the function
+# writes must be encrypted as Airflow's are, or readers holding only one key lose some of them);
+# tuning (page sizes, concurrency) and the retry policy are the function's own.
 EXPECTABLE = {
     "messages_index": "EXPORT_CONFIG", "history_index": "EXPORT_CONFIG", "status_index": "EXPORT_CONFIG",
     "audit_index": "EXPORT_CONFIG", "message_id_field": "EXPORT_CONFIG", "bucket": "EXPORT_CONFIG",
-    "prefix": "EXPORT_CONFIG", "layout": "EXPORT_CONFIG", "tracking_database": "MYSQL_DB",
+    "prefix": "EXPORT_CONFIG", "layout": "EXPORT_CONFIG", "sse_kms_key_id": "EXPORT_CONFIG",
+    "tracking_database": "MYSQL_DB",
 }
+# Expected keys a payload may leave out, and what leaving one out means. sse_kms_key_id is sent only
+# when set, so functions older than it keep accepting the payloads of everyone who does not use it
+# (they refuse an unknown expected key, which is right when Airflow encrypts and they cannot).
+ABSENT_MEANS = {"sse_kms_key_id": None}
 
 
 def build_payload(cfg: ExportConfig, batch: dict[str, Any], *, tracking_database: str | None) -> dict[str, Any]:
     """What the sender puts in an invoke or a queue message: the batch and what it expects the function uses."""
     expect = _expectable(cfg, tracking_database)
-    if not tracking_database:
-        del expect["tracking_database"]
+    for name in ("tracking_database", *ABSENT_MEANS):
+        if expect[name] is None:
+            del expect[name]
     return {"batch": {k: batch[k] for k in (*BATCH_KEYS, "run_id")}, "expect": expect}
 
 
 def _expectable(cfg: ExportConfig, tracking_database: str | None) -> dict[str, Any]:
-    """The values of EXPECTABLE as they travel in JSON (every one a string; a Layout as its value)."""
-    values = {name: str(getattr(cfg, name)) for name in EXPECTABLE if name != "tracking_database"}
-    return {**values, "tracking_database": tracking_database}
+    """The values of EXPECTABLE as they travel in JSON (a string or None; a Layout as its value)."""
+    values = {name: getattr(cfg, name) for name in EXPECTABLE if name != "tracking_database"}
+    return {**{name: None if value is None else str(value) for name, value in values.items()},
+            "tracking_database": tracking_database}
 
 
 def parse(payload: Any) -> tuple[Batch, str, dict[str, Any]]:
@@ -87,6 +95,8 @@ def parse(payload: Any) -> tuple[Batch, str, dict[str, Any]]:
 def check_expected(cfg: ExportConfig, database: str, expect: dict[str, Any]) -> None:
     """Refuse to run on settings other than those the sender expects; never take them from the payload."""
     actual = _expectable(cfg, database)
+    if expect:  # from Airflow (a person invoking by hand sends none: the environment alone decides)
+        expect = {**ABSENT_MEANS, **expect}
     differ = [name for name, value in expect.items() if actual[name] != value]
     if differ:
         function = os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "the processing Lambda")

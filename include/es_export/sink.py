@@ -122,15 +122,23 @@ class UploadResult:
         return self.error is None
 
 
-def upload_all(s3: Any, bucket: str, uploads: list[Upload], concurrency: int) -> Iterator[UploadResult]:
+def encryption(sse_kms_key_id: str | None) -> dict[str, str]:
+    """The PUT arguments for SSE-KMS with that key; none without a key (the bucket's default applies)."""
+    return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": sse_kms_key_id} if sse_kms_key_id else {}
+
+
+def upload_all(s3: Any, bucket: str, uploads: list[Upload], concurrency: int, *,
+               sse_kms_key_id: str | None = None) -> Iterator[UploadResult]:
     """PUT every object with at most `concurrency` requests in flight; one result per upload.
 
     Retries with backoff are the S3 client's (botocore retry config); an upload still failing after
-    them comes back with its error instead of stopping the others.
+    them comes back with its error instead of stopping the others. With `sse_kms_key_id` every
+    object is encrypted with that KMS key (SSE-KMS).
     """
     def put(upload: Upload) -> UploadResult:
         try:
             extra = {"ContentEncoding": "gzip"} if upload.key.endswith(".gz") else {}
+            extra.update(encryption(sse_kms_key_id))
             s3.put_object(Bucket=bucket, Key=upload.key, Body=upload.body, ContentType=upload.content_type, **extra)
             return UploadResult(upload, None)
         except Exception as exc:  # noqa: BLE001 - reported per object, the batch goes on
@@ -170,10 +178,11 @@ def document_ids(s3: Any, bucket: str, key: str) -> list[str]:
     return [json.loads(line)["message_id"] for line in body.splitlines() if line.strip()]
 
 
-def keep_only(s3: Any, bucket: str, key: str, keep: Iterable[str]) -> int:
+def keep_only(s3: Any, bucket: str, key: str, keep: Iterable[str], *, sse_kms_key_id: str | None = None) -> int:
     """Remove from an object every document whose message is not in `keep`; delete it when none is left.
 
-    Returns how many documents were removed. The caller holds the object's lock.
+    Returns how many documents were removed. The caller holds the object's lock. A rewritten object
+    is encrypted as new ones are (`sse_kms_key_id`), since a PUT does not keep the old object's key.
     """
     keep = set(keep)
     if not key.endswith(NDJSON_SUFFIX):
@@ -193,12 +202,12 @@ def keep_only(s3: Any, bucket: str, key: str, keep: Iterable[str]) -> int:
         return 0
     if kept:
         s3.put_object(Bucket=bucket, Key=key, Body=gzip.compress(b"".join(line + b"\n" for line in kept), 5),
-                      ContentType="application/x-ndjson", ContentEncoding="gzip")
+                      ContentType="application/x-ndjson", ContentEncoding="gzip", **encryption(sse_kms_key_id))
     else:
         s3.delete_object(Bucket=bucket, Key=key)
     return len(lines) - len(kept)
 
 
-def put_json(s3: Any, bucket: str, key: str, document: dict[str, Any]) -> None:
+def put_json(s3: Any, bucket: str, key: str, document: dict[str, Any], *, sse_kms_key_id: str | None = None) -> None:
     body = json.dumps(document, ensure_ascii=False, indent=2, default=str).encode("utf-8")
-    s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json")
+    s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json", **encryption(sse_kms_key_id))

@@ -24,11 +24,23 @@ def test_defaults_are_the_local_ones():
         pytest.param({"prefix": "p" * 205}, "prefix is 205 bytes long; at most 204 fit", id="prefix-too-long"),
         pytest.param({"prefix": "é" * 103}, "prefix is 206 bytes long", id="prefix-bytes-not-chars"),
         pytest.param({"colour": "red"}, r"unknown configuration key\(s\) \['colour'\]", id="unknown-key"),
+        pytest.param({"sse_kms_key_id": ""}, r"sse_kms_key_id must be a non-empty string \(a KMS key id, key ARN or "
+                     r"alias\) or null for no SSE-KMS, got ''", id="sse-kms-empty"),
+        pytest.param({"sse_kms_key_id": "  "}, "sse_kms_key_id must be a non-empty string", id="sse-kms-blank"),
+        pytest.param({"sse_kms_key_id": 42}, "sse_kms_key_id must be a non-empty string .* got 42",
+                     id="sse-kms-number"),
     ],
 )
 def test_bad_config_is_refused_naming_the_field(values, message):
     with pytest.raises(ConfigError, match=message):
         ExportConfig.from_mapping(values)
+
+
+@pytest.mark.parametrize("key_id", [None, "1234abcd-12ab-34cd-56ef-1234567890ab", "alias/es-export",
+                                    "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"])
+def test_sse_kms_key_id_is_a_key_or_null(key_id):
+    assert ExportConfig.from_mapping({"sse_kms_key_id": key_id}).sse_kms_key_id == key_id
+    assert ExportConfig().sse_kms_key_id is None
 
 
 def test_params_default_to_the_data_interval():

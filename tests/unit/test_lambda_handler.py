@@ -131,6 +131,46 @@ def test_the_payload_carries_only_the_batch_and_what_airflow_expects():
         "layout": "per_message", "tracking_database": "t"}}
 
 
+KMS_KEY = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+
+def test_the_payload_expects_the_kms_key_only_when_one_is_set():
+    cfg = ExportConfig(sse_kms_key_id=KMS_KEY)
+    assert build_payload(cfg, BATCH, tracking_database="t")["expect"]["sse_kms_key_id"] == KMS_KEY
+    # Unset, the key is left out, so a function older than the setting accepts the payload as before.
+    assert "sse_kms_key_id" not in build_payload(ExportConfig(), BATCH, tracking_database="t")["expect"]
+
+
+@pytest.mark.parametrize(("function_key", "airflow_key", "message"), [
+    pytest.param(None, KMS_KEY, f"sse_kms_key_id: the function has None, Airflow expects {KMS_KEY!r}",
+                 id="airflow-encrypts"),
+    pytest.param(KMS_KEY, None, f"sse_kms_key_id: the function has {KMS_KEY!r}, Airflow expects None",
+                 id="function-encrypts"),
+    pytest.param(KMS_KEY, "alias/other", f"sse_kms_key_id: the function has {KMS_KEY!r}, Airflow expects "
+                 "'alias/other'", id="other-key"),
+])
+def test_the_function_encrypts_as_airflow_does_or_refuses_the_batch(function, function_key, airflow_key, message):
+    function["monkeypatch"].setenv("EXPORT_CONFIG", json.dumps({**ENV_CONFIG, "sse_kms_key_id": function_key}))
+    cfg = ExportConfig.from_mapping({**ENV_CONFIG, "sse_kms_key_id": airflow_key})
+    with pytest.raises(ConfigError, match="Set EXPORT_CONFIG in the environment of es-export-fn") as err:
+        lambda_handler.process(build_payload(cfg, BATCH, tracking_database="fn_tracking"))
+    assert message in str(err.value)
+    assert function["connected"] == [] and function["calls"] == []
+
+
+def test_the_function_uses_its_kms_key_when_airflow_expects_it(function):
+    function["monkeypatch"].setenv("EXPORT_CONFIG", json.dumps({**ENV_CONFIG, "sse_kms_key_id": KMS_KEY}))
+    function["monkeypatch"].setattr(lambda_handler, "_mysql", function["mysql"])
+    function["monkeypatch"].setattr(lambda_handler, "_elasticsearch", lambda: "es")
+    function["monkeypatch"].setattr(lambda_handler, "_s3", lambda concurrency: "s3")
+    cfg = ExportConfig.from_mapping({**ENV_CONFIG, "sse_kms_key_id": KMS_KEY})
+    lambda_handler.process(build_payload(cfg, BATCH, tracking_database="fn_tracking"))
+    assert function["calls"][1][1].sse_kms_key_id == KMS_KEY  # what process_batch hands the sink
+    # A person invoking by hand (no "expect"): the function's own key decides.
+    lambda_handler.process({"batch": BATCH})
+    assert function["calls"][3][1].sse_kms_key_id == KMS_KEY
+
+
 def test_an_sqs_record_with_an_override_returns_to_the_queue(function):
     bad = {"batch": BATCH, "settings": {"messages_index": "secret-index"}}
     event = {"Records": [{"messageId": "a", "body": json.dumps(bad)}]}

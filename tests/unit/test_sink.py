@@ -91,3 +91,46 @@ def test_related_documents_sort_the_same_whatever_their_order(docs):
     _sort_by_time(a, "timestamp")
     _sort_by_time(b, "timestamp")
     assert a == b and [d["timestamp"] for d in a] == sorted(d["timestamp"] for d in docs)
+
+
+class RecordingS3:
+    """Records every PUT's arguments; holds objects so keep_only can read and rewrite them."""
+
+    class exceptions:  # noqa: N801 - boto3's name
+        NoSuchKey = KeyError
+
+    def __init__(self, objects=None):
+        self.objects, self.puts = dict(objects or {}), {}
+
+    def put_object(self, *, Bucket, Key, Body, **kwargs):  # noqa: N803 - boto3's names
+        self.objects[Key], self.puts[Key] = Body, kwargs
+
+    def get_object(self, *, Bucket, Key):  # noqa: N803
+        import io
+
+        return {"Body": io.BytesIO(self.objects[Key])}
+
+
+KMS_KEY = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+SSE_KMS = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": KMS_KEY}
+
+
+@pytest.mark.parametrize(("key_id", "headers"), [pytest.param(KMS_KEY, SSE_KMS, id="sse-kms"),
+                                                 pytest.param(None, {}, id="bucket-default")])
+def test_every_put_carries_the_kms_key_or_no_encryption_header(key_id, headers):
+    import gzip
+
+    lines = [json.dumps({"message_id": m}).encode() for m in ("a", "b")]
+    ndjson = "p/dt=2024-10-01/batch-1.ndjson.gz"
+    s3 = RecordingS3({ndjson: gzip.compress(b"\n".join(lines))})
+    uploads = [sink.Upload("p/dt=2024-10-01/m.json", b"{}"), sink.Upload("p/dt=2024-10-01/b.ndjson.gz", b"",
+                                                                        content_type="application/x-ndjson")]
+    assert all(r.ok for r in sink.upload_all(s3, "b", uploads, concurrency=2, sse_kms_key_id=key_id))
+    assert sink.keep_only(s3, "b", ndjson, {"a"}, sse_kms_key_id=key_id) == 1  # the rewrite of an NDJSON file
+    sink.put_json(s3, "b", "p/_manifests/d/r.json", {"status": "completed"}, sse_kms_key_id=key_id)
+    assert s3.puts == {
+        "p/dt=2024-10-01/m.json": {"ContentType": "application/json", **headers},
+        "p/dt=2024-10-01/b.ndjson.gz": {"ContentType": "application/x-ndjson", "ContentEncoding": "gzip", **headers},
+        ndjson: {"ContentType": "application/x-ndjson", "ContentEncoding": "gzip", **headers},
+        "p/_manifests/d/r.json": {"ContentType": "application/json", **headers},
+    }

@@ -119,7 +119,8 @@ def _documents(cfg: ExportConfig, batch: Batch, attempt: BatchAttempt, details: 
 def _upload(s3: Any, cfg: ExportConfig, uploads: list[sink.Upload], outcomes: list[Outcome]) -> int:
     """PUT every object; each of its messages gets an outcome. Returns the bytes written."""
     written = 0
-    for uploaded in sink.upload_all(s3, cfg.bucket, uploads, cfg.upload_concurrency):
+    for uploaded in sink.upload_all(s3, cfg.bucket, uploads, cfg.upload_concurrency,
+                                   sse_kms_key_id=cfg.sse_kms_key_id):
         written += len(uploaded.upload.body) if uploaded.ok else 0
         for m in uploaded.upload.tag:
             if uploaded.ok:
@@ -183,7 +184,8 @@ def remove_superseded(conn: Any, s3: Any, cfg: ExportConfig, keys: Any) -> int:
     for key in sorted(set(keys)):
         tracking.object_lock(conn, key)
         try:
-            removed += sink.keep_only(s3, cfg.bucket, key, tracking.object_references(conn, key))
+            removed += sink.keep_only(s3, cfg.bucket, key, tracking.object_references(conn, key),
+                                      sse_kms_key_id=cfg.sse_kms_key_id)
         finally:
             tracking.object_unlock(conn, key)
     if removed:

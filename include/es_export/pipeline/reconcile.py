@@ -88,7 +88,8 @@ def reconcile(es: Any, conn: Any, s3: Any, cfg: ExportConfig, job: Job) -> Repor
         exported_by_others=report.exported_by_others, failed=report.failed, objects=report.objects,
         finished_at=tracking.utc_naive(datetime.now(UTC)), last_error="; ".join(report.problems)[:4000] or None,
     )
-    sink.put_json(s3, cfg.bucket, sink.manifest_key(cfg.prefix, job.dag_id, job.run_id), asdict(report))
+    sink.put_json(s3, cfg.bucket, sink.manifest_key(cfg.prefix, job.dag_id, job.run_id), asdict(report),
+                  sse_kms_key_id=cfg.sse_kms_key_id)
     log.info("reconcile job=%s status=%s es_count=%d tracked=%d completed=%d (by other runs %d) failed=%d "
              "objects=%d documents=%d", job.job_id, report.status, report.es_count, report.tracked,
              report.completed, report.exported_by_others, report.failed, report.objects, report.documents)

@@ -1,0 +1,90 @@
+"""The IAM policies in deploy/ allow what the code does on S3 and, for SSE-KMS, on the key (and no more);
+the SAM template is valid and gives the function an EXPORT_CONFIG its ExportConfig accepts."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from es_export.config import ExportConfig
+
+pytestmark = pytest.mark.unit
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+# What sink and the pipeline call: put_object, get_object (reconcile reads documents, keep_only
+# rewrites NDJSON files), delete_object (superseded objects), list_objects_v2.
+S3_ACTIONS = {"s3:PutObject", "s3:GetObject", "s3:DeleteObject", "s3:ListBucket"}
+# PutObject with SSE-KMS needs GenerateDataKey; reading an object back needs Decrypt.
+KMS_ACTIONS = {"kms:GenerateDataKey", "kms:Decrypt"}
+
+
+class CfnLoader(yaml.SafeLoader):
+    """YAML with CloudFormation's short tags: `!Sub x` becomes {"Sub": x}."""
+
+
+def _tag(loader, suffix, node):
+    if isinstance(node, yaml.ScalarNode):
+        return {suffix: loader.construct_scalar(node)}
+    if isinstance(node, yaml.SequenceNode):
+        return {suffix: loader.construct_sequence(node, deep=True)}
+    return {suffix: loader.construct_mapping(node, deep=True)}
+
+
+CfnLoader.add_multi_constructor("!", _tag)
+
+
+@pytest.fixture(scope="module")
+def template():
+    return yaml.load((DEPLOY / "template.yaml").read_text(), Loader=CfnLoader)  # noqa: S506 - a SafeLoader
+
+
+def actions(statement) -> set[str]:
+    action = statement["Action"]
+    return {action} if isinstance(action, str) else set(action)
+
+
+def function_statements(template) -> list[dict]:
+    """The function's policy statements, with those under a condition (!If) taken out of it."""
+    statements = template["Resources"]["ProcessorFunction"]["Properties"]["Policies"][0]["Statement"]
+    return [s["If"][1] if "If" in s else s for s in statements]
+
+
+def test_the_mwaa_role_may_do_what_the_export_does_and_use_only_the_kms_key():
+    statements = json.loads((DEPLOY / "iam-policy-mwaa.json").read_text())["Statement"]
+    assert S3_ACTIONS <= set().union(*(actions(s) for s in statements))
+    (kms,) = [s for s in statements if actions(s) & KMS_ACTIONS]
+    assert actions(kms) == KMS_ACTIONS
+    assert re.fullmatch(r"arn:aws:kms:REGION:ACCOUNT_ID:key/KMS_KEY_ID", kms["Resource"])
+    assert kms["Condition"] == {"StringEquals": {"kms:ViaService": "s3.REGION.amazonaws.com"}}
+
+
+def test_the_function_may_do_what_a_batch_does_and_use_the_key_only_when_one_is_given(template):
+    statements = function_statements(template)
+    assert S3_ACTIONS <= set().union(*(actions(s) for s in statements))
+    (kms,) = [s for s in statements if actions(s) & KMS_ACTIONS]
+    assert actions(kms) == KMS_ACTIONS and kms["Resource"] == {"Ref": "KmsKeyArn"}
+    (conditional,) = [s for s in template["Resources"]["ProcessorFunction"]["Properties"]["Policies"][0]["Statement"]
+                      if "If" in s]
+    assert conditional["If"][0] == "HasKmsKey" and conditional["If"][2] == {"Ref": "AWS::NoValue"}
+
+
+@pytest.mark.parametrize("key", [None, "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"])
+def test_the_function_gets_an_export_config_it_accepts(template, key):
+    text, variables = template["Resources"]["ProcessorFunction"]["Properties"]["Environment"]["Variables"][
+        "EXPORT_CONFIG"]["Sub"]
+    assert variables["SseKmsKeyId"]["If"][0] == "HasKmsKey"
+    parameters = {name: spec.get("Default", f"x-{name.lower()}") for name, spec in template["Parameters"].items()}
+    values = {**parameters, "SseKmsKeyId": json.dumps(key)}
+    rendered = re.sub(r"\$\{(\w+)\}", lambda m: str(values[m.group(1)]), text)
+    cfg = ExportConfig.from_mapping(json.loads(rendered))
+    assert cfg.sse_kms_key_id == key and cfg.bucket == "x-exportbucket"
+
+
+def test_the_sam_template_passes_cfn_lint():
+    out = subprocess.run([str(Path(sys.executable).parent / "cfn-lint"), str(DEPLOY / "template.yaml")],
+                         capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
