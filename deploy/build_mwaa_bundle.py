@@ -48,6 +48,7 @@ export ES_EXPORT_MAX_ACTIVE_RUNS="${ES_EXPORT_MAX_ACTIVE_RUNS:-2}"      # concur
 export ES_RETRY_SCHEDULE="${ES_RETRY_SCHEDULE:-*/15 * * * *}"          # cron of es_message_retry
 export ES_EXPORT_POKE_SECONDS="${ES_EXPORT_POKE_SECONDS:-30}"           # poke interval of the process sensors
 export ES_EXPORT_DEADLINE_SECONDS="${ES_EXPORT_DEADLINE_SECONDS:-21600}"  # late-run alert after queueing
+export ES_EXPORT_BATCH_POOL="${ES_EXPORT_BATCH_POOL:-es_export_batches}"  # pool of the process tasks: create it
 # export ES_EXPORT_ALERT_SNS_TOPIC_ARN="arn:aws:sns:<region>:<account>:<topic>"  # where late-run alerts go
 """
 

@@ -3,6 +3,8 @@
 # processor, triggerer) with a LocalExecutor small enough for 2 cores.
 # Usage: devstack/airflow.sh up|down|status [instance]
 # Settings of your own (KEY=value lines) go to .local/airflow-home/airflow.env.
+# After startup it creates the pool the batches run in (ES_EXPORT_BATCH_POOL, default es_export_batches)
+# with ES_EXPORT_BATCH_POOL_SLOTS slots (default 8).
 #
 # `instance` names a separate Airflow home and port, so the tests run their own Airflow
 # (instance "test", port 8180, tiny deadline) without touching the one `make airflow` started.
@@ -50,19 +52,50 @@ admin_password() { password_of admin; }
 
 healthy() { curl -sf "$URL/api/v2/monitor/health" | grep -q '"scheduler":{"status":"healthy"'; }
 
+api_token() {  # a bearer token of admin for the REST API
+  curl -sf -X POST "$URL/auth/token" -H 'Content-Type: application/json' \
+    -d "{\"username\": \"admin\", \"password\": \"$(admin_password)\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])'
+}
+
 dags_parsed() {  # both DAGs serialized, so runs and backfills can be created at once
   local token
-  token="$(curl -sf -X POST "$URL/auth/token" -H 'Content-Type: application/json' \
-    -d "{\"username\": \"admin\", \"password\": \"$(admin_password)\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')" || return 1
+  token="$(api_token)" || return 1
   for dag in es_message_export es_message_retry; do
     curl -sf "$URL/api/v2/dags/$dag" -H "Authorization: Bearer $token" >/dev/null || return 1
   done
 }
 
+instance_setting() {  # $1 as Airflow sees it: the home's airflow.env, else the caller's environment, else $2
+  (
+    if [ -f "$HOME_DIR/airflow.env" ]; then set -a; . "$HOME_DIR/airflow.env"; set +a; fi
+    printf '%s' "${!1:-$2}"
+  )
+}
+
+ensure_batch_pool() {  # the pool the `process` tasks run in: without it the scheduler never starts a batch
+  local name slots token body
+  name="$(instance_setting ES_EXPORT_BATCH_POOL es_export_batches)"
+  slots="$(instance_setting ES_EXPORT_BATCH_POOL_SLOTS 8)"
+  [[ "$slots" =~ ^[1-9][0-9]*$ ]] || die "ES_EXPORT_BATCH_POOL_SLOTS must be a positive integer, got '$slots'"
+  token="$(api_token)" || die "could not sign in to $URL to create the pool $name; see $LOG"
+  # Create, or set the slots of an existing pool (what `airflow pools set` does), through the REST API.
+  body="$(python3 -c 'import json, sys; print(json.dumps({"actions": [{"action": "create", "action_on_existence": "overwrite",
+    "entities": [{"name": sys.argv[1], "slots": int(sys.argv[2]), "include_deferred": False,
+                  "description": "es-message-export: batches (process tasks) running at once"}]}]}))' "$name" "$slots")"
+  curl -sf -X PATCH "$URL/api/v2/pools" -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+    -d "$body" | python3 -c 'import json, sys; errors = json.load(sys.stdin)["create"]["errors"]; sys.exit(str(errors) if errors else 0)' \
+    || die "could not create the pool $name ($slots slots) in $URL; see $LOG"
+  echo "airflow ($INSTANCE): pool $name with $slots slots caps the batches running at once"
+}
+
 cmd_up() {
   [ -f "$ENV_FILE" ] || die "no $ENV_FILE: start the stack first with 'make up'"
   settings
-  if pid_alive; then echo "airflow ($INSTANCE): already running on $URL (pid $(cat "$PIDFILE"))"; return; fi
+  if pid_alive; then
+    echo "airflow ($INSTANCE): already running on $URL (pid $(cat "$PIDFILE"))"
+    if healthy; then ensure_batch_pool; fi  # an Airflow started before the pool existed
+    return
+  fi
   if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
     die "port $PORT on 127.0.0.1 is taken by another process, so Airflow cannot start; set AIRFLOW_PORT=<free port>"
   fi
@@ -104,6 +137,7 @@ cmd_up() {
     [ "$SECONDS" -lt "$deadline" ] || die "Airflow did not become healthy within 240s; see $LOG"
     sleep 2
   done
+  ensure_batch_pool
   echo "airflow ($INSTANCE): UI $URL  login admin / password in $HOME_DIR/admin_password  (log $LOG)"
   echo "  a user without any permission: noaccess / password in $HOME_DIR/noaccess_password"
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Generator
 from contextlib import contextmanager
 from typing import Any, cast
@@ -13,6 +14,13 @@ from airflow.sdk.exceptions import AirflowFailException
 from es_export.config import MAX_BATCH_SIZE, Dispatch
 from es_export.errors import ExportError
 from es_export_airflow.settings import DATE_OR_DATETIME
+
+# The Airflow pool every batch (mapped `process` task) runs in, so that however many runs and
+# backfills are live, at most its number of slots of batches query Elasticsearch at once.
+# ES_EXPORT_BATCH_POOL names another pool; `make airflow` (devstack/airflow.sh) creates it with
+# BATCH_POOL_SLOTS slots, the documented default size.
+BATCH_POOL = "es_export_batches"
+BATCH_POOL_SLOTS = 8
 
 
 @contextmanager
@@ -46,13 +54,23 @@ def batch_params(dispatch_help: str) -> dict[str, Param]:
     }
 
 
+def batch_pool() -> str:
+    """The pool of the `process` tasks: ES_EXPORT_BATCH_POOL, read when a DAG file is parsed, or BATCH_POOL.
+
+    The pool must exist: Airflow 3.3.1 does not warn at parse time, and its scheduler leaves a task
+    whose pool is missing `scheduled` for ever, logging "Tasks using non-existent pool ..." each loop.
+    """
+    return os.environ.get("ES_EXPORT_BATCH_POOL") or BATCH_POOL
+
+
 def batch_sensor() -> Any:
     """The mapped `process` task of both DAGs: a sensor in reschedule mode that exports its batch here,
     in the Lambda, or waits for the Lambda behind SQS. Made per DAG file parse, so its poke interval
-    (ES_EXPORT_POKE_SECONDS) is read then."""
+    (ES_EXPORT_POKE_SECONDS) and its pool (ES_EXPORT_BATCH_POOL) are read then."""
     from es_export_airflow import dispatch
 
-    @task.sensor(task_id="process", map_index_template="batch {{ batch_label }}", **dispatch.sensor_settings())
+    @task.sensor(task_id="process", map_index_template="batch {{ batch_label }}", pool=batch_pool(),
+                 **dispatch.sensor_settings())
     def process(batch: dict) -> PokeReturnValue:
         """Export one batch: here (local), in the Lambda (lambda), or wait for the Lambda behind SQS (sqs)."""
         context = get_current_context()

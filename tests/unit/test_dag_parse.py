@@ -57,6 +57,34 @@ def test_retry_dag_contract(dagbag_and_lookups):
     assert [t.task_id for t in dag.topological_sort()] == ["start_job", "plan", "process", "summarize"]
 
 
+@pytest.mark.parametrize("dag_id", ["es_message_export", "es_message_retry"])
+def test_batches_and_only_batches_run_in_the_batch_pool(dagbag_and_lookups, dag_id):
+    from es_export_airflow.tasks import BATCH_POOL
+
+    dag = dagbag_and_lookups[0].dags[dag_id]
+    pools = {t.task_id: t.pool for t in dag.tasks}
+    assert pools.pop("process") == BATCH_POOL == "es_export_batches"
+    assert set(pools.values()) == {"default_pool"}, pools
+    assert dag.get_task("process").pool_slots == 1
+
+
+@pytest.mark.parametrize("dag_id", ["es_message_export", "es_message_retry"])
+def test_the_batch_pool_is_named_by_the_environment_at_parse_time(monkeypatch, dag_id):
+    from support import parse_dag
+
+    monkeypatch.setenv("ES_EXPORT_BATCH_POOL", "search_guard")
+    assert parse_dag(dag_id).get_task("process").pool == "search_guard"
+
+
+def test_make_airflow_creates_the_pool_the_tasks_use():
+    from es_export_airflow.tasks import BATCH_POOL, BATCH_POOL_SLOTS
+
+    script = (DAGS.parent / "devstack" / "airflow.sh").read_text()
+    assert f'instance_setting ES_EXPORT_BATCH_POOL {BATCH_POOL})"' in script
+    assert f'instance_setting ES_EXPORT_BATCH_POOL_SLOTS {BATCH_POOL_SLOTS})"' in script
+    assert script.count("ensure_batch_pool") == 3  # defined, after startup, and on an Airflow already running
+
+
 @pytest.mark.parametrize(("value", "ok"), [
     ("2024-10-01", True), ("2024-10-01T06:00:00Z", True), ("2024-10-01 06:00", True),
     ("2024-10-01T06:00:00.5+02:00", True), ("yesterday", False), ("2024-10-1", False), ("", False),
