@@ -114,6 +114,12 @@ def credentials(secret: str) -> Credentials:
 
 
 def new_events(proxy: RunningProxy, before: int) -> list[dict]:
+    """What the proxy logged since `before`. It may log a request just after answering it, so wait
+    (up to 5 s) for the first new line, then a moment for any last ones."""
+    deadline = time.monotonic() + 5
+    while len(proxy.events()) <= before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
     return proxy.events()[before:]
 
 
