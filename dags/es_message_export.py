@@ -25,7 +25,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from es_export import pipeline
 from es_export.config import RunParams
 from es_export.model import Job
-from es_export_airflow import alerts, dispatch
+from es_export_airflow import alerts, assets, dispatch
 from es_export_airflow.connections import elasticsearch_client, mysql_connection, s3_client
 from es_export_airflow.settings import load_config, run_params
 from es_export_airflow.tasks import batch_params, batch_sensor, failing_fast, range_params
@@ -88,7 +88,8 @@ def es_message_export():
             batches = pipeline.plan(conn, cfg, Job.from_dict(spec["job"]), params)
             return dispatch.hand_out(cfg, batches, run_id=spec["job"]["run_id"], mode=params.dispatch)
 
-    @task.sensor(trigger_rule=TriggerRule.ALL_DONE, retries=1, **dispatch.sensor_settings())
+    @task.sensor(trigger_rule=TriggerRule.ALL_DONE, retries=1, outlets=[assets.EXPORTED_DAYS],
+                 **dispatch.sensor_settings())
     def reconcile(spec: dict | None) -> PokeReturnValue:
         """Wait for other runs still exporting part of this interval, then compare Elasticsearch, MySQL
         and S3 document by document; write the manifest; fail the run on any gap."""
@@ -102,6 +103,7 @@ def es_message_export():
                 report = pipeline.reconcile(elasticsearch_client(), conn, s3_client(cfg), cfg, job)
             finally:
                 alerts.alert_dead(cfg, job.job_id, pipeline.dead_messages(conn, job), get_current_context())
+        assets.announce_exported_days(get_current_context(), cfg, job, report)
         return PokeReturnValue(is_done=True, xcom_value={k: v for k, v in vars(report).items() if k != "failures"})
 
     spec = extract(start_job())

@@ -62,6 +62,11 @@ def day_prefix(prefix: str, day: date) -> str:
     return f"{prefix}/dt={day.isoformat()}/"
 
 
+def day_uri(bucket: str, prefix: str, day: date) -> str:
+    """The S3 URI of a day's folder: what downstream consumers (and Airflow Assets) name."""
+    return f"s3://{bucket}/{day_prefix(prefix, day)}"
+
+
 def object_key(prefix: str, day: date, message_id: str) -> str:
     return f"{day_prefix(prefix, day)}{encode_id(message_id)}.json"
 

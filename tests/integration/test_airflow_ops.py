@@ -105,6 +105,17 @@ def test_job_runs_mirror_the_airflow_runs(backfill, running_airflow):
         assert job["url"] == f"{ra.URL}/dags/{DAG}/runs/{requests.utils.quote(run_id, safe='')}"
 
 
+def test_each_exported_day_is_announced_as_an_asset(backfill, running_airflow):
+    """A downstream DAG can be scheduled on the alias es_message_export_days or on one day's folder."""
+    events = running_airflow.api.call("GET", "/api/v2/assets/events", params={
+        "source_dag_id": DAG, "source_task_id": "reconcile", "limit": 100})["asset_events"]
+    by_run = {e["source_run_id"]: e for e in events if e["source_run_id"] in backfill["runs"].values()}
+    assert {day: by_run[run_id]["uri"] for day, run_id in backfill["runs"].items()} == {
+        day: sink.day_uri(ra.CONFIG["bucket"], ra.CONFIG["prefix"], day).rstrip("/") for day in DAYS}
+    assert {by_run[run_id]["extra"]["day"] for run_id in backfill["runs"].values()} == {
+        d.isoformat() for d in DAYS}
+
+
 def test_metrics_count_every_exported_message_and_batch(backfill, es):
     total = sum(es_count(es, ra.CONFIG["messages_index"], d) for d in DAYS)
     assert backfill["exported_metric"] == total

@@ -13,11 +13,18 @@ an Airflow task, the Lambda handler and a test all call the same function.
 from es_export.pipeline.extract import ExtractResult, extract, prefetched
 from es_export.pipeline.plan import open_job, open_retry_job, plan, plan_retry
 from es_export.pipeline.process import BatchResult, fetch_isolating, process_batch, remove_superseded
-from es_export.pipeline.reconcile import Report, check_documents, dead_messages, others_still_exporting, reconcile
+from es_export.pipeline.reconcile import (
+    Report,
+    check_documents,
+    days_of,
+    dead_messages,
+    others_still_exporting,
+    reconcile,
+)
 from es_export.pipeline.retry import RetrySummary, summarize_retry
 
 __all__ = [
-    "BatchResult", "ExtractResult", "Report", "RetrySummary", "check_documents", "dead_messages", "extract",
+    "BatchResult", "ExtractResult", "Report", "RetrySummary", "check_documents", "days_of", "dead_messages", "extract",
     "fetch_isolating", "open_job", "open_retry_job", "others_still_exporting", "plan", "plan_retry", "prefetched",
     "process_batch", "reconcile", "remove_superseded", "summarize_retry",
 ]

@@ -187,6 +187,11 @@ def _problems(r: Report, batches: dict[str, int], held: list[JobShare]) -> list[
     return problems
 
 
+def days_of(job: Job) -> list[date]:
+    """The UTC days the job's interval touches (each has its own folder on S3)."""
+    return _days(job.start, job.end)
+
+
 def _days(start: datetime, end: datetime) -> list[date]:
     first, last = start.date(), (end - timedelta(microseconds=1)).date()
     return [first + timedelta(days=i) for i in range((last - first).days + 1)]
