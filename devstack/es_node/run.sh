@@ -5,35 +5,13 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 TARGET="$HERE/target"
 
-java_major() {  # path-to-java -> major version number
-  "$1" -version 2>&1 | awk -F'"' '/version/ {split($2, v, "."); print (v[1] == "1" ? v[2] : v[1]); exit}'
-}
+# shellcheck source=../java_node.sh
+. "$HERE/../java_node.sh"
 
-# Elasticsearch 9 needs Java 21 or newer: take the newest JDK we can find, never a fixed path.
-find_java_home() {
-  local best="" best_major=0 candidate major
-  for candidate in "${ES_JAVA_HOME:-}" "${JAVA_HOME:-}" /usr/lib/jvm/*; do
-    [ -n "$candidate" ] && [ -x "$candidate/bin/java" ] && [ -x "$candidate/bin/javac" ] || continue
-    major="$(java_major "$candidate/bin/java")"
-    if [ "${major:-0}" -gt "$best_major" ]; then best="$candidate"; best_major="$major"; fi
-  done
-  if [ "$best_major" -lt 21 ]; then
-    echo "es_node: no JDK 21 or newer found (looked at ES_JAVA_HOME, JAVA_HOME, /usr/lib/jvm/*); install one" >&2
-    exit 1
-  fi
-  echo "$best"
-}
-
-JAVA_HOME="$(find_java_home)"
+# Elasticsearch 9 needs Java 21 or newer.
+JAVA_HOME="$(pick_jdk es_node 21 99 "${ES_JAVA_HOME:-}")"
 export JAVA_HOME
-
-build() {
-  if [ ! -f "$TARGET/classpath.txt" ] || [ -n "$(find "$HERE/pom.xml" "$HERE/src" -newer "$TARGET/classpath.txt" -print -quit)" ]; then
-    (cd "$HERE" && mvn -q -B package -DskipTests)
-  fi
-}
-
-build
+build_if_changed "$HERE" "$HERE/pom.xml" "$HERE/src"
 [ "${1:-}" = "build" ] && exit 0
 
 mkdir -p "$TARGET/native"

@@ -7,38 +7,13 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 TARGET="$HERE/target"
 
-java_major() {  # path-to-java -> major version number
-  "$1" -version 2>&1 | awk -F'"' '/version/ {split($2, v, "."); print (v[1] == "1" ? v[2] : v[1]); exit}'
-}
+# shellcheck source=../java_node.sh
+. "$HERE/../java_node.sh"
 
 # OpenSearch 3.x is compiled for Java 21 (class files of version 65): it cannot load on Java 17.
-# Take OS3_JAVA_HOME if set, else the newest JDK 21+ among JAVA_HOME and /usr/lib/jvm/*; never a fixed path.
-find_java_home() {
-  local best="" best_major=0 candidate major
-  for candidate in "${OS3_JAVA_HOME:-}" "${JAVA_HOME:-}" /usr/lib/jvm/*; do
-    [ -n "$candidate" ] && [ -x "$candidate/bin/java" ] && [ -x "$candidate/bin/javac" ] || continue
-    major="$(java_major "$candidate/bin/java")"
-    [ "${major:-0}" -ge 21 ] || continue
-    if [ -n "${OS3_JAVA_HOME:-}" ] && [ "$candidate" = "$OS3_JAVA_HOME" ]; then best="$candidate"; break; fi
-    if [ "$major" -gt "$best_major" ]; then best="$candidate"; best_major="$major"; fi
-  done
-  if [ -z "$best" ]; then
-    echo "opensearch3_node: no JDK 21 or newer found (looked at OS3_JAVA_HOME, JAVA_HOME, /usr/lib/jvm/*); install one" >&2
-    exit 1
-  fi
-  echo "$best"
-}
-
-JAVA_HOME="$(find_java_home)"
+JAVA_HOME="$(pick_jdk opensearch3_node 21 99 "${OS3_JAVA_HOME:-}")"
 export JAVA_HOME
-
-build() {
-  if [ ! -f "$TARGET/classpath.txt" ] || [ -n "$(find "$HERE/pom.xml" "$HERE/../opensearch_node/src" -newer "$TARGET/classpath.txt" -print -quit)" ]; then
-    (cd "$HERE" && mvn -q -B -Dstyle.color=never package -DskipTests)
-  fi
-}
-
-build
+build_if_changed "$HERE" "$HERE/pom.xml" "$HERE/../opensearch_node/src"
 [ "${1:-}" = "build" ] && exit 0
 if [ $# -ne 2 ]; then echo "usage: $0 PORT DATA_DIR | build" >&2; exit 2; fi
 

@@ -6,33 +6,13 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 TARGET="$HERE/target"
 
-java_major() {  # path-to-java -> major version number
-  "$1" -version 2>&1 | awk -F'"' '/version/ {split($2, v, "."); print (v[1] == "1" ? v[2] : v[1]); exit}'
-}
+# shellcheck source=../java_node.sh
+. "$HERE/../java_node.sh"
 
-# OpenSearch 2.19 runs on Java 11 to 23 (its bundled JDK is 21). Prefer OS_JAVA_HOME, then
-# JAVA_HOME, then the machine's JDKs, taking the first one in 17..23; never a fixed path.
-find_java_home() {
-  local candidate major
-  for candidate in "${OS_JAVA_HOME:-}" "${JAVA_HOME:-}" /usr/lib/jvm/*; do
-    [ -n "$candidate" ] && [ -x "$candidate/bin/java" ] && [ -x "$candidate/bin/javac" ] || continue
-    major="$(java_major "$candidate/bin/java")"
-    if [ "${major:-0}" -ge 17 ] && [ "${major:-0}" -le 23 ]; then echo "$candidate"; return; fi
-  done
-  echo "opensearch_node: no JDK 17..23 found (looked at OS_JAVA_HOME, JAVA_HOME, /usr/lib/jvm/*)" >&2
-  exit 1
-}
-
-JAVA_HOME="$(find_java_home)"
+# OpenSearch 2.19 runs on Java 11 to 23 (its bundled JDK is 21); the launcher is compiled for 17.
+JAVA_HOME="$(pick_jdk opensearch_node 17 23 "${OS_JAVA_HOME:-}")"
 export JAVA_HOME
-
-build() {
-  if [ ! -f "$TARGET/classpath.txt" ] || [ -n "$(find "$HERE/pom.xml" "$HERE/src" -newer "$TARGET/classpath.txt" -print -quit)" ]; then
-    (cd "$HERE" && mvn -q -B -Dstyle.color=never package -DskipTests)
-  fi
-}
-
-build
+build_if_changed "$HERE" "$HERE/pom.xml" "$HERE/src"
 [ "${1:-}" = "build" ] && exit 0
 if [ $# -ne 2 ]; then echo "usage: $0 PORT DATA_DIR | build" >&2; exit 2; fi
 
