@@ -24,7 +24,7 @@ help:
 	@echo "make down    - stop exactly the processes 'make up' and 'make airflow' started"
 	@echo "make bench   - throughput and memory vs the naive design and elasticdump (N=100000); BENCHMARKS.md"
 	@echo "make lambda-zip - build dist/lambda.zip, the processing Lambda's deployment package"
-	@echo "make mwaa-bundle - build dist/mwaa/: dags/, plugins.zip, requirements.txt, startup.sh to upload to MWAA's bucket"
+	@echo "make mwaa-bundle - build dist/mwaa/ (dags/, plugins.zip, requirements.txt, startup.sh) and its offline variant dist/mwaa-offline/"
 
 # Debian packages, installed only when one is missing.
 system-deps:
@@ -83,7 +83,7 @@ lambda-zip: venv
 
 # What to upload to an Amazon MWAA environment's S3 bucket: dist/mwaa/.
 mwaa-bundle: venv
-	$(PY) deploy/build_mwaa_bundle.py
+	$(PY) deploy/build_mwaa_bundle.py --offline-out dist/mwaa-offline
 
 # Not part of `make test`: seeds N messages (default 100000) and writes BENCHMARKS.md.
 N ?= 100000

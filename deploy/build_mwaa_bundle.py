@@ -1,49 +1,56 @@
-"""Build dist/mwaa/: exactly what to upload to an Amazon MWAA environment's S3 bucket.
+"""Build dist/mwaa/ and dist/mwaa-offline/: exactly what to upload to an Amazon MWAA environment's S3 bucket.
 
-Why a bundle: in the repo the DAG files import `es_export` and `es_export_airflow` from include/, which the
-dev tools put on sys.path (pytest's pythonpath, PYTHONPATH in the Makefile). MWAA only puts its dags folder
-(and plugins folder) on sys.path, so the packages have to travel inside dags/ as top-level packages, and a
-.airflowignore keeps the DAG processor from parsing their modules as DAG files.
+One copy of the code: the packages `es_export` and `es_export_airflow` travel only in plugins.zip. MWAA unpacks
+it into the plugins folder, which Airflow 3 puts on sys.path in every component (scheduler, DAG processor,
+workers, triggerer, api-server); the DAGs folder is on it only while DAG files are parsed and tasks run, and
+after the plugins folder. So dags/ holds only the two DAG files, and a change to the packages needs a new
+plugins.zip and an environment update, exactly like the plugin.
 
 Layout written to --out (default dist/mwaa):
-    dags/              DAG files + es_export/ + es_export_airflow/ + .airflowignore  -> s3://<bucket>/dags/
+    dags/              the two DAG files                                              -> s3://<bucket>/dags/
     plugins.zip        the repo's plugins/ folder + es_export/ + es_export_airflow/   -> s3://<bucket>/plugins.zip
     requirements.txt   the repo's requirements.txt (MWAA's constraint line + pins)    -> s3://<bucket>/requirements.txt
     startup.sh         optional startup script (non-secret env var defaults)         -> s3://<bucket>/startup.sh
 
-Plain standard library on purpose: no Airflow import, no `zip` binary needed.
+and, for environments without internet access, the same under --offline-out (default dist/mwaa-offline) with
+plugins.zip also holding wheels/ (every package requirements.txt needs that MWAA's image lacks, built for
+--offline-python, default MWAA's 3.12 on manylinux x86_64) and constraints-3.12.txt, and a requirements.txt
+that installs from them alone (--no-index, --find-links, --constraint into the plugins folder).
+
+Plain standard library plus pip (to download the wheels) on purpose: no Airflow import, no `zip` binary needed.
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
+from mwaa_packages import CONSTRAINTS, MWAA_PYTHON, mwaa_versions, preinstalled, read_pins, runtime_closure
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "dist" / "mwaa"
-# The core packages, copied to the top of dags/ because MWAA puts the dags folder on sys.path.
+DEFAULT_OFFLINE_OUT = ROOT / "dist" / "mwaa-offline"
+# The core packages; plugins.zip carries them at its root.
 PACKAGES = ("es_export", "es_export_airflow")
 SKIP_NAMES = ("__pycache__", "*.pyc", "*.pyo")
-
-# Airflow 3 reads .airflowignore with [core] dag_ignore_file_syntax, whose default is "glob" (gitignore-like);
-# Airflow 2 defaulted to "regexp". Each pattern below ignores the package folders under both syntaxes:
-# glob: "name/" matches the directory "name" at any depth, so the walk skips it;
-# regexp: an un-anchored search in each path relative to dags/, so it matches every file "name/...".
-AIRFLOWIGNORE = """\
-# Helper packages, not DAG files: the DAG files import them (the dags folder is on sys.path).
-# Each line works with both values of [core] dag_ignore_file_syntax (glob, Airflow 3's default, and regexp).
-es_export/
-es_export_airflow/
-"""
+# Where MWAA unpacks plugins.zip (AIRFLOW_HOME is /usr/local/airflow in its image).
+MWAA_PLUGINS_FOLDER = "/usr/local/airflow/plugins"
+# Platforms of the offline wheels: MWAA's image is Amazon Linux 2023 (glibc 2.34) on x86_64.
+MWAA_PLATFORMS = ("manylinux_2_34_x86_64", "manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
+# Packages PyPI has only as source for Linux: the offline bundle carries the sdist, which MWAA's image builds
+# (it has gcc, pkg-config and MariaDB's client headers), and the wheels of its build requirements.
+SOURCE_ONLY = {"mysqlclient": ("setuptools",)}
 
 STARTUP_SH = """\
 #!/bin/sh
 # Optional MWAA startup script. Upload it and set it as the environment's startup script only if you
 # need to set env vars: the DAGs default every one of these themselves. Nothing secret belongs here;
 # connections and the es_message_export_config Variable come from Airflow (or its secrets backend).
-# PYTHONPATH is not needed: MWAA puts the dags folder (with es_export/ and es_export_airflow/) on sys.path.
+# PYTHONPATH is not needed (and MWAA refuses to change it): the packages come from plugins.zip.
 export ES_EXPORT_MAX_ACTIVE_RUNS="${ES_EXPORT_MAX_ACTIVE_RUNS:-2}"      # concurrent es_message_export runs
 export ES_RETRY_SCHEDULE="${ES_RETRY_SCHEDULE:-*/15 * * * *}"          # cron of es_message_retry
 export ES_EXPORT_POKE_SECONDS="${ES_EXPORT_POKE_SECONDS:-30}"           # poke interval of the process sensors
@@ -54,13 +61,10 @@ export ES_EXPORT_BATCH_POOL="${ES_EXPORT_BATCH_POOL:-es_export_batches}"  # pool
 
 
 def copy_dags(dags_out: Path) -> int:
-    """DAG files, the core packages and .airflowignore into dags_out; returns the number of files written."""
+    """The DAG files into dags_out; returns the number of files written."""
     dags_out.mkdir(parents=True)
     for dag_file in sorted((ROOT / "dags").glob("*.py")):
         shutil.copy2(dag_file, dags_out / dag_file.name)
-    for package in PACKAGES:
-        shutil.copytree(ROOT / "include" / package, dags_out / package, ignore=shutil.ignore_patterns(*SKIP_NAMES))
-    (dags_out / ".airflowignore").write_text(AIRFLOWIGNORE)
     return sum(1 for p in dags_out.rglob("*") if p.is_file())
 
 
@@ -72,22 +76,58 @@ def plugin_files(plugins_dir: Path) -> list[Path]:
                   if p.is_file() and "__pycache__" not in p.parts and p.suffix not in (".pyc", ".pyo"))
 
 
-def build_plugins_zip(plugins_dir: Path, zip_path: Path) -> int:
-    """plugins_dir's contents and the core packages at the zip root (MWAA unzips it into its plugins
-    folder); returns the file count.
-
-    The packages travel here too because Airflow 3 puts only the plugins folder on sys.path in the
-    scheduler, the api-server and the triggerer: the DAGs folder is on it only while DAG files are
-    parsed, and the plugin (listener, status page) and the deadline callback import the packages.
-    """
+def build_plugins_zip(plugins_dir: Path, zip_path: Path, extra: list[tuple[Path, str]] = ()) -> int:
+    """plugins_dir's contents, the core packages and `extra` (path, name in the zip) at the zip root (MWAA
+    unzips it into its plugins folder); returns the file count."""
     files = [(path, path.relative_to(plugins_dir).as_posix()) for path in plugin_files(plugins_dir)]
     for package in PACKAGES:
         root = ROOT / "include"
         files += [(path, path.relative_to(root).as_posix()) for path in plugin_files(root / package)]
+    files += list(extra)
     with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for path, name in files:
             zf.write(path, name)
     return len(files)
+
+
+def offline_packages(requirements_file: Path) -> dict[str, str]:
+    """name -> MWAA's version of every package requirements_file needs that MWAA's image does not have."""
+    versions = mwaa_versions()
+    needed = runtime_closure(tuple(read_pins(requirements_file))) - preinstalled()
+    for name in list(needed):
+        needed |= set(SOURCE_ONLY.get(name, ()))
+    missing = sorted(name for name in needed if name not in versions)
+    if missing:
+        raise SystemExit(f"MWAA's constraint file pins no version of {', '.join(missing)}: pin it in requirements.txt")
+    return {name: versions[name] for name in sorted(needed)}
+
+
+def download(packages: dict[str, str], dest: Path, python: str) -> None:
+    """Wheels (sources for SOURCE_ONLY) of exactly these versions into dest, without their dependencies
+    (the caller lists them all). python is MWAA's "3.12" (manylinux x86_64) or "current" (this interpreter)."""
+    dest.mkdir(parents=True)
+    target = [] if python == "current" else [
+        "--python-version", python, "--implementation", "cp", "--abi", "cp" + python.replace(".", ""),
+        *(arg for platform in MWAA_PLATFORMS for arg in ("--platform", platform))]
+    pip = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--dest", str(dest)]
+    binaries = [f"{name}=={version}" for name, version in packages.items() if name not in SOURCE_ONLY]
+    sources = [f"{name}=={version}" for name, version in packages.items() if name in SOURCE_ONLY]
+    subprocess.run([*pip, "--only-binary=:all:", *target, *binaries], check=True)
+    if sources:
+        subprocess.run([*pip, "--no-binary=:all:", *sources], check=True)
+
+
+def offline_requirements(requirements_file: Path, plugins_folder: str) -> str:
+    """requirements_file's pins, installed from the plugins folder alone."""
+    pins = [line for line in requirements_file.read_text().splitlines()
+            if line.strip() and not line.startswith(("#", "-"))]
+    return "\n".join([
+        "# What Amazon MWAA installs for these DAGs without internet access (Airflow 3.3.1, Python 3.12):",
+        "# the wheels and MWAA's constraint file travel in plugins.zip, which MWAA unpacks before installing.",
+        "--no-index",
+        f"--find-links {plugins_folder}/wheels",
+        f"--constraint {plugins_folder}/constraints-3.12.txt",
+        *pins, ""])
 
 
 def write_startup_script(path: Path) -> None:
@@ -98,6 +138,7 @@ def write_startup_script(path: Path) -> None:
 def clear_previous(out: Path) -> None:
     """Remove only what an earlier build wrote, so a mistyped --out never deletes anything else."""
     shutil.rmtree(out / "dags", ignore_errors=True)
+    shutil.rmtree(out / "wheels", ignore_errors=True)
     for name in ("plugins.zip", "requirements.txt", "startup.sh"):
         (out / name).unlink(missing_ok=True)
 
@@ -107,14 +148,23 @@ def human_size(path: Path) -> str:
     return f"{size / 1024:.1f} KB"
 
 
-def build(out: Path) -> None:
+def build(out: Path, *, offline: bool = False, python: str = MWAA_PYTHON) -> None:
     out.mkdir(parents=True, exist_ok=True)
     clear_previous(out)
     dag_count = copy_dags(out / "dags")
-    plugin_count = build_plugins_zip(ROOT / "plugins", out / "plugins.zip")
-    shutil.copy2(ROOT / "requirements.txt", out / "requirements.txt")
+    requirements = ROOT / "requirements.txt"
+    extra: list[tuple[Path, str]] = []
+    if offline:
+        download(offline_packages(requirements), out / "wheels", python)
+        extra = [(wheel, f"wheels/{wheel.name}") for wheel in sorted((out / "wheels").iterdir())]
+        extra.append((CONSTRAINTS, "constraints-3.12.txt"))
+        (out / "requirements.txt").write_text(offline_requirements(requirements, MWAA_PLUGINS_FOLDER))
+    else:
+        shutil.copy2(requirements, out / "requirements.txt")
+    plugin_count = build_plugins_zip(ROOT / "plugins", out / "plugins.zip", extra)
+    shutil.rmtree(out / "wheels", ignore_errors=True)
     write_startup_script(out / "startup.sh")
-    print(f"built {out}")
+    print(f"built {out}" + (f" (offline: {len(extra) - 1} wheels/sources for Python {python})" if offline else ""))
     print(f"  dags/             {dag_count} files, {human_size(out / 'dags')}")
     print(f"  plugins.zip       {plugin_count} files, {human_size(out / 'plugins.zip')}")
     print(f"  requirements.txt  {human_size(out / 'requirements.txt')}")
@@ -124,7 +174,14 @@ def build(out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
-    build(parser.parse_args().out.resolve())
+    parser.add_argument("--offline-out", type=Path, default=None,
+                        help=f"also build the offline variant there (make mwaa-bundle: {DEFAULT_OFFLINE_OUT})")
+    parser.add_argument("--offline-python", default=MWAA_PYTHON,
+                        help="Python of the offline wheels: 3.12 (MWAA, manylinux x86_64) or 'current'")
+    args = parser.parse_args()
+    build(args.out.resolve())
+    if args.offline_out:
+        build(args.offline_out.resolve(), offline=True, python=args.offline_python)
 
 
 if __name__ == "__main__":

@@ -104,23 +104,20 @@ def test_every_bundle_file_is_uploaded_to_its_own_key(bundle: Path) -> None:
     for verb, source, destination in uploads():
         relative = source[len(BUNDLE):]
         assert destination == f"$B/{relative}", f"{source} goes to {destination}"
-        if verb == "cp":
-            assert relative in built, f"the guide uploads {source}, which make mwaa-bundle does not write"
-            covered.add(relative)
-        else:
-            folder = relative.rstrip("/") + "/"
-            # Syncing the whole DAGs folder (or the bundle) would replace a shared prefix: only package folders.
-            assert folder.startswith("dags/") and folder.count("/") == 2, f"sync of {source}"
-            assert (bundle / folder).is_dir(), f"the guide syncs {source}, which make mwaa-bundle does not write"
-            covered |= {name for name in built if name.startswith(folder)}
-    # .airflowignore is merged into the folder's existing one, not copied over it.
-    ignore_lines = [line for line in builder().AIRFLOWIGNORE.splitlines() if line and not line.startswith("#")]
-    section = mwaa_section()
-    assert ignore_lines and all(line in section for line in ignore_lines)
-    assert any(words[:3] == ["aws", "s3", "cp"] and words[-1] == "$B/dags/.airflowignore"
-               for block in code_blocks(section) for words in commands(block))
-    covered.add("dags/.airflowignore")
+        # One copy of each file by name: a sync would replace a shared prefix, and the bundle has no folder to sync.
+        assert verb == "cp", f"the guide syncs {source}"
+        assert relative in built, f"the guide uploads {source}, which make mwaa-bundle does not write"
+        covered.add(relative)
     assert built - covered == set(), "files make mwaa-bundle writes that the guide never uploads"
+
+
+def test_the_offline_variant_is_documented_as_built() -> None:
+    section = mwaa_section()
+    assert "`dist/mwaa-offline/`" in section
+    flags = builder().offline_requirements(ROOT / "requirements.txt", builder().MWAA_PLUGINS_FOLDER)
+    for line in flags.splitlines():
+        if line.startswith("--"):
+            assert f"`{line}`" in section, f"the offline requirements.txt has {line}; the guide does not say so"
 
 
 def test_startup_script_is_uploaded_and_set_with_its_version(bundle: Path) -> None:

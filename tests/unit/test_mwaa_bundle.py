@@ -1,8 +1,9 @@
 """The MWAA bundle (deploy/build_mwaa_bundle.py) works on its own, the way MWAA runs it.
 
-MWAA puts only its dags folder and plugins folder on sys.path, so the DAGs are loaded in a fresh interpreter
-whose PYTHONPATH is the bundle alone: a DAG file that imports anything the bundle lacks (include/, devstack/)
-shows up as an import error here instead of in the MWAA console.
+MWAA's image sets PYTHONPATH=/python (its own code; a startup script cannot change it); Airflow appends the
+plugins folder (plugins.zip unpacked) to sys.path in every component when it is imported, and the DAGs folder
+only in the DAG processor and task runner, after the plugins folder. The bundle is loaded here in a fresh
+interpreter with exactly that: an empty stand-in for /python, nothing of the repo, Airflow's own path handling.
 """
 
 import json
@@ -14,7 +15,6 @@ from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
 
 from support import ROOT
 
@@ -24,35 +24,28 @@ BUILDER = ROOT / "deploy" / "build_mwaa_bundle.py"
 DAG_IDS = {"es_message_export", "es_message_retry"}
 DAG_FILES = {"es_message_export.py", "es_message_retry.py"}
 PACKAGES = ("es_export", "es_export_airflow")
-# MWAA's constraint set for Airflow 3.3.1 on Python 3.12. Its contents are on GitHub, which this machine cannot
-# reach, so the pins below are checked against requirements/dev.lock (what the tests ran against), not against it.
 MWAA_CONSTRAINT_URL = "https://raw.githubusercontent.com/apache/airflow/constraints-3.3.1/constraints-3.12.txt"
-# Requirements allowed to differ from requirements/dev.lock (or to be unpinned), each with the reason.
-# Example: {"some-package": "MWAA's constraint set pins 1.2.3; dev.lock has 1.2.4 because ..."}.
-LOCK_EXCEPTIONS: dict[str, str] = {}
 
-# Runs in the bundle's interpreter: loads the DAGs as the DAG processor would and reports what it saw as JSON.
+# Runs in the bundle's interpreter and reports what it saw as JSON: first what a component that parses no DAG
+# (triggerer, api-server, scheduler) imports, then the DAGs as the DAG processor parses them, then what a task
+# run sees after the task runner put the DAGs folder on sys.path.
 LOAD_SCRIPT = """
 import json, sys
 from pathlib import Path
 
+import airflow  # settings.initialize(): the plugins folder joins sys.path here, in every component
+import es_export_airflow.dispatch, es_export_airflow.run_mirror, es_export.pipeline
+before_parsing = {"es_export": es_export.__file__, "es_export_airflow": es_export_airflow.__file__}
+
 from airflow import plugins_manager
-from airflow.configuration import conf
-from airflow.dag_processing.dagbag import DagBag
+from airflow.dag_processing.dagbag import BundleDagBag
 
 dags_folder, repo = Path(sys.argv[1]), Path(sys.argv[2])
-# Airflow 3.3.1's DagBag has no include_examples (example DAGs are a bundle of their own; LOAD_EXAMPLES is off).
-bag = DagBag(dag_folder=str(dags_folder))  # MWAA's settings: safe mode, default ignore syntax
-
-# Which files the DAG processor would import under each ignore syntax. safe_mode=False imports every .py
-# file it does not ignore, so only .airflowignore can keep the package modules out.
-parsed = {}
-for syntax in ("glob", "regexp"):
-    conf.set("core", "dag_ignore_file_syntax", syntax)
-    strict = DagBag(dag_folder=str(dags_folder), safe_mode=False)
-    parsed[syntax] = sorted(stat.file for stat in strict.dagbag_stats)
-
-import es_export, es_export_airflow
+bag = BundleDagBag(dag_folder=str(dags_folder), bundle_path=dags_folder, bundle_name="dags-folder")
+for name in list(sys.modules):
+    if name.split(".")[0] in ("es_export", "es_export_airflow"):
+        del sys.modules[name]
+import es_export, es_export_airflow  # what a task imports once the DAGs folder is on sys.path too
 
 venv = Path(sys.prefix).resolve()
 from_repo = sorted(
@@ -62,12 +55,14 @@ from_repo = sorted(
     and not Path(module.__file__).resolve().is_relative_to(venv)
 )
 print(json.dumps({
+    "sys_path": sys.path,
     "dag_ids": sorted(bag.dag_ids),
     "import_errors": {k: str(v) for k, v in bag.import_errors.items()},
     "files": sorted(stat.file for stat in bag.dagbag_stats),
-    "parsed": parsed,
-    "packages": {"es_export": es_export.__file__, "es_export_airflow": es_export_airflow.__file__},
+    "before_parsing": before_parsing,
+    "in_a_task": {"es_export": es_export.__file__, "es_export_airflow": es_export_airflow.__file__},
     "from_repo": from_repo,
+    "plugins": [p.name for p in plugins_manager.get_plugins()] if hasattr(plugins_manager, "get_plugins") else None,
     "plugin_import_errors": plugins_manager.get_import_errors(),
 }))
 """
@@ -82,50 +77,48 @@ def bundle(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def loaded(bundle, tmp_path_factory) -> dict:
-    """What a fresh interpreter that sees only the bundle loads from its dags folder."""
-    work = tmp_path_factory.mktemp("mwaa_env")
-    plugins = work / "plugins"
-    plugins.mkdir()
+def load_like_mwaa(bundle: Path, work: Path, dags: Path | None = None) -> dict:
+    """Run LOAD_SCRIPT with MWAA's paths: /python (here an empty folder), plugins.zip unpacked, the DAGs."""
+    plugins, python = work / "plugins", work / "python"
+    python.mkdir(parents=True)
     with zipfile.ZipFile(bundle / "plugins.zip") as zf:
         zf.extractall(plugins)
+    dags = dags or bundle / "dags"
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(work),
         "AIRFLOW_HOME": str(work / "airflow"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(bundle / "dags"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(plugins),
-        # Only the bundle: not include/, dags/ or devstack/ of the repo (cwd is outside the repo too).
-        "PYTHONPATH": os.pathsep.join([str(bundle / "dags"), str(plugins)]),
+        "PYTHONPATH": str(python),
+        "PYTHONDONTWRITEBYTECODE": "1",  # leave the bundle as built
     }
-    run = subprocess.run([sys.executable, "-c", LOAD_SCRIPT, str(bundle / "dags"), str(ROOT)], cwd=work, env=env,
+    run = subprocess.run([sys.executable, "-c", LOAD_SCRIPT, str(dags), str(ROOT)], cwd=work, env=env,
                          capture_output=True, text=True, check=False, timeout=300)
     assert run.returncode == 0, run.stderr[-5000:]
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
-def test_layout(bundle):
-    dags = bundle / "dags"
+@pytest.fixture(scope="module")
+def loaded(bundle, tmp_path_factory) -> dict:
+    return load_like_mwaa(bundle, tmp_path_factory.mktemp("mwaa_env"))
+
+
+def test_layout_has_one_copy_of_the_code(bundle):
     assert {p.name for p in bundle.iterdir()} == {"dags", "plugins.zip", "requirements.txt", "startup.sh"}
-    assert {p.name for p in dags.glob("*.py")} == DAG_FILES
-    for package in PACKAGES:
-        source = {p.relative_to(ROOT / "include").as_posix() for p in (ROOT / "include" / package).rglob("*.py")}
-        copied = {p.relative_to(dags).as_posix() for p in (dags / package).rglob("*.py")}
-        assert copied == source
+    assert {p.name for p in (bundle / "dags").iterdir()} == DAG_FILES
     assert not list(bundle.rglob("__pycache__")) and not list(bundle.rglob("*.pyc"))
     assert (bundle / "requirements.txt").read_bytes() == (ROOT / "requirements.txt").read_bytes()
 
 
 def test_plugins_zip_holds_the_plugins_folder_and_the_packages(bundle):
-    # The packages too: outside DAG parsing, Airflow 3 has only the plugins folder on sys.path.
     def files(folder, relative_to):
         return {p.relative_to(relative_to).as_posix() for p in folder.rglob("*")
                 if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"}
 
     expected = files(ROOT / "plugins", ROOT / "plugins")
-    for package in ("es_export", "es_export_airflow"):
+    for package in PACKAGES:
         expected |= files(ROOT / "include" / package, ROOT / "include")
     with zipfile.ZipFile(bundle / "plugins.zip") as zf:
         assert zf.testzip() is None
@@ -133,23 +126,38 @@ def test_plugins_zip_holds_the_plugins_folder_and_the_packages(bundle):
     assert "es_export_plugin.py" in expected and "es_export_airflow/run_mirror.py" in expected
 
 
-def test_dags_load_from_the_bundle_alone(loaded):
+def test_dags_and_plugin_load_from_the_bundle_alone(loaded):
     assert loaded["import_errors"] == {}
     assert DAG_IDS <= set(loaded["dag_ids"])
     assert loaded["files"] == sorted(DAG_FILES)
     assert loaded["plugin_import_errors"] == {}
-
-
-def test_packages_resolve_inside_the_bundle(loaded, bundle):
-    for name, path in loaded["packages"].items():
-        assert Path(path).resolve() == (bundle / "dags" / name / "__init__.py").resolve()
     assert loaded["from_repo"] == []
 
 
-@pytest.mark.parametrize("syntax", ["glob", "regexp"])
-def test_airflowignore_keeps_package_modules_out(loaded, syntax):
-    # Without the .airflowignore, safe_mode=False would list es_export/*.py and es_export_airflow/*.py too.
-    assert loaded["parsed"][syntax] == sorted(DAG_FILES)
+def test_every_component_imports_the_packages_from_the_plugins_folder(loaded):
+    plugins = Path(loaded["sys_path"][loaded["sys_path"].index(next(p for p in loaded["sys_path"]
+                                                                   if p.endswith("/plugins")))])
+    for stage in ("before_parsing", "in_a_task"):
+        for name, path in loaded[stage].items():
+            assert Path(path) == plugins / name / "__init__.py", (stage, name, path)
+    # MWAA's order: /python first, the plugins folder before the DAGs folder.
+    path = loaded["sys_path"]
+    assert path.index(next(p for p in path if p.endswith("/python"))) < path.index(str(plugins))
+    assert path.index(str(plugins)) < path.index(next(p for p in path if p.endswith("/dags")))
+
+
+def test_package_folders_left_in_dags_by_an_older_release_are_not_used(bundle, tmp_path):
+    """Older bundles shipped the packages in dags/ too; a copy left there must not shadow plugins.zip."""
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    for dag_file in (bundle / "dags").glob("*.py"):
+        (dags / dag_file.name).write_bytes(dag_file.read_bytes())
+    for package in PACKAGES:
+        (dags / package).mkdir()
+        (dags / package / "__init__.py").write_text("raise ImportError('the stale copy in dags/ was imported')\n")
+    loaded = load_like_mwaa(bundle, tmp_path / "work", dags=dags)
+    assert loaded["import_errors"] == {}
+    assert all("/plugins/" in path for path in loaded["in_a_task"].values()), loaded["in_a_task"]
 
 
 def test_startup_script_keeps_values_set_on_the_environment(bundle):
@@ -159,15 +167,6 @@ def test_startup_script_keeps_values_set_on_the_environment(bundle):
 
     assert max_active_runs({}) == "2"
     assert max_active_runs({"ES_EXPORT_MAX_ACTIVE_RUNS": "5"}) == "5"
-
-
-def read_lock() -> dict[str, str]:
-    pins = {}
-    for line in (ROOT / "requirements" / "dev.lock").read_text().splitlines():
-        if line and not line.startswith("#") and "==" in line:
-            name, _, version = line.partition("==")
-            pins[canonicalize_name(name)] = version.strip()
-    return pins
 
 
 def read_bundle_requirements(path: Path) -> tuple[list[str], list[Requirement]]:
@@ -183,15 +182,11 @@ def read_bundle_requirements(path: Path) -> tuple[list[str], list[Requirement]]:
     return constraints, requirements
 
 
-def test_requirements_match_mwaa_constraints_and_dev_lock(bundle):
+def test_requirements_are_pinned_with_mwaas_constraint_line(bundle):
+    """Each requirement pinned with ==; test_mwaa_pins checks the versions against MWAA's constraint file."""
     constraints, requirements = read_bundle_requirements(bundle / "requirements.txt")
     assert constraints == [MWAA_CONSTRAINT_URL]
     assert requirements, "no requirement besides the constraint line"
-    lock = read_lock()
     for req in requirements:
-        name = canonicalize_name(req.name)
-        if name in LOCK_EXCEPTIONS:
-            continue
         specs = list(req.specifier)
         assert len(specs) == 1 and specs[0].operator == "==", f"{req} is not pinned with =="
-        assert lock.get(name) == specs[0].version, f"{req}: requirements/dev.lock pins {lock.get(name)}"

@@ -9,65 +9,20 @@ mypy, moto, playwright, ...) are outside the runtime closure and may be at any v
 
 from dataclasses import dataclass
 from importlib import metadata
-from pathlib import Path
 
 import pytest
-from packaging.markers import default_environment
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
 
+from mwaa_packages import CONSTRAINTS, ESSENTIAL, PREINSTALLED, REQUIREMENTS, mwaa_versions, read_pins, runtime_closure
 from support import ROOT
 
 pytestmark = pytest.mark.unit
 
-REQUIREMENTS = ROOT / "requirements"
-CONSTRAINTS = REQUIREMENTS / "mwaa-3.3.1-constraints-3.12.txt"
-ESSENTIAL = REQUIREMENTS / "mwaa-3.3.1-essential-constraints.txt"
-PREINSTALLED = REQUIREMENTS / "mwaa-3.3.1-preinstalled-3.12.txt"
 # What the code imports at run time: Airflow and its providers in MWAA, the clients in MWAA and the Lambda.
 RUNTIME_ROOTS = ("apache-airflow", "apache-airflow-providers-amazon", "apache-airflow-providers-elasticsearch",
                  "apache-airflow-providers-mysql", "elasticsearch", "opensearch-py", "mysqlclient", "pymysql",
                  "statsd")
 # Where the runtime's own pins live besides dev.lock: each must name MWAA's version.
 PIN_FILES = (ROOT / "requirements.txt", ROOT / "deploy" / "lambda-requirements.txt", REQUIREMENTS / "dev.lock")
-
-
-def read_pins(path: Path) -> dict[str, str]:
-    """name -> version of every `name==version` line (comments, options and markers ignored)."""
-    pins = {}
-    for line in path.read_text().splitlines():
-        line = line.split("#", 1)[0].split(";", 1)[0].strip()
-        if "==" in line and not line.startswith("-"):
-            name, _, version = line.partition("==")
-            pins[canonicalize_name(name.split("[", 1)[0])] = version.strip()
-    return pins
-
-
-def mwaa_versions() -> dict[str, str]:
-    """The version MWAA gives each package: its constraint file, its essential pins, then what the image has."""
-    versions = read_pins(PREINSTALLED)
-    versions.update(read_pins(CONSTRAINTS))
-    versions.update(read_pins(ESSENTIAL))
-    return versions
-
-
-def runtime_closure(roots: tuple[str, ...], python_version: str) -> set[str]:
-    """Every installed distribution the roots need, following Requires-Dist with markers evaluated for one
-    Python version (no extras)."""
-    environment = default_environment() | {"python_version": python_version,
-                                           "python_full_version": f"{python_version}.0", "extra": ""}
-    seen: set[str] = set()
-    todo = [canonicalize_name(root) for root in roots]
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        for text in metadata.requires(name) or []:
-            requirement = Requirement(text)
-            if requirement.marker is None or requirement.marker.evaluate(environment):
-                todo.append(canonicalize_name(requirement.name))
-    return seen
 
 
 @dataclass(frozen=True)
