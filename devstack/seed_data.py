@@ -233,10 +233,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def load_over_http(url: str, cfg: SeedConfig, *, index_names: dict[str, str] | None = None,
                    mappings: dict[str, dict] | None = None, chunk_size: int = 1000, recreate: bool = False) -> int:
     """The same data set through the plain REST API, so any engine takes it (Elasticsearch 8/9,
@@ -283,3 +279,7 @@ def load_over_http(url: str, cfg: SeedConfig, *, index_names: dict[str, str] | N
     flush()
     call("POST", "/" + ",".join(names.values()) + "/_refresh", b"")
     return written
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,5 +1,9 @@
+import socket
+import subprocess
+import sys
 from datetime import date
 from itertools import islice
+from pathlib import Path
 
 import pytest
 
@@ -50,3 +54,17 @@ def test_a_few_large_documents():
 def test_bad_options_are_refused():
     with pytest.raises(ValueError, match="days must be >= 1, got 0"):
         SeedConfig(days=0)
+
+
+def test_runs_as_a_script(tmp_path):
+    # `python devstack/seed_data.py` (docker-compose.yaml) and `python -m seed_data` (make seed) run main()
+    # when the module has been read to its end: a closed port must fail on connecting, not on a missing name.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    run = subprocess.run([sys.executable, str(Path(seed_data.__file__)), "--messages", "1",
+                          "--es-url", f"http://127.0.0.1:{port}"], capture_output=True, text=True, cwd=tmp_path,
+                         timeout=120, check=False)
+    assert run.returncode != 0
+    assert "NameError" not in run.stderr
+    assert "Connection refused" in run.stderr or "Failed to establish" in run.stderr, run.stderr[-2000:]
