@@ -150,22 +150,11 @@ moto_up() {
 # ---------------------------------------------------------------- Lambda + SQS stand-ins
 lambda_healthy() { curl -sf "http://127.0.0.1:$LAMBDA_PORT/" >/dev/null; }
 
-# The SNS topic for alerts, and the queue the SQS dispatch mode sends to with a dead-letter queue
-# after 3 receives (as the SAM template in deploy/ creates it on AWS). Idempotent.
+# The export bucket, the queue the SQS dispatch mode sends to (dead-letter queue after 3 receives) and
+# the SNS topic of the alerts (devstack/aws_resources.py, which docker-compose.yaml runs too). Idempotent.
 sqs_queues() {
   AWS_ENDPOINT_URL="http://127.0.0.1:$MOTO_PORT" AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \
-  AWS_DEFAULT_REGION=us-east-1 "$VENV/bin/python" - "$SQS_QUEUE" <<'PY'
-import json, sys, boto3
-sqs, name = boto3.client("sqs"), sys.argv[1]
-dlq = sqs.create_queue(QueueName=name + "-dlq")["QueueUrl"]
-dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "30", "RedrivePolicy": json.dumps(
-    {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "3"})})
-# Where late-run and dead-message alerts go (ES_EXPORT_ALERT_SNS_TOPIC_ARN in `make airflow`).
-boto3.client("sns").create_topic(Name="es-export-alerts")
-# The default bucket of es_message_export_config, so `make airflow` + `make seed` export at once.
-boto3.client("s3").create_bucket(Bucket="message-export")
-PY
+  AWS_DEFAULT_REGION=us-east-1 "$VENV/bin/python" "$ROOT/devstack/aws_resources.py" --queue "$SQS_QUEUE" >/dev/null
 }
 
 lambda_up() {
