@@ -1,18 +1,15 @@
 """MWAA 3.3.1's package set, read from the copies of its files in requirements/.
 
 The bundle builder uses it to choose the wheels of the offline bundle; tests/unit/test_mwaa_pins.py uses it to
-check that every runtime package is pinned at MWAA's version. Plain standard library plus `packaging`, which
-pip and Airflow both bring.
+check that every runtime package is pinned at MWAA's version. Plain standard library; only
+`runtime_closure` needs `packaging` (Airflow brings it), so the online bundle builds with any Python 3.
 """
 
 from __future__ import annotations
 
+import re
 from importlib import metadata
 from pathlib import Path
-
-from packaging.markers import default_environment
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
 REQUIREMENTS = ROOT / "requirements"
@@ -20,6 +17,11 @@ CONSTRAINTS = REQUIREMENTS / "mwaa-3.3.1-constraints-3.12.txt"
 ESSENTIAL = REQUIREMENTS / "mwaa-3.3.1-essential-constraints.txt"
 PREINSTALLED = REQUIREMENTS / "mwaa-3.3.1-preinstalled-3.12.txt"
 MWAA_PYTHON = "3.12"
+
+
+def canonicalize_name(name: str) -> str:
+    """PEP 503's normalised name: `Flask_Login` and `flask-login` are one package."""
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def read_pins(path: Path) -> dict[str, str]:
@@ -49,6 +51,9 @@ def preinstalled() -> set[str]:
 def runtime_closure(roots: tuple[str, ...], python_version: str = MWAA_PYTHON) -> set[str]:
     """Every distribution the roots need, following the installed packages' Requires-Dist with markers
     evaluated for one Python version (no extras). The roots and their dependencies must be installed."""
+    from packaging.markers import default_environment
+    from packaging.requirements import Requirement
+
     environment = default_environment() | {"python_version": python_version,
                                            "python_full_version": f"{python_version}.0", "extra": ""}
     seen: set[str] = set()
