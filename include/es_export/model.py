@@ -105,6 +105,33 @@ class BatchAttempt:
 
 
 @dataclass(frozen=True)
+class BatchProgress:
+    """What a batch waiting on SQS looks like to the one poll its job's waits share (`tracking.progress_of_job`)."""
+
+    batch_id: int
+    status: Status
+    attempts: int
+    undispatched: bool  # dispatched_at IS NULL: the plan stopped before queueing it, or a stall un-queued it
+    lease_expired: bool  # lease_expires_at is in the past (by the database's clock)
+
+    def settled(self, *, max_receive: int) -> str | None:
+        """Why the waiting `process` task must look at the batch again, or None while it only waits.
+
+        The same conditions the task's poke acts on: completed (done), failed `max_receive` times
+        (fails the task), not queued (queue it), pending or running past its lease (stalled).
+        """
+        if self.status in (Status.COMPLETED, Status.DEAD):
+            return self.status.value
+        if self.status is Status.FAILED and self.attempts >= max_receive:
+            return "failed_out"
+        if self.undispatched:
+            return "undispatched"
+        if self.status in (Status.PENDING, Status.RUNNING) and self.lease_expired:
+            return "lease_expired"
+        return None
+
+
+@dataclass(frozen=True)
 class RetryPolicy:
     """After a failure a message waits base * 2^(attempts-1) seconds (capped); after max_attempts it is dead."""
 

@@ -7,7 +7,8 @@ Times are stored as naive UTC DATETIME(6).
     schema       migrations
     jobs         job_runs rows, the Airflow-run mirror, which jobs are live
     claims       ids from the extract, claims of messages by jobs, the cut into batches
-    batches      a batch's attempts: start, outcomes, finish, fail, stall, reopen (fenced)
+    batches      a batch's attempts: start, outcomes, finish, fail, stall, reopen (fenced); a job's
+                 progress in one statement (the poll of the sqs waits)
     objects      which messages an S3 object holds; a lock per object
     checkpoints  how far an extract got
     views        read-only counts and tables (reconcile, manifests, alerts, status page)
@@ -20,6 +21,7 @@ from es_export.tracking.batches import (
     fail_batch,
     finish_batch,
     mark_dispatched,
+    progress_of_job,
     record_outcomes,
     reopen_batch,
     start_batch,
@@ -61,7 +63,7 @@ __all__ = [
     "completed_by_job", "completed_objects", "dead_messages", "effective_batch_size", "expire_stalled_batch",
     "fail_batch", "failures", "finish_batch", "get_job", "held_by_other_jobs", "insert_chunk", "job_batches",
     "job_of_run", "job_status_counts", "load_checkpoint", "mark_dispatched", "migrate", "mirror_airflow_run",
-    "object_lock", "object_references", "object_unlock", "plan_batches", "problem_messages", "recent_jobs",
-    "record_outcomes", "reopen_batch", "save_checkpoint", "schema_version", "start_batch", "start_job", "status_counts",
-    "update_job", "utc_naive",
+    "object_lock", "object_references", "object_unlock", "plan_batches", "problem_messages", "progress_of_job",
+    "recent_jobs", "record_outcomes", "reopen_batch", "save_checkpoint", "schema_version", "start_batch", "start_job",
+    "status_counts", "update_job", "utc_naive",
 ]

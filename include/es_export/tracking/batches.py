@@ -1,4 +1,4 @@
-"""A batch's attempts: start under a lease, record outcomes, finish, fail, stall, reopen.
+"""A batch's attempts: start under a lease, record outcomes, finish, fail, stall, reopen; a job's progress.
 
 Every write of an attempt is fenced by its token (the batch's attempt counter, checked under the
 batch row's lock), so a stale attempt (a Lambda re-invoked, a queue delivering twice) changes nothing.
@@ -11,7 +11,7 @@ from datetime import UTC
 from typing import Any
 
 from es_export.errors import StaleAttempt, TrackingError
-from es_export.model import BatchAttempt, Outcome, RetryPolicy, Status, TrackedMessage
+from es_export.model import BatchAttempt, BatchProgress, Outcome, RetryPolicy, Status, TrackedMessage
 from es_export.tracking._sql import chunks, in_transaction
 
 DEFAULT_POLICY = RetryPolicy()
@@ -227,3 +227,17 @@ def batch_state(conn: Any, batch_id: int) -> dict[str, Any]:
         state = dict(zip([d[0] for d in cur.description], row, strict=True))
     conn.commit()  # a fresh snapshot on the next call (REPEATABLE READ)
     return state
+
+
+def progress_of_job(conn: Any, job_id: int) -> dict[int, BatchProgress]:
+    """Every batch of a job, by id, in ONE statement: the poll that all of a job's waiting batches share.
+
+    It does not commit (that would be a second statement per poll): run it on an autocommit
+    connection, or the snapshot of REPEATABLE READ would show the same rows for ever.
+    """
+    with conn.cursor() as cur:
+        cur.execute("SELECT id, status, attempts, dispatched_at IS NULL,"
+                    " COALESCE(lease_expires_at < UTC_TIMESTAMP(6), 0) FROM batch_progress WHERE job_id = %s",
+                    (job_id,))
+        return {int(r[0]): BatchProgress(int(r[0]), Status(r[1]), int(r[2]), bool(r[3]), bool(r[4]))
+                for r in cur.fetchall()}
