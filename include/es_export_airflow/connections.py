@@ -50,9 +50,10 @@ def _flag(value: Any) -> bool:
 
 
 # mysqlclient's timeouts (seconds) for the code that runs inside Airflow's own components: the job_runs
-# listener (in the scheduler and the api-server) and the failed-run alert (in the DAG processor). A
-# tracking database that hangs must cost them seconds, not the kernel's minutes of SYN retries or a
-# read that never returns. Tasks keep the driver's defaults: a long statement is normal there.
+# listener (in the scheduler and the api-server), the failed-run alert (in the DAG processor) and the
+# sqs waits' poll (in the triggerer). A tracking database that hangs must cost them seconds, not the
+# kernel's minutes of SYN retries or a read that never returns. Tasks keep the driver's defaults: a
+# long statement is normal there.
 QUICK_TIMEOUTS = {"connect_timeout": 3, "read_timeout": 5, "write_timeout": 5}
 
 
@@ -70,7 +71,14 @@ def mysql_connection(conn_id: str = MYSQL_CONN_ID, *, quick: bool = False) -> Ge
         conn.close()
 
 
-def _quick_mysql_hook(conn_id: str) -> Any:
+def quick_mysql(connection: Connection) -> Any:
+    """A mysqlclient connection with QUICK_TIMEOUTS from a connection already looked up, as the triggerer
+    must (`await BaseHook.aget_connection(...)`: a lookup inside the hook would block its event loop).
+    The same keyword arguments as every other connection of the tracking database (its extras apply)."""
+    return _quick_mysql_hook(connection.conn_id, connection=connection).get_conn()
+
+
+def _quick_mysql_hook(conn_id: str, connection: Connection | None = None) -> Any:
     from airflow.providers.mysql.hooks.mysql import MySqlHook
 
     class QuickMySqlHook(MySqlHook):
@@ -79,7 +87,7 @@ def _quick_mysql_hook(conn_id: str) -> Any:
         def _get_conn_config_mysql_client(self, conn: Any) -> dict:
             return {**super()._get_conn_config_mysql_client(conn), **QUICK_TIMEOUTS}
 
-    return QuickMySqlHook(mysql_conn_id=conn_id)
+    return QuickMySqlHook(mysql_conn_id=conn_id, connection=connection)
 
 
 def s3_client(cfg: ExportConfig, conn_id: str = AWS_CONN_ID) -> Any:
