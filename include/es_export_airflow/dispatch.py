@@ -1,7 +1,9 @@
 """Running a batch in each dispatch mode: in this worker, in the processing Lambda, through SQS.
 
 Whatever the mode, the batch runs the same `pipeline.process_batch` and records its outcome in
-MySQL; the mapped `process` task (a sensor in reschedule mode) reports the batch_progress counts.
+MySQL; the mapped `process` task (a sensor) reports the batch_progress counts. In sqs mode the
+sensor waits deferred: a `BatchesSettledTrigger` in the triggerer, whose poll all of a job's waiting
+batches share, wakes it when its batch settled.
 """
 
 from __future__ import annotations
@@ -9,11 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-from datetime import timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, NoReturn
 
 from airflow.sdk import Connection
-from airflow.sdk.bases.sensor import PokeReturnValue
+from airflow.sdk.bases.sensor import BaseSensorOperator, PokeReturnValue
+from airflow.sdk.exceptions import AirflowSensorTimeout
 
 from es_export import pipeline, tracking
 from es_export.config import Dispatch, ExportConfig
@@ -22,7 +25,8 @@ from es_export.model import Batch, Status
 from es_export_airflow import metrics
 from es_export_airflow.connections import AWS_CONN_ID, MYSQL_CONN_ID, elasticsearch_client, mysql_connection, s3_client
 from es_export_airflow.settings import load_config
-from es_export_airflow.tasks import failing_fast
+from es_export_airflow.tasks import TRIGGER_EVENT, failing_fast
+from es_export_airflow.triggers import BatchesSettledTrigger
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +35,8 @@ BATCH_TIMEOUT = timedelta(hours=6)
 
 
 def sensor_settings() -> dict[str, Any]:
-    """How the mapped `process` sensor waits: in reschedule mode, so it holds no worker slot.
+    """How the mapped `process` sensor waits: in reschedule mode, so it holds no worker slot (in sqs mode
+    it defers instead, and the triggerer polls every `poke_interval` seconds for it).
 
     Read when a DAG file is parsed, so `ES_EXPORT_POKE_SECONDS` (default 30) can be set per process.
     """
@@ -71,12 +76,14 @@ def _poke(batch: dict[str, Any], context: Any) -> PokeReturnValue:
             return PokeReturnValue(is_done=True, xcom_value=result.as_dict())
         if mode is Dispatch.LAMBDA:
             return PokeReturnValue(is_done=True, xcom_value=invoke_lambda(cfg, batch))
-        return _wait_for_sqs(cfg, batch)
+        return _wait_for_sqs(cfg, batch, context)
 
 
 def first_poke_of_a_later_try(context: Any) -> bool:
-    """The first poke of a later try: a retry after a failure, or a person cleared the task."""
-    return context["ti"].try_number > 1 and not context.get("task_reschedule_count")
+    """The first poke of a later try: a retry after a failure, or a person cleared the task (not a poke
+    resumed from a deferral, which keeps its try number and has no reschedule either)."""
+    return (context["ti"].try_number > 1 and not context.get("task_reschedule_count")
+            and TRIGGER_EVENT not in context)
 
 
 def _reopen_if_finished(batch: dict[str, Any]) -> None:
@@ -134,7 +141,9 @@ def send_to_sqs(cfg: ExportConfig, batches: list[dict[str, Any]]) -> None:
             tracking.mark_dispatched(conn, [b["batch_id"] for b in chunk], lease_seconds=cfg.dispatch_lease_seconds)
 
 
-def _wait_for_sqs(cfg: ExportConfig, batch: dict[str, Any]) -> PokeReturnValue:
+def _wait_for_sqs(cfg: ExportConfig, batch: dict[str, Any], context: Any) -> PokeReturnValue:
+    if event := context.get(TRIGGER_EVENT):
+        log.info("batch %s settled (%s, per the triggerer's poll): checking it", batch["batch_no"], event["settled"])
     with mysql_connection() as conn:
         stalled = tracking.expire_stalled_batch(conn, batch["batch_id"], policy=cfg.retry_policy())
         state = tracking.batch_state(conn, batch["batch_id"])
@@ -143,7 +152,7 @@ def _wait_for_sqs(cfg: ExportConfig, batch: dict[str, Any]) -> PokeReturnValue:
                              "task's retry queues the batch again")
     if state["dispatched_at"] is None:  # the plan stopped before sending this one
         send_to_sqs(cfg, [batch])
-        return PokeReturnValue(is_done=False)
+        _defer_until_settled(cfg, batch, context)
     if state["status"] == Status.COMPLETED:
         seconds = (state["finished_at"] - state["started_at"]).total_seconds() if state["started_at"] else 0.0
         return PokeReturnValue(is_done=True, xcom_value={
@@ -153,7 +162,28 @@ def _wait_for_sqs(cfg: ExportConfig, batch: dict[str, Any]) -> PokeReturnValue:
     if state["status"] == Status.FAILED and state["attempts"] >= cfg.sqs_max_receive:
         raise TransientError(f"batch {batch['batch_no']} failed {state['attempts']} time(s) in the Lambda "
                              f"(its message is in the dead-letter queue): {state['last_error']}")
-    return PokeReturnValue(is_done=False)
+    _defer_until_settled(cfg, batch, context)
+
+
+def _defer_until_settled(cfg: ExportConfig, batch: dict[str, Any], context: Any) -> NoReturn:
+    """Give the worker back until the batch settles; the task then resumes in `execute` and pokes again.
+
+    Waiting in the triggerer, not by rescheduling: a rescheduled poke is a worker interpreter (on
+    MWAA a fresh one) and a MySQL connection every poke interval per batch; the triggerer polls all
+    of a job's waiting batches with one statement per interval. The wait ends BATCH_TIMEOUT after
+    the try started (a deferral keeps the try's start date), as the sensor's own timeout would.
+    """
+    task: BaseSensorOperator = context["task"]
+    remaining = BATCH_TIMEOUT - (datetime.now(UTC) - context["ti"].start_date)
+    if remaining <= timedelta(0):
+        raise AirflowSensorTimeout(f"batch {batch['batch_no']} is still not done {BATCH_TIMEOUT} after its try "
+                                   "started; see its batch_progress row and the Lambda's log")
+    log.info("batch %s is not done yet: deferring; the triggerer checks it every %.0f s (at most %s more)",
+             batch["batch_no"], task.poke_interval, str(remaining).split(".")[0])
+    task.defer(trigger=BatchesSettledTrigger(job_id=batch["job_id"], batch_id=batch["batch_id"],
+                                             batch_no=batch["batch_no"], poll_seconds=task.poke_interval,
+                                             sqs_max_receive=cfg.sqs_max_receive),
+               method_name="execute", timeout=remaining)
 
 
 def wait_for_other_runs(conn: Any, job: Any) -> bool:

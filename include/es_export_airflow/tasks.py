@@ -7,7 +7,9 @@ from collections.abc import Generator
 from contextlib import contextmanager
 from typing import Any, cast
 
-from airflow.sdk import Param, get_current_context, task
+from airflow.providers.standard.decorators.sensor import DecoratedSensorOperator
+from airflow.sdk import Param, get_current_context
+from airflow.sdk.bases.decorator import task_decorator_factory
 from airflow.sdk.bases.sensor import PokeReturnValue
 from airflow.sdk.exceptions import AirflowFailException
 
@@ -63,14 +65,37 @@ def batch_pool() -> str:
     return os.environ.get("ES_EXPORT_BATCH_POOL") or BATCH_POOL
 
 
+# The context key under which a poke resumed from a deferral finds its trigger's event (a key of our own).
+TRIGGER_EVENT = "es_export_trigger_event"
+
+
+class BatchSensor(DecoratedSensorOperator):
+    """`@task.sensor` whose poke may defer (`context["task"].defer(..., method_name="execute")`).
+
+    Airflow resumes a deferred task by calling `method_name(context, event=<the trigger's payload>)`;
+    the sensor's own `execute(context)` takes no event, so this one does, leaves it in the context
+    for the poke, and pokes again.
+    """
+
+    def execute(self, context: Any, event: Any = None) -> Any:
+        if event is not None:
+            context[TRIGGER_EVENT] = event
+        return super().execute(context)
+
+
+def batch_sensor_task(**kwargs: Any) -> Any:
+    """`@task.sensor` with BatchSensor as its operator."""
+    return task_decorator_factory(multiple_outputs=False, decorated_operator_class=BatchSensor, **kwargs)
+
+
 def batch_sensor() -> Any:
     """The mapped `process` task of both DAGs: a sensor in reschedule mode that exports its batch here,
-    in the Lambda, or waits for the Lambda behind SQS. Made per DAG file parse, so its poke interval
-    (ES_EXPORT_POKE_SECONDS) and its pool (ES_EXPORT_BATCH_POOL) are read then."""
+    in the Lambda, or waits deferred (in the triggerer) for the Lambda behind SQS. Made per DAG file
+    parse, so its poke interval (ES_EXPORT_POKE_SECONDS) and its pool (ES_EXPORT_BATCH_POOL) are read then."""
     from es_export_airflow import dispatch
 
-    @task.sensor(task_id="process", map_index_template="batch {{ batch_label }}", pool=batch_pool(),
-                 **dispatch.sensor_settings())
+    @batch_sensor_task(task_id="process", map_index_template="batch {{ batch_label }}", pool=batch_pool(),
+                       **dispatch.sensor_settings())
     def process(batch: dict) -> PokeReturnValue:
         """Export one batch: here (local), in the Lambda (lambda), or wait for the Lambda behind SQS (sqs)."""
         context = get_current_context()
