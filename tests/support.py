@@ -129,6 +129,23 @@ def one_batch(es, conn, cfg, params, *, run_id: str, dag_id: str = "es_message_e
     return job, batch
 
 
+def planned_job(conn, batches: int, *, run_id: str, dag_id: str = "es_message_export"):
+    """A job whose plan cut `batches` batches of one message each, without Elasticsearch: the ids go
+    in as extract writes them, then the run's own claim and cut. Returns (job, batches)."""
+    from es_export import pipeline, tracking
+    from es_export.config import ExportConfig, RunParams
+    from es_export.source import IdHit
+
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    params = RunParams(start=start, end=datetime(2024, 1, 2, tzinfo=UTC), batch_size=1)
+    job = pipeline.open_job(conn, dag_id=dag_id, run_id=run_id, params=params)
+    tracking.insert_chunk(conn, [IdHit(f"{run_id}-{i}", start) for i in range(batches)], dag_id=dag_id, run_id=run_id)
+    conn.commit()
+    cfg = ExportConfig(messages_index="m", history_index="h", status_index="s", audit_index="a", bucket="b",
+                       max_batches=max(batches, 1))
+    return job, pipeline.plan(conn, cfg, job, params)
+
+
 @dataclass(frozen=True)
 class LocalLambda:
     """A running processing-Lambda stand-in: its function name, its SQS queue, its Invoke endpoint."""
