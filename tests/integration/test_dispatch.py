@@ -66,20 +66,33 @@ def functions(indices, buckets):
 
 @pytest.fixture(scope="module")
 def exports(indices, buckets, functions, airflow_db):
-    """The same day exported once per dispatch mode; Airflow's Variable names the mode's function."""
+    """The same day exported once per dispatch mode; Airflow's Variable names the mode's function.
+
+    Also which job ids the sqs waits' trigger polled during each mode's run (dag.test runs a deferred
+    task's trigger in line, as the triggerer would)."""
+    from es_export_airflow import triggers
+
     runs = {}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ES_EXPORT_POKE_SECONDS", "1")  # read when the DAG file is parsed
+        polled: list[int] = []
+        real_poll = triggers.progress_of_job
+        mp.setattr(triggers, "progress_of_job", lambda conn, job_id: polled.append(job_id) or real_poll(conn, job_id))
         dag = support.parse_dag("es_message_export")
         for mode in MODES:
             config = {**indices, "bucket": buckets[mode]}
             if mode in functions:
                 config.update(functions[mode].airflow_config())
                 mp.setenv("AIRFLOW_CONN_AWS_DEFAULT", functions[mode].aws_connection())
+            if mode == "sqs":  # batches become visible to the Lambda after the first pokes: those must defer
+                sqs = boto3.client("sqs", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name="us-east-1")
+                sqs.set_queue_attributes(QueueUrl=sqs.get_queue_url(QueueName=functions[mode].queue)["QueueUrl"],
+                                         Attributes={"DelaySeconds": "4"})
             support.point_airflow_at(mp, config, database(mode))
             conf = {"start": DAY.isoformat(), "end": (DAY + timedelta(days=1)).isoformat(), "dispatch": mode,
                     "batch_size": 100}
-            runs[mode] = (dag.test(run_conf=conf, logical_date=datetime.now(UTC)), buckets[mode])
+            del polled[:]
+            runs[mode] = (dag.test(run_conf=conf, logical_date=datetime.now(UTC)), buckets[mode], list(polled))
     return runs
 
 
@@ -118,6 +131,18 @@ def test_sqs_mode_sent_every_batch_through_the_queue(exports):
     rows = support.query(database("sqs"), "SELECT COUNT(*), SUM(dispatched_at IS NOT NULL) FROM batch_progress")
     batches = -(-sum(1 for _ in seed_data.ids_for_day(SEED, DAY)) // 100)
     assert rows[0][0] == batches and int(rows[0][1]) == batches
+
+
+def test_only_sqs_mode_waits_deferred_in_the_trigger(exports):
+    """Each sqs batch that was not done at its first poke deferred to BatchesSettledTrigger, which
+    polled the run's job and resumed the task (which then succeeded); local and lambda never defer."""
+    (job_id,), = support.query(database("sqs"), "SELECT id FROM job_runs WHERE run_id = %s", exports["sqs"][0].run_id)
+    assert exports["sqs"][2] and set(exports["sqs"][2]) == {job_id}
+    assert exports["local"][2] == exports["lambda"][2] == []
+    mapped = [ti for ti in exports["sqs"][0].get_task_instances() if ti.task_id == "process"]
+    assert mapped and all(ti.state == "success" and ti.try_number == 1 for ti in mapped)
+    # The queue delays each message 4 s, more than the plan takes to reach the first poke.
+    assert exports["sqs"][2].count(job_id) >= 2
 
 
 def invoke(function, payload):
