@@ -210,3 +210,35 @@ def test_a_lost_connection_costs_one_poll_and_the_wait_goes_on(conn, polls, capl
     failures = [r for r in caplog.records if r.name == "es_export_airflow.triggers"]
     assert len(failures) == 1, [r.getMessage() for r in failures]
     assert failures[0].getMessage().startswith(f"polling the batches of job {job.job_id} failed (OperationalError")
+
+
+def test_the_triggerers_own_runner_delivers_one_event_per_settled_batch(conn, polls):
+    """Airflow's TriggerRunner.run_trigger, the coroutine the triggerer runs for each trigger, around
+    the same triggers: it queues exactly one event, of the batch that settled."""
+    from airflow.jobs.triggerer_job_runner import TriggerRunner
+
+    job, batches = queued_job(conn, 10)
+    other = support.connect(DB)
+
+    async def scenario():
+        runner = TriggerRunner()
+        for i, batch in enumerate(batches):
+            runner.triggers[i] = {"task": asyncio.create_task(runner.run_trigger(i, trigger_of(batch))),
+                                  "name": f"process batch {batch.batch_no}", "events": 0, "is_watcher": False}
+        await asyncio.sleep(POLL * 3)
+        await in_thread(complete, other, batches[3].batch_id)
+        await asyncio.wait_for(runner.triggers[3]["task"], timeout=5)
+        await asyncio.sleep(POLL * 3)
+        open_ = [i for i, t in runner.triggers.items() if not t["task"].done()]
+        for details in runner.triggers.values():
+            details["task"].cancel()
+        await asyncio.gather(*(d["task"] for d in runner.triggers.values()), return_exceptions=True)
+        return list(runner.events), open_
+
+    try:
+        events, open_ = asyncio.run(scenario())
+    finally:
+        other.close()
+    assert [(e.trigger_id, e.event.payload["settled"]) for e in events] == [(3, "completed")]
+    assert open_ == [i for i in range(len(batches)) if i != 3]
+    assert {job_id for job_id, _ in polls} == {job.job_id} and len(polls) <= 12
