@@ -1,6 +1,8 @@
 """Measure the export's steps on the local stack: throughput and peak memory of extract and process.
 
     PYTHONPATH=include:devstack python bench/export_steps.py --messages 100000
+    PYTHONPATH=include:devstack python bench/export_steps.py --messages 10000 --layout ndjson_gzip \
+        --profile build/process.prof     # cProfile of the process step (read with python -m pstats)
 
 Seeds N messages on one day into indices of their own (kept between runs with the same N), then
 runs each step in a fresh child process (so its peak RSS is its own) with the same core functions
@@ -10,9 +12,11 @@ the DAG's tasks call, against a tracking database of its own. Prints one line pe
 from __future__ import annotations
 
 import argparse
+import cProfile
 import dataclasses
 import json
 import os
+import pstats
 import resource
 import subprocess
 import sys
@@ -38,19 +42,27 @@ def export_config(n: int):
                         bucket=f"bench-{n}")
 
 
-def clients():
-    import boto3
+def clients(upload_concurrency: int = 16):
     from elasticsearch import Elasticsearch
 
+    from es_export import clients as package_clients
     from es_export.migrate import connect_from_env
 
     os.environ["MYSQL_DB"] = DB
+    # The package's own S3 client (retries, a connection pool as large as the uploads in flight).
     return (Elasticsearch(os.environ["ES_URL"], request_timeout=300), connect_from_env(),
-            boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"]))
+            package_clients.s3(upload_concurrency, endpoint_url=os.environ["AWS_ENDPOINT_URL"]))
+
+
+def ensure_bucket(bucket: str, endpoint_url: str | None = None) -> None:
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=endpoint_url or os.environ["AWS_ENDPOINT_URL"])
+    if bucket not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
+        s3.create_bucket(Bucket=bucket)
 
 
 def prepare(n: int) -> None:
-    import boto3
     from elasticsearch import Elasticsearch
 
     import seed_data
@@ -61,10 +73,7 @@ def prepare(n: int) -> None:
         started = time.monotonic()
         seed_data.load(es, seed_data.SeedConfig(messages=n, days=1, start=DAY, seed=5), index_names=names)
         print(f"seeded {n} messages in {time.monotonic() - started:.1f}s", file=sys.stderr)
-    s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
-    bucket = export_config(n).bucket
-    if bucket not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
-        s3.create_bucket(Bucket=bucket)
+    ensure_bucket(export_config(n).bucket)
     # A fresh tracking database, so every run exports everything.
     import MySQLdb
 
@@ -76,38 +85,50 @@ def prepare(n: int) -> None:
     conn.close()
 
 
-def step(name: str, n: int, batch_size: int, layout: str = "per_message", max_batches: int = 0) -> dict:
+def step(name: str, n: int, batch_size: int, layout: str = "per_message", max_batches: int = 0,
+         upload_concurrency: int = 16, profile: str | None = None) -> dict:
     """Run one step in this process and report its figures (called in a child process).
 
     `process` handles the batches of the extract; `max_batches` > 0 processes only that many.
+    With `profile`, the step runs under cProfile and its stats are written to that file.
     """
     from es_export import pipeline
     from es_export.config import RunParams
 
-    es, conn, s3 = clients()
-    cfg = dataclasses.replace(export_config(n), layout=layout)
+    es, conn, s3 = clients(upload_concurrency)
+    cfg = dataclasses.replace(export_config(n), layout=layout, upload_concurrency=upload_concurrency)
     params = RunParams(start=datetime(DAY.year, DAY.month, DAY.day, tzinfo=UTC),
                        end=datetime(DAY.year, DAY.month, DAY.day, tzinfo=UTC) + timedelta(days=1),
                        batch_size=batch_size)
     job = pipeline.open_job(conn, dag_id="bench", run_id=f"bench-{n}", params=params)
+    profiler = cProfile.Profile() if profile else None
     started = time.monotonic()
     if name == "extract":
         count = pipeline.extract(es, conn, cfg, job).ids_found
     else:
         batches = pipeline.plan(conn, cfg, job, params)
         batches = batches[:max_batches] if max_batches else batches
+        if profiler:
+            profiler.enable()
         count = sum(pipeline.process_batch(es, conn, s3, cfg, b, run_id=job.run_id).completed for b in batches)
+        if profiler:
+            profiler.disable()
     elapsed = time.monotonic() - started
+    if profiler and profile:
+        profiler.dump_stats(profile)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"step": name, "messages": count, "seconds": round(elapsed, 2),
             "per_second": round(count / elapsed, 1) if elapsed else None, "peak_rss_mb": round(peak_mb, 1)}
 
 
-def run_step(name: str, n: int, batch_size: int = 500, layout: str = "per_message", max_batches: int = 0) -> dict:
-    """One step in a fresh child process, so the peak RSS is the step's own."""
+def run_step(name: str, n: int, batch_size: int = 500, layout: str = "per_message", max_batches: int = 0,
+             upload_concurrency: int = 16, env: dict[str, str] | None = None) -> dict:
+    """One step in a fresh child process, so the peak RSS is the step's own; `env` adds to its environment
+    (another S3 endpoint, say)."""
     out = subprocess.run([sys.executable, __file__, "--messages", str(n), "--batch-size", str(batch_size),
-                          "--layout", layout, "--max-batches", str(max_batches), "--step", name],
-                         capture_output=True, text=True, check=False)
+                          "--layout", layout, "--max-batches", str(max_batches), "--upload-concurrency",
+                          str(upload_concurrency), "--step", name],
+                         capture_output=True, text=True, check=False, env={**os.environ, **(env or {})})
     if out.returncode != 0:
         raise RuntimeError(f"step {name} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -119,14 +140,25 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--layout", default="per_message", choices=["per_message", "ndjson_gzip"])
     parser.add_argument("--max-batches", type=int, default=0)
+    parser.add_argument("--upload-concurrency", type=int, default=16)
+    parser.add_argument("--profile", metavar="FILE", help="cProfile the process step into FILE (in this process)")
     parser.add_argument("--step", choices=["extract", "process"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.step:
-        print(json.dumps(step(args.step, args.messages, args.batch_size, args.layout, args.max_batches)))
+        print(json.dumps(step(args.step, args.messages, args.batch_size, args.layout, args.max_batches,
+                              args.upload_concurrency)))
         return 0
     prepare(args.messages)
+    if args.profile:
+        run_step("extract", args.messages, args.batch_size, args.layout)
+        r = step("process", args.messages, args.batch_size, args.layout, args.max_batches, args.upload_concurrency,
+                 profile=args.profile)
+        print(f"process {r['messages']} messages in {r['seconds']}s ({r['per_second']:,.0f} msg/s) under cProfile; "
+              f"stats in {args.profile}")
+        pstats.Stats(args.profile).sort_stats("cumulative").print_stats(25)
+        return 0
     for name in ("extract", "process"):
-        r = run_step(name, args.messages, args.batch_size, args.layout, args.max_batches)
+        r = run_step(name, args.messages, args.batch_size, args.layout, args.max_batches, args.upload_concurrency)
         print(f"{r['step']:8} {r['messages']:>9} messages {r['seconds']:>8.2f}s {r['per_second']:>10,.0f} msg/s"
               f"   peak RSS {r['peak_rss_mb']:>7.1f} MB")
     return 0

@@ -6,8 +6,12 @@ Seeds N messages on one day, then measures in one run, on the same data:
   limits: PIT + search_after id scan, _mget + _msearch detail fetch, MariaDB multi-row insert, S3 PUT;
   this package: extract, process (per-message layout and NDJSON gzip layout), end to end;
   the design document's naive approach (bench/naive_export.py) on a sample of the messages;
-  elasticdump (pinned in bench/package.json) with its defaults and tuned, dumping the day's messages;
-  and the extract step's peak memory at several sizes. Prints a table and writes BENCHMARKS.md.
+  elasticdump (pinned in bench/package.json), tuned, copying the same documents the package reads:
+  the day's messages and every history/status/audit document of those messages, to local files;
+  the S3 PUT limit of two servers, moto (the stack's) and S3Proxy (bench/s3proxy, in memory, started
+  and stopped here), at several upload concurrencies, and the per-message layout against each;
+  and the extract step's peak memory at several sizes. Prints a table and the issue's goals and
+  writes BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -16,19 +20,30 @@ import argparse
 import json
 import os
 import platform
+import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
+from collections.abc import Generator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from export_steps import DAY, DB, export_config, prepare, run_step
+from export_steps import DAY, DB, ensure_bucket, export_config, prepare, run_step
 
 ROOT = Path(__file__).resolve().parents[1]
 ELASTICDUMP = ROOT / "bench" / "node_modules" / ".bin" / "elasticdump"
+S3PROXY = ROOT / "bench" / "s3proxy" / "run.sh"
+# S3Proxy 2.6 answers NotImplemented to the flexible-checksum headers botocore sends by default
+# (x-amz-checksum-crc32, x-amz-checksum-mode). Every S3 client of the bench, moto's too, sends them
+# only where an operation requires them, so both servers see the same requests.
+CHECKSUMS_WHEN_REQUIRED = {"AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
+                           "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required"}
+# Terms per query on the related indices: below index.max_terms_count (65,536 by default).
+TERMS_PER_QUERY = 50_000
 
 
 def measure_cmd(cmd: list[str], env: dict | None = None) -> tuple[float, float, str]:
@@ -49,8 +64,6 @@ def measure_cmd(cmd: list[str], env: dict | None = None) -> tuple[float, float, 
 
 def limits(n: int) -> dict[str, float]:
     """What the services allow on this machine, measured with the thinnest client code."""
-    import boto3
-    from botocore.config import Config
     from elasticsearch import Elasticsearch
 
     from es_export import source
@@ -88,16 +101,87 @@ def limits(n: int) -> dict[str, float]:
             conn.commit()
         insert_rate = len(rows) / (time.monotonic() - started)
     conn.close()
+    return {"scan": scan_rate, "ts_scan": ts_scan_rate, "details": details_rate, "insert": insert_rate}
 
-    s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"], config=Config(max_pool_connections=32))
+
+def put_limit(endpoint: str, bucket: str, concurrency: int, puts: int) -> float:
+    """PUTs a second of one S3 server: `puts` objects of a sample document's size, `concurrency` in
+    flight, from the package's own S3 client (the thinnest code that uploads as the package does)."""
+    from es_export import clients
+
+    s3 = clients.s3(concurrency, endpoint_url=endpoint)
     body = b"x" * 1300  # about the size of a sample message's document
-    puts = 2000
     started = time.monotonic()
-    with ThreadPoolExecutor(16) as pool:
-        list(pool.map(lambda i: s3.put_object(Bucket=cfg.bucket, Key=f"limit/{i}.json", Body=body), range(puts)))
-    put_rate = puts / (time.monotonic() - started)
-    return {"scan": scan_rate, "ts_scan": ts_scan_rate, "details": details_rate, "insert": insert_rate,
-            "put": put_rate}
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(lambda i: s3.put_object(Bucket=bucket, Key=f"limit/{concurrency}/{i}.json", Body=body),
+                      range(puts)))
+    return puts / (time.monotonic() - started)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def s3proxy() -> Generator[str]:
+    """S3Proxy with an in-memory store on a free port for the duration; yields its endpoint.
+
+    The first start builds bench/s3proxy (Maven resolves the jars into ~/.m2). Stopped here, so its
+    objects go with it."""
+    port = free_port()
+    log_path = Path(tempfile.gettempdir()) / f"bench-s3proxy-{port}.log"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(["bash", str(S3PROXY), "--port", str(port)], stdout=log_file,
+                                stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"S3Proxy exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"S3Proxy did not listen on {port} within 300 s; see {log_path}") from None
+                time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def s3_servers(n: int, concurrencies: list[int], batches: dict[str, int], puts: dict[str, int]) -> dict:
+    """For moto and S3Proxy at each upload concurrency: the PUT limit and the per-message process step.
+
+    Each process run starts from a fresh tracking database and extract, then handles the first
+    `batches[server]` batches of 500 with that upload_concurrency against that server."""
+    cfg = export_config(n)
+    results: dict[str, dict[int, dict]] = {}
+
+    def measure(server: str, endpoint: str) -> None:
+        ensure_bucket(cfg.bucket, endpoint)
+        results[server] = {}
+        for c in concurrencies:
+            limit = put_limit(endpoint, cfg.bucket, c, puts[server])
+            prepare(n)
+            run_step("extract", n)
+            pm = run_step("process", n, max_batches=batches[server], upload_concurrency=c,
+                          env={"AWS_ENDPOINT_URL": endpoint})
+            results[server][c] = {"put": limit, "process": pm["per_second"], "rss": pm["peak_rss_mb"]}
+            print(f"  {server} upload_concurrency={c}: PUT limit {limit:,.0f}/s, per-message process "
+                  f"{pm['per_second']:,.0f} msg/s ({pm['per_second'] / limit:.2f}x)", file=sys.stderr, flush=True)
+
+    measure("moto", os.environ["AWS_ENDPOINT_URL"])
+    with s3proxy() as endpoint:
+        measure("S3Proxy", endpoint)
+    return results
 
 
 def naive(n: int, limit: int) -> dict:
@@ -110,18 +194,55 @@ def naive(n: int, limit: int) -> dict:
     return {"rate": r["messages"] / r["seconds"], "rss": rss, "found": r["found"], "messages": r["messages"]}
 
 
-def elasticdump(n: int, tuned: bool) -> dict:
+def elasticdump_day(n: int) -> dict:
+    """Tuned elasticdump copying the documents the package reads for the day, to local files.
+
+    1. The day's messages: the extract's own range query on the timestamp.
+    2. Their ids, read back from that file (the only exact link: a related document names its
+       message in `message_id`; its own timestamp may fall on the next day, and documents of the
+       previous day's messages may fall on this one, so a time range would copy too much or too little).
+    3. Every history, status and audit document of those ids: a `terms` query on `message_id`,
+       50,000 ids a query (below index.max_terms_count), passed as a file (`--searchBody=@file`, as a
+       command-line argument it would pass the kernel's 128 KB limit); the three indices in parallel.
+    Messages/s = the day's messages / the whole copy's wall time.
+    """
     cfg = export_config(n)
-    out_file = Path(tempfile.gettempdir()) / f"elasticdump-{uuid.uuid4().hex[:6]}.json"
-    body = json.dumps({"query": {"range": {"timestamp": {"gte": DAY.isoformat(), "lt": "2024-10-02"}}}})
-    cmd = [str(ELASTICDUMP), f"--input={os.environ['ES_URL']}/{cfg.messages_index}", f"--output={out_file}",
-           f"--searchBody={body}", "--quiet"]
-    if tuned:
-        cmd += ["--limit=10000", "--intervalCap=100", "--concurrency=4"]
-    elapsed, rss, _ = measure_cmd(cmd)
-    lines = sum(1 for _ in out_file.open()) if out_file.exists() else 0
-    out_file.unlink(missing_ok=True)
-    return {"rate": lines / elapsed, "rss": rss, "lines": lines, "seconds": elapsed}
+    work = Path(tempfile.mkdtemp(prefix="bench-elasticdump-"))
+    tuned = ["--limit=10000", "--intervalCap=100", "--concurrency=4", "--quiet"]
+    es_url = os.environ["ES_URL"]
+    start = datetime(DAY.year, DAY.month, DAY.day, tzinfo=UTC)
+
+    def dump(index: str, query: dict, out: Path) -> float:
+        body = out.with_suffix(".query.json")
+        body.write_text(json.dumps({"query": query}))
+        _, rss, _ = measure_cmd([str(ELASTICDUMP), f"--input={es_url}/{index}", f"--output={out}",
+                                 f"--searchBody=@{body}", *tuned])
+        return rss
+
+    try:
+        started = time.monotonic()
+        messages_file = work / "messages.ndjson"
+        rss = [dump(cfg.messages_index, {"range": {cfg.timestamp_field: {
+            "gte": start.isoformat(), "lt": (start + timedelta(days=1)).isoformat()}}}, messages_file)]
+        messages_seconds = time.monotonic() - started
+        with messages_file.open() as f:
+            ids = [json.loads(line)["_id"] for line in f]
+
+        def related(section: str, index: str) -> tuple[str, list[float]]:
+            return section, [dump(index, {"terms": {cfg.message_id_field: ids[i:i + TERMS_PER_QUERY]}},
+                                  work / f"{section}-{i // TERMS_PER_QUERY}.ndjson")
+                             for i in range(0, len(ids), TERMS_PER_QUERY)]
+
+        with ThreadPoolExecutor(3) as pool:
+            for _, part_rss in pool.map(lambda item: related(*item), cfg.related_indices().items()):
+                rss += part_rss
+        elapsed = time.monotonic() - started
+        docs = {path.name: sum(1 for _ in path.open()) for path in work.glob("*.ndjson")}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {"rate": len(ids) / elapsed, "seconds": elapsed, "messages": len(ids),
+            "messages_rate": len(ids) / messages_seconds, "related_docs": sum(docs.values()) - len(ids),
+            "rss": max(rss)}
 
 
 def machine() -> str:
@@ -141,11 +262,17 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=int(os.environ.get("N", "100000")))
     parser.add_argument("--naive-limit", type=int, default=1000, help="messages the naive script handles")
     parser.add_argument("--per-message-batches", type=int, default=20,
-                        help="batches of 500 the per-message process step handles (S3 PUT bound)")
+                        help="batches of 500 the per-message process step handles on S3Proxy")
+    parser.add_argument("--moto-batches", type=int, default=6,
+                        help="batches of 500 the per-message process step handles on moto (~200 PUT/s)")
+    parser.add_argument("--upload-concurrency", default="8,16,32,64",
+                        help="upload_concurrency values the S3 servers are measured at")
     parser.add_argument("--memory-points", default="10000,100000,1000000")
     parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     args = parser.parse_args()
     n = args.messages
+    concurrencies = [int(c) for c in args.upload_concurrency.split(",") if c]
+    os.environ.update(CHECKSUMS_WHEN_REQUIRED)
     started = datetime.now(UTC)
 
     def log(msg: str) -> None:
@@ -155,84 +282,125 @@ def main() -> int:
     prepare(n)
     log("measuring the limits")
     lim = limits(n)
-    log("this package: extract + process (per-message layout)")
-    ex = run_step("extract", n)
-    pm = run_step("process", n, max_batches=args.per_message_batches)
-    prepare(n)
     log("this package: extract + process (NDJSON gzip layout)")
-    ex2 = run_step("extract", n)
+    ex = run_step("extract", n)
     nd = run_step("process", n, layout="ndjson_gzip")
+    log("elasticdump, tuned, copying the day's messages and their history/status/audit documents")
+    edt = elasticdump_day(n)
+    log(f"S3 servers (moto, S3Proxy) at upload_concurrency {concurrencies}: PUT limits and the per-message layout")
+    servers = s3_servers(n, concurrencies, {"moto": args.moto_batches, "S3Proxy": args.per_message_batches},
+                         {"moto": 1000, "S3Proxy": 5000})
     log(f"naive approach on {args.naive_limit} messages")
     nv = naive(n, args.naive_limit)
-    log("elasticdump, defaults and tuned")
-    ed = elasticdump(n, tuned=False)
-    edt = elasticdump(n, tuned=True)
     memory = {}
     for point in [int(p) for p in args.memory_points.split(",") if p]:
         log(f"extract peak memory at {point} messages")
         prepare(point)
         memory[point] = run_step("extract", point)
 
-    def e2e(a: dict, b: dict) -> float:
-        return 1 / (1 / a["per_second"] + 1 / b["per_second"])
+    def e2e(a: float, b: float) -> float:
+        return 1 / (1 / a + 1 / b)
 
-    e2e_pm, e2e_nd = e2e(ex, pm), e2e(ex2, nd)
+    def best(server: str, figure: str) -> tuple[int, float]:
+        c = max(servers[server], key=lambda k: servers[server][k][figure])
+        return c, servers[server][c][figure]
+
+    default_c = 16 if 16 in concurrencies else concurrencies[0]
+    fast_c, fast_put = best("S3Proxy", "put")
+    pm_c, pm_rate = best("S3Proxy", "process")
+    e2e_nd = e2e(ex["per_second"], nd["per_second"])
+    e2e_pm = e2e(ex["per_second"], pm_rate)
     rows = [
         ("limit: PIT + search_after id scan, match_all in index order", lim["scan"], None, None, None, None),
         ("limit: PIT + search_after id scan, day range in timestamp order", lim["ts_scan"], None, None, None, None),
         ("limit: _mget + _msearch details (500 a batch)", lim["details"], None, None, None, None),
         ("limit: MariaDB multi-row INSERT (2000 a statement)", lim["insert"], None, None, None, None),
-        ("limit: S3 PUT, 16 in flight (moto)", lim["put"], None, None, None, None),
+        (f"limit: S3 PUT, moto, {default_c} in flight", servers["moto"][default_c]["put"], None, None, None, None),
+        (f"limit: S3 PUT, S3Proxy in memory, best ({fast_c} in flight)", fast_put, None, None, None, None),
         ("package: extract (ratio to the timestamp-ordered scan)", ex["per_second"], lim["ts_scan"], None, None,
          ex["peak_rss_mb"]),
-        ("package: process, per-message objects", pm["per_second"], lim["put"], nv["rate"], None, pm["peak_rss_mb"]),
-        ("package: end to end, per-message objects", e2e_pm, min(lim["scan"], lim["details"], lim["put"]),
-         nv["rate"], edt["rate"], max(ex["peak_rss_mb"], pm["peak_rss_mb"])),
-        ("package: process, NDJSON gzip per batch", nd["per_second"], lim["details"], nv["rate"], None,
-         nd["peak_rss_mb"]),
-        ("package: end to end, NDJSON gzip", e2e_nd, min(lim["scan"], lim["details"]), nv["rate"], edt["rate"],
-         max(ex2["peak_rss_mb"], nd["peak_rss_mb"])),
+        ("package: process, NDJSON gzip per batch (ratio to the details limit)", nd["per_second"], lim["details"],
+         nv["rate"], None, nd["peak_rss_mb"]),
+        ("package: end to end, NDJSON gzip (ratio to the details limit)", e2e_nd, lim["details"], nv["rate"],
+         edt["rate"], max(ex["peak_rss_mb"], nd["peak_rss_mb"])),
+        (f"package: process, per-message objects on S3Proxy, best ({pm_c} in flight; ratio to its best PUT limit)",
+         pm_rate, fast_put, nv["rate"], None, servers["S3Proxy"][pm_c]["rss"]),
+        ("package: end to end, per-message objects on S3Proxy", e2e_pm, min(lim["details"], fast_put), nv["rate"],
+         edt["rate"], None),
         (f"naive design (first {nv['messages']} of the {nv['found']} ids it finds)", nv["rate"], None, nv["rate"],
          None, nv["rss"]),
-        ("elasticdump, defaults (messages only, no details)", ed["rate"], None, None, None, ed["rss"]),
-        ("elasticdump, tuned --limit=10000 (messages only)", edt["rate"], None, None, edt["rate"], edt["rss"]),
+        ("elasticdump, tuned: the day's messages only", edt["messages_rate"], None, None, None, None),
+        (f"elasticdump, tuned: the day's messages + their {edt['related_docs']:,} history/status/audit documents",
+         edt["rate"], None, None, edt["rate"], edt["rss"]),
     ]
-    header = "| step | messages/s | ratio to limit | ratio to naive | ratio to tuned elasticdump | peak RSS MB |"
-    lines = [header, "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| step | messages/s | ratio to limit | ratio to naive | ratio to elasticdump (same documents) | "
+             "peak RSS MB |", "|---|---:|---:|---:|---:|---:|"]
     for name, rate, limit, naive_rate, dump_rate, rss in rows:
         lines.append(f"| {name} | {rate:,.0f} | {ratio(rate, limit)} | {ratio(rate, naive_rate)} | "
                      f"{ratio(rate, dump_rate)} | {f'{rss:,.0f}' if rss else '-'} |")
+    s3_lines = ["| upload_concurrency | moto PUT/s | per-message on moto msg/s | ratio | S3Proxy PUT/s | "
+                "per-message on S3Proxy msg/s | ratio |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    for c in concurrencies:
+        m, p = servers["moto"][c], servers["S3Proxy"][c]
+        s3_lines.append(f"| {c} | {m['put']:,.0f} | {m['process']:,.0f} | {ratio(m['process'], m['put'])} | "
+                        f"{p['put']:,.0f} | {p['process']:,.0f} | {ratio(p['process'], p['put'])} |")
     mem_lines = ["| messages | extract seconds | extract messages/s | peak RSS MB |", "|---:|---:|---:|---:|"]
     mem_lines += [f"| {k:,} | {v['seconds']:.1f} | {v['per_second']:,.0f} | {v['peak_rss_mb']:.1f} |"
                   for k, v in memory.items()]
     rss_values = [v["peak_rss_mb"] for v in memory.values()]
     spread = (max(rss_values) / min(rss_values) - 1) * 100 if rss_values else 0
+    # The issue's goals (issue 15), ratios from this one run. None: not measured by this bench.
+    goals: list[tuple[str, str, float | None, str, bool | None]] = [
+        ("extract / same-query raw scan", f"{ex['per_second'] / lim['ts_scan']:.2f}x",
+         ex["per_second"] / lim["ts_scan"], ">= 0.9x", ex["per_second"] >= 0.9 * lim["ts_scan"]),
+        ("NDJSON end to end / details limit", f"{e2e_nd / lim['details']:.2f}x", None, ">= 0.8x",
+         e2e_nd >= 0.8 * lim["details"]),
+        ("NDJSON end to end / elasticdump copying the same documents", f"{e2e_nd / edt['rate']:.2f}x", None,
+         ">= 1.0x", e2e_nd >= edt["rate"]),
+        (f"per-message / fast S3 server's PUT limit (S3Proxy, best of {concurrencies})", f"{pm_rate / fast_put:.2f}x",
+         None, ">= 0.8x", pm_rate >= 0.8 * fast_put),
+        ("1M-message day through the DAG / sum of its steps", "not measured here", None, "<= 1.3x", None),
+        ("claim + plan of a 1M day: with 10M older rows / with none", "not measured here", None, "<= 1.2x", None),
+        (f"extract peak RSS, {min(memory, default=0):,} -> {max(memory, default=0):,}", f"{spread:.1f}% spread",
+         None, "stays <= 20%", spread <= 20),
+    ]
+    goal_lines = ["| figure | measured | goal | |", "|---|---:|---:|---|"]
+    goal_lines += [f"| {name} | {measured} | {goal} | {'-' if ok is None else 'MET' if ok else 'MISSED'} |"
+                   for name, measured, _, goal, ok in goals]
     targets = [
-        ("extract at least half the raw scan rate", ex["per_second"] >= 0.5 * lim["ts_scan"],
-         f"{ex['per_second'] / lim['ts_scan']:.2f} of the same query's raw scan, "
-         f"{ex['per_second'] / lim['scan']:.2f} of a match_all scan in index order"),
-        ("end-to-end local dispatch at least 10x the naive approach", e2e_pm >= 10 * nv["rate"],
-         f"per-message {e2e_pm / nv['rate']:.1f}x, NDJSON {e2e_nd / nv['rate']:.1f}x"),
+        ("end-to-end local dispatch at least 10x the naive approach", e2e_nd >= 10 * nv["rate"],
+         f"per-message on S3Proxy {e2e_pm / nv['rate']:.1f}x, NDJSON {e2e_nd / nv['rate']:.1f}x"),
         ("NDJSON layout at least 1,000 messages/s end to end", e2e_nd >= 1000, f"{e2e_nd:,.0f} messages/s"),
-        ("at least 3x tuned elasticdump", e2e_nd >= 3 * edt["rate"],
-         f"NDJSON end to end {e2e_nd / edt['rate']:.1f}x, per-message {e2e_pm / edt['rate']:.1f}x"),
-        ("extract memory within 20% from 10,000 to 1,000,000", spread <= 20, f"spread {spread:.1f}%"),
     ]
     target_lines = [f"- {'MET' if ok else 'MISSED'}: {name} ({detail})" for name, ok, detail in targets]
     report = "\n".join([
         "# Benchmarks", "",
         f"Measured by `make bench` (N={n:,}) on {started:%Y-%m-%d %H:%M} UTC.", "",
         f"Machine: {machine()}.", "",
+        "## Goals (issue 15)", "", *goal_lines, "",
+        "The DAG-level figure and the tracking-at-scale figure are measured elsewhere (not by this bench).", "",
+        "## Throughput", "",
         "End to end = extract and process one after the other (1 / (1/extract + 1/process)). The naive design",
         f"runs on the first {nv['messages']:,} messages only (at tens of messages a second); it finds at most",
-        "10,000 ids (its `size=10000` search), which is the design document's silent short export. elasticdump",
-        "writes only the message documents (no history, status or audit) to a local file.",
-        f"The per-message process step ran {args.per_message_batches} batches of 500: it is bound by the local",
-        "S3 server's PUT rate (moto, a single Python process).", "",
-        *lines, "", "## Extract peak memory by size", "", *mem_lines, "", "## Targets", "", *target_lines, "",
+        "10,000 ids (its `size=10000` search), which is the design document's silent short export.",
+        "elasticdump (tuned: `--limit=10000 --intervalCap=100 --concurrency=4`) copies what the package reads:",
+        "the day's messages (the extract's range query), then, by their ids read back from that file, every",
+        "history, status and audit document of those messages (`terms` on `message_id`, 50,000 ids a query,",
+        "the three indices in parallel), to local files. A related document's own timestamp is no exact",
+        "link to the day (it may fall on the next day), so the ids are. Its messages/s is the day's",
+        "messages over the whole copy's wall time.", "",
+        *lines, "",
+        "## S3 servers: PUT limit and the per-message layout", "",
+        "PUT limit: objects of 1,300 bytes from the package's S3 client, `upload_concurrency` in flight.",
+        f"Per-message process: the first {args.moto_batches} batches of 500 on moto, "
+        f"{args.per_message_batches} on S3Proxy (in-memory store,",
+        "`bench/s3proxy`, started by the bench). Every S3 client of the bench sends checksums only where",
+        "required (S3Proxy refuses the flexible-checksum headers).", "",
+        *s3_lines, "",
+        "## Extract peak memory by size", "", *mem_lines, "", "## Other targets", "", *target_lines, "",
     ])
     Path(args.out).write_text(report)
-    print("\n".join(lines + [""] + mem_lines + [""] + target_lines))
+    print("\n".join(goal_lines + [""] + lines + [""] + s3_lines + [""] + mem_lines + [""] + target_lines))
     log(f"written {args.out}")
     return 0
 
