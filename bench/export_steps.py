@@ -86,20 +86,14 @@ def prepare(n: int) -> None:
 
 
 def step(name: str, n: int, batch_size: int, layout: str = "per_message", max_batches: int = 0,
-         upload_concurrency: int = 16, profile: str | None = None, fetch_part_size: int | None = None) -> dict:
+         upload_concurrency: int = 16, profile: str | None = None) -> dict:
     """Run one step in this process and report its figures (called in a child process).
 
     `process` handles the batches of the extract; `max_batches` > 0 processes only that many.
     With `profile`, the step runs under cProfile and its stats are written to that file.
-    `fetch_part_size` replaces the process step's FETCH_PART_SIZE; 0 fetches a batch in one part,
-    without the overlap of fetching and serialising.
     """
     from es_export import pipeline
     from es_export.config import RunParams
-    from es_export.pipeline import process
-
-    if fetch_part_size is not None:
-        process.FETCH_PART_SIZE = fetch_part_size or 1 << 30
 
     es, conn, s3 = clients(upload_concurrency)
     cfg = dataclasses.replace(export_config(n), layout=layout, upload_concurrency=upload_concurrency)
@@ -128,14 +122,12 @@ def step(name: str, n: int, batch_size: int, layout: str = "per_message", max_ba
 
 
 def run_step(name: str, n: int, batch_size: int = 500, layout: str = "per_message", max_batches: int = 0,
-             upload_concurrency: int = 16, env: dict[str, str] | None = None,
-             fetch_part_size: int | None = None) -> dict:
+             upload_concurrency: int = 16, env: dict[str, str] | None = None) -> dict:
     """One step in a fresh child process, so the peak RSS is the step's own; `env` adds to its environment
     (another S3 endpoint, say)."""
-    part = [] if fetch_part_size is None else ["--fetch-part-size", str(fetch_part_size)]
     out = subprocess.run([sys.executable, __file__, "--messages", str(n), "--batch-size", str(batch_size),
                           "--layout", layout, "--max-batches", str(max_batches), "--upload-concurrency",
-                          str(upload_concurrency), *part, "--step", name],
+                          str(upload_concurrency), "--step", name],
                          capture_output=True, text=True, check=False, env={**os.environ, **(env or {})})
     if out.returncode != 0:
         raise RuntimeError(f"step {name} failed:\n{out.stderr[-3000:]}")
@@ -149,27 +141,24 @@ def main() -> int:
     parser.add_argument("--layout", default="per_message", choices=["per_message", "ndjson_gzip"])
     parser.add_argument("--max-batches", type=int, default=0)
     parser.add_argument("--upload-concurrency", type=int, default=16)
-    parser.add_argument("--fetch-part-size", type=int, default=None,
-                        help="messages a details request within a batch (0: the whole batch, no overlap)")
     parser.add_argument("--profile", metavar="FILE", help="cProfile the process step into FILE (in this process)")
     parser.add_argument("--step", choices=["extract", "process"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.step:
         print(json.dumps(step(args.step, args.messages, args.batch_size, args.layout, args.max_batches,
-                              args.upload_concurrency, fetch_part_size=args.fetch_part_size)))
+                              args.upload_concurrency)))
         return 0
     prepare(args.messages)
     if args.profile:
         run_step("extract", args.messages, args.batch_size, args.layout)
         r = step("process", args.messages, args.batch_size, args.layout, args.max_batches, args.upload_concurrency,
-                 profile=args.profile, fetch_part_size=args.fetch_part_size)
+                 profile=args.profile)
         print(f"process {r['messages']} messages in {r['seconds']}s ({r['per_second']:,.0f} msg/s) under cProfile; "
               f"stats in {args.profile}")
         pstats.Stats(args.profile).sort_stats("cumulative").print_stats(25)
         return 0
     for name in ("extract", "process"):
-        r = run_step(name, args.messages, args.batch_size, args.layout, args.max_batches, args.upload_concurrency,
-                     fetch_part_size=args.fetch_part_size)
+        r = run_step(name, args.messages, args.batch_size, args.layout, args.max_batches, args.upload_concurrency)
         print(f"{r['step']:8} {r['messages']:>9} messages {r['seconds']:>8.2f}s {r['per_second']:>10,.0f} msg/s"
               f"   peak RSS {r['peak_rss_mb']:>7.1f} MB")
     return 0

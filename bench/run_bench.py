@@ -283,10 +283,6 @@ def main() -> int:
     log("this package: extract + process (NDJSON gzip layout)")
     ex = run_step("extract", n)
     nd = run_step("process", n, layout="ndjson_gzip")
-    log("this package: NDJSON gzip again, each batch's details in one request (no fetch/serialise overlap)")
-    prepare(n)
-    run_step("extract", n)
-    nd_whole = run_step("process", n, layout="ndjson_gzip", fetch_part_size=0)
     log("elasticdump, tuned, copying the day's messages and their history/status/audit documents")
     edt = elasticdump_day(n)
     log(f"S3 servers (moto, S3Proxy) at upload_concurrency {concurrencies}: PUT limits and the per-message layout")
@@ -323,8 +319,6 @@ def main() -> int:
          ex["peak_rss_mb"]),
         ("package: process, NDJSON gzip per batch (ratio to the details limit)", nd["per_second"], lim["details"],
          nv["rate"], None, nd["peak_rss_mb"]),
-        ("package: process, NDJSON gzip, a batch's details in one request (no overlap)", nd_whole["per_second"],
-         lim["details"], nv["rate"], None, nd_whole["peak_rss_mb"]),
         ("package: end to end, NDJSON gzip (ratio to the details limit)", e2e_nd, lim["details"], nv["rate"],
          edt["rate"], max(ex["peak_rss_mb"], nd["peak_rss_mb"])),
         (f"package: process, per-message objects on S3Proxy, best ({pm_c} in flight; ratio to its best PUT limit)",

@@ -151,25 +151,17 @@ class MessageDetails:
 IDS_PER_REQUEST = 10_000
 
 
-def related_fields(es: Any, cfg: ExportConfig) -> dict[str, tuple[str, bool]]:
-    """For each related section, the field that matches message ids exactly (see `exact_field`)."""
-    client = adapt(es)
-    return {section: exact_field(client, index, cfg.message_id_field)
-            for section, index in cfg.related_indices().items()}
-
-
 def fetch_details(es: Any, cfg: ExportConfig, message_ids: list[str],
-                  indices: dict[str, str | None] | None = None,
-                  fields: dict[str, tuple[str, bool]] | None = None) -> dict[str, MessageDetails]:
+                  indices: dict[str, str | None] | None = None) -> dict[str, MessageDetails]:
     """Details of a batch in a few round trips: one `_mget`, one `_msearch` per 10,000 ids (plus pages).
 
     `indices` names the concrete index of each message (from the extract); without one, the
     messages index itself is asked. A message missing there comes back with `message=None`, so the
-    caller can mark it failed while the rest of the batch goes on. `fields` is `related_fields`,
-    when the caller already looked it up (six requests less for each part of a batch).
+    caller can mark it failed while the rest of the batch goes on.
     """
     client = adapt(es)
-    fields = fields if fields is not None else related_fields(client, cfg)
+    fields = {section: exact_field(client, index, cfg.message_id_field)
+              for section, index in cfg.related_indices().items()}
     details: dict[str, MessageDetails] = {}
     for start in range(0, len(message_ids), IDS_PER_REQUEST):
         part = message_ids[start:start + IDS_PER_REQUEST]

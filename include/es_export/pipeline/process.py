@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -16,11 +14,6 @@ from es_export.errors import ExportError, StaleAttempt
 from es_export.model import Batch, BatchAttempt, Outcome, TrackedMessage
 
 log = logging.getLogger(__name__)
-
-# Messages per details request within a batch. The next part is fetched in a thread while the current
-# one is turned into documents, so Elasticsearch's time overlaps the serialisation's instead of adding
-# to it; a few parts a batch keep the extra requests (one _mget and one _msearch a part) few.
-FETCH_PART_SIZE = 250
 
 
 @dataclass(frozen=True)
@@ -67,10 +60,12 @@ def process_batch(es: Any, conn: Any, s3: Any, cfg: ExportConfig, batch: Batch, 
         return BatchResult(batch.job_id, batch.batch_id, batch.batch_no, 0, 0, 0, 0, time.monotonic() - started)
     messages = attempt.messages
     try:
-        outcomes, uploads = _documents(cfg, batch, attempt, _fetch_parts(es, cfg, messages), run_id=run_id)
+        details, unreadable = fetch_isolating(es, cfg, [m.message_id for m in messages],
+                                              {m.message_id: m.index for m in messages})
     except Exception as exc:
         _try_fail_batch(conn, attempt, exc, cfg)
         raise
+    outcomes, uploads = _documents(cfg, batch, attempt, details, unreadable, run_id=run_id)
     written = _upload(s3, cfg, uploads, outcomes)
     try:
         tracking.record_outcomes(conn, attempt, outcomes, policy=cfg.retry_policy())
@@ -92,59 +87,29 @@ def process_batch(es: Any, conn: Any, s3: Any, cfg: ExportConfig, batch: Batch, 
     return result
 
 
-Fetched = tuple[list[TrackedMessage], dict[str, source.MessageDetails], dict[str, str]]
-
-
-def _fetch_parts(es: Any, cfg: ExportConfig, messages: list[TrackedMessage]) -> Iterator[Fetched]:
-    """The details of `messages`, FETCH_PART_SIZE at a time: (part, details, unreadable ids with why).
-
-    While the caller works on one part, the next is already being fetched in a thread. An error that
-    fails a whole request (an unreachable node) comes out of the part it hit, as it would unsplit.
-    """
-    indices = {m.message_id: m.index for m in messages}
-    parts = [messages[i:i + FETCH_PART_SIZE] for i in range(0, len(messages), FETCH_PART_SIZE)]
-    fields = source.related_fields(es, cfg) if parts else {}
-
-    def fetch(part: list[TrackedMessage]) -> tuple[dict[str, source.MessageDetails], dict[str, str]]:
-        return fetch_isolating(es, cfg, [m.message_id for m in part], indices, fields)
-
-    if len(parts) < 2:
-        for part in parts:
-            yield part, *fetch(part)
-        return
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="es-details") as pool:
-        pending = pool.submit(fetch, parts[0])
-        for i, part in enumerate(parts):
-            details, unreadable = pending.result()
-            if i + 1 < len(parts):
-                pending = pool.submit(fetch, parts[i + 1])
-            yield part, details, unreadable
-
-
-def _documents(cfg: ExportConfig, batch: Batch, attempt: BatchAttempt, fetched: Iterator[Fetched], *,
-               run_id: str) -> tuple[list[Outcome], list[sink.Upload]]:
+def _documents(cfg: ExportConfig, batch: Batch, attempt: BatchAttempt, details: dict[str, source.MessageDetails],
+               unreadable: dict[str, str], *, run_id: str) -> tuple[list[Outcome], list[sink.Upload]]:
     """The objects to upload (tagged with their messages), and the outcomes of messages that cannot be."""
     exported_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     outcomes: list[Outcome] = []
     uploads: list[sink.Upload] = []
-    for part, details, unreadable in fetched:
-        for m in part:
-            if m.message_id in unreadable:
-                outcomes.append(Outcome(m.row_id, m.message_id, False, error=unreadable[m.message_id]))
-                continue
-            d = details[m.message_id]
-            if d.message is None:
-                outcomes.append(Outcome(m.row_id, m.message_id, False, error=(
-                    f"message {m.message_id!r} is no longer in index {cfg.messages_index!r}")))
-                continue
-            try:
-                key = sink.object_key(cfg.prefix, m.message_ts.date(), m.message_id)
-                body = sink.serialise(build_document(d, job_id=batch.job_id, batch_id=batch.batch_id,
-                                                     run_id=run_id, exported_at=exported_at))
-            except (TypeError, ValueError) as exc:
-                outcomes.append(Outcome(m.row_id, m.message_id, False, error=f"cannot serialise: {exc}"))
-                continue
-            uploads.append(sink.Upload(key, body, tag=m))
+    for m in attempt.messages:
+        if m.message_id in unreadable:
+            outcomes.append(Outcome(m.row_id, m.message_id, False, error=unreadable[m.message_id]))
+            continue
+        d = details[m.message_id]
+        if d.message is None:
+            outcomes.append(Outcome(m.row_id, m.message_id, False, error=(
+                f"message {m.message_id!r} is no longer in index {cfg.messages_index!r}")))
+            continue
+        try:
+            key = sink.object_key(cfg.prefix, m.message_ts.date(), m.message_id)
+            body = sink.serialise(build_document(d, job_id=batch.job_id, batch_id=batch.batch_id,
+                                                 run_id=run_id, exported_at=exported_at))
+        except (TypeError, ValueError) as exc:
+            outcomes.append(Outcome(m.row_id, m.message_id, False, error=f"cannot serialise: {exc}"))
+            continue
+        uploads.append(sink.Upload(key, body, tag=m))
     if cfg.layout is Layout.NDJSON_GZIP:
         return outcomes, sink.bundle_ndjson(uploads, day_of=lambda m: m.message_ts.date(), prefix=cfg.prefix,
                                             job_id=batch.job_id, batch_no=batch.batch_no, attempt=attempt.token)
@@ -179,12 +144,11 @@ def _isolatable(exc: Exception) -> bool:
     return True
 
 
-def fetch_isolating(es: Any, cfg: ExportConfig, ids: list[str], indices: dict[str, str | None] | None = None,
-                    fields: dict[str, tuple[str, bool]] | None = None
+def fetch_isolating(es: Any, cfg: ExportConfig, ids: list[str], indices: dict[str, str | None] | None = None
                     ) -> tuple[dict[str, source.MessageDetails], dict[str, str]]:
     """The details of `ids`, and for each id whose details cannot be read, why (found by halving)."""
     try:
-        return source.fetch_details(es, cfg, ids, indices, fields), {}
+        return source.fetch_details(es, cfg, ids, indices), {}
     except Exception as exc:
         if not _isolatable(exc):
             raise
@@ -193,8 +157,8 @@ def fetch_isolating(es: Any, cfg: ExportConfig, ids: list[str], indices: dict[st
         log.warning("details of %d messages failed (%s: %s); splitting the batch to find the cause", len(ids),
                     type(exc).__name__, exc)
     half = len(ids) // 2
-    left, bad_left = fetch_isolating(es, cfg, ids[:half], indices, fields)
-    right, bad_right = fetch_isolating(es, cfg, ids[half:], indices, fields)
+    left, bad_left = fetch_isolating(es, cfg, ids[:half], indices)
+    right, bad_right = fetch_isolating(es, cfg, ids[half:], indices)
     return {**left, **right}, {**bad_left, **bad_right}
 
 
