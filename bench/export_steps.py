@@ -4,7 +4,8 @@
     PYTHONPATH=include:devstack python bench/export_steps.py --messages 10000 --layout ndjson_gzip \
         --profile build/process.prof     # cProfile of the process step (read with python -m pstats)
 
-Seeds N messages on one day into indices of their own (kept between runs with the same N), then
+Seeds N messages on one day into indices of their own (kept between runs with the same N and
+BENCH_NAME, "bench" by default), then
 runs each step in a fresh child process (so its peak RSS is its own) with the same core functions
 the DAG's tasks call, against a tracking database of its own. Prints one line per step.
 """
@@ -24,13 +25,15 @@ import time
 from datetime import UTC, date, datetime, timedelta
 
 DAY = date(2024, 10, 1)
-DB = "tracking_test_bench"
+# BENCH_NAME keeps two benchmarks on one stack apart: their indices, bucket and tracking database.
+NAME = os.environ.get("BENCH_NAME", "bench")
+DB = "tracking_test_bench" if NAME == "bench" else f"tracking_test_{NAME}"
 
 
 def index_names(n: int) -> dict[str, str]:
     import seed_data
 
-    return {name: f"bench-{n}-{name}" for name in seed_data.MAPPINGS}
+    return {name: f"{NAME}-{n}-{name}" for name in seed_data.MAPPINGS}
 
 
 def export_config(n: int):
@@ -39,7 +42,7 @@ def export_config(n: int):
     names = index_names(n)
     return ExportConfig(messages_index=names["messages"], history_index=names["message_history"],
                         status_index=names["message_status"], audit_index=names["message_audit"],
-                        bucket=f"bench-{n}")
+                        bucket=f"{NAME}-{n}")
 
 
 def clients(upload_concurrency: int = 16):
