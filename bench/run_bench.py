@@ -248,7 +248,8 @@ def machine() -> str:
                 if line.startswith("model name")), platform.processor())
     mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return (f"{os.cpu_count()} cores ({cpu}), {mem_gb:.0f} GiB RAM, {platform.platform()}, Python "
-            f"{platform.python_version()}; Elasticsearch 9.5.3 (1 node, 512 MB heap), MariaDB, moto S3 server")
+            f"{platform.python_version()}; Elasticsearch 9.5.3 (1 node, 512 MB heap), MariaDB, moto S3 server, "
+            "S3Proxy 2.6.0 (in memory, bench only)")
 
 
 def ratio(a: float | None, b: float | None) -> str:
@@ -366,7 +367,7 @@ def main() -> int:
     goal_lines += [f"| {name} | {measured} | {goal} | {'-' if ok is None else 'MET' if ok else 'MISSED'} |"
                    for name, measured, _, goal, ok in goals]
     targets = [
-        ("end-to-end local dispatch at least 10x the naive approach", e2e_nd >= 10 * nv["rate"],
+        ("end-to-end local dispatch at least 10x the naive approach", min(e2e_pm, e2e_nd) >= 10 * nv["rate"],
          f"per-message on S3Proxy {e2e_pm / nv['rate']:.1f}x, NDJSON {e2e_nd / nv['rate']:.1f}x"),
         ("NDJSON layout at least 1,000 messages/s end to end", e2e_nd >= 1000, f"{e2e_nd:,.0f} messages/s"),
     ]
