@@ -80,16 +80,16 @@ def main() -> int:
     conn = clients.mysql(clients.MySQLSettings.from_env(), driver="mysqldb")
     conn.autocommit(True)
     s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
-    reprocess = False
     if cfg.bucket not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
         s3.create_bucket(Bucket=cfg.bucket)
-        # The local S3 server keeps nothing across restarts, but MariaDB does: what tracking says
-        # was exported is gone, and reconcile would rightly fail. Export it again.
-        exported = exported_before(conn, args.day)
-        if exported:
-            print(f"the local S3 server restarted empty, but tracking lists {exported} message(s) of {args.day} "
-                  "as exported: this run exports them again (reprocess=true)")
-            reprocess = True
+    # The local S3 server keeps nothing across restarts (`make up` creates the bucket again, empty), but
+    # MariaDB does: what tracking says was exported is gone, and reconcile would rightly fail. Export it again.
+    reprocess = False
+    exported = exported_before(conn, args.day)
+    if exported and not sink.count_objects(s3, cfg.bucket, sink.day_prefix(cfg.prefix, args.day)):
+        print(f"the local S3 server restarted empty, but tracking lists {exported} message(s) of {args.day} "
+              "as exported: this run exports them again (reprocess=true)")
+        reprocess = True
 
     code, elapsed = run_export(args.day, reprocess)
 
