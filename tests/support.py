@@ -64,6 +64,40 @@ def new_tracking_database(name: str):
     return conn
 
 
+class CountingRows:
+    """A DB-API connection that notes how many rows each statement starting with `prefix` changed
+    (`counted`), so a test sees how large each of a function's statements was."""
+
+    def __init__(self, conn, prefix: str):
+        self._conn, self.prefix, self.counted = conn, prefix.upper(), []
+
+    def cursor(self):
+        return _CountingCursor(self._conn.cursor(), self)
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+
+class _CountingCursor:
+    def __init__(self, cur, counter: CountingRows):
+        self._cur, self._counter = cur, counter
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._cur.close()
+
+    def execute(self, sql, params=None):
+        result = self._cur.execute(sql, params)
+        if " ".join(sql.split()).upper().startswith(self._counter.prefix):
+            self._counter.counted.append(self._cur.rowcount)
+        return result
+
+    def __getattr__(self, name):
+        return getattr(self._cur, name)
+
+
 def seed_indices(es, indices: dict, seed: seed_data.SeedConfig, *, recreate: bool = True) -> None:
     """Sample data into the four indices a config names (its messages_index, history_index, ...)."""
     seed_data.load(es, seed, recreate=recreate,

@@ -1,4 +1,5 @@
-"""What every tracking statement shares: naive UTC times, multi-row VALUES, transactions retried on lock errors."""
+"""What every tracking statement shares: naive UTC times, multi-row VALUES, transactions retried on lock errors,
+and slices of an interval small enough for one short transaction."""
 
 from __future__ import annotations
 
@@ -28,6 +29,32 @@ def chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
 def values_sql(rows: int, width: int) -> str:
     one = "(" + ", ".join(["%s"] * width) + ")"
     return ", ".join([one] * rows)
+
+
+def time_slices(conn: Any, start: datetime, end: datetime, max_rows: int) -> Iterator[tuple[datetime, datetime]]:
+    """[low, high) pieces of [start, end) that each hold at most `max_rows` message_tracking rows, in time order.
+
+    Found by walking the message_ts index (`max_rows` index entries per piece, never the table), so
+    a statement limited to one piece touches at most `max_rows` rows and uses that index whatever
+    the table holds outside the interval. When more than `max_rows` rows share one timestamp, that
+    timestamp is a piece of its own. Rows added meanwhile (an extract still running) may make a
+    piece a little larger; each row lies in exactly one piece, whatever statements change in it.
+    """
+    low = utc_naive(start)
+    end = utc_naive(end)
+    while low < end:
+        with conn.cursor() as cur:
+            cur.execute("SELECT message_ts FROM message_tracking WHERE message_ts >= %s AND message_ts < %s"
+                        " ORDER BY message_ts LIMIT 1 OFFSET %s", (low, end, max_rows))
+            row = cur.fetchone()
+            high = end if row is None else row[0]
+            if high == low:  # more than `max_rows` rows at `low` itself
+                cur.execute("SELECT MIN(message_ts) FROM message_tracking WHERE message_ts > %s AND message_ts < %s",
+                            (low, end))
+                high = cur.fetchone()[0] or end
+        conn.commit()  # the next piece is found in a fresh snapshot
+        yield low, high
+        low = high
 
 
 def rows(cur: Any) -> list[dict[str, Any]]:

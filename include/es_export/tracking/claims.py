@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from es_export.model import Batch, Job, Status
-from es_export.tracking._sql import utc_naive, values_sql
+from es_export.tracking._sql import in_transaction, time_slices, utc_naive, values_sql
 from es_export.tracking.jobs import HELD_BY_LIVE_JOB
 
 
@@ -51,44 +52,60 @@ def _rehome(cur: Any, hits: list[Any], *, dag_id: str, run_id: str) -> None:
         )
 
 
-def claim_for_job(conn: Any, job: Job, *, reprocess: bool) -> int:
+# Rows one claim or cut statement changes at most, each in a transaction of its own: a 10M-message
+# day is claimed in 200 short transactions, not one holding 10M row locks and their undo log while
+# other runs, the retry DAG and replication wait behind it.
+CHUNK_ROWS = 50_000
+
+
+def claim_for_job(conn: Any, job: Job, *, reprocess: bool, chunk_rows: int = CHUNK_ROWS) -> int:
     """Give this job the interval's messages that still need exporting; returns how many.
 
     Never taken: a message another live job holds (claimed, or extracted and not yet planned: that
     job exports it, and this job's reconcile waits for it), and one another worker is exporting
     (running, lease not expired). Taken: failed ones, pending ones nobody live holds, running ones
     whose lease expired or that this job's own earlier attempt left behind, and with `reprocess`
-    completed ones. The job's unfinished batches of an earlier attempt are replaced; its completed
-    batches stay, so a rerun batches only what is left to do.
+    completed ones. The job's unfinished batches of an earlier attempt are replaced (dropped first,
+    which fences any attempt of them still running); its completed batches stay, so a rerun batches
+    only what is left to do.
+
+    The interval is claimed in pieces of at most `chunk_rows` rows (by message_ts, see
+    `time_slices`), each its own short transaction; every row lies in one piece, so each message is
+    decided once, by the same rule as a single statement would. A message another run claims while
+    this one is between pieces is held by that run and left to it.
     """
     taken = [Status.PENDING, Status.FAILED, Status.COMPLETED] if reprocess else [Status.PENDING, Status.FAILED]
-    with conn.cursor() as cur:
-        cur.execute(
-            "UPDATE message_tracking SET job_id = %s, batch_id = NULL, status = %s, dag_id = %s, run_id = %s,"
-            " lease_expires_at = NULL WHERE message_ts >= %s AND message_ts < %s AND ((status IN ("
-            + ", ".join(["%s"] * len(taken)) + ") AND NOT " + HELD_BY_LIVE_JOB + ")"
-            " OR (status = %s AND (lease_expires_at < UTC_TIMESTAMP(6) OR job_id = %s)))",
-            [job.job_id, Status.PENDING, job.dag_id, job.run_id, utc_naive(job.start), utc_naive(job.end), *taken,
-             job.job_id, Status.RUNNING, job.job_id],
-        )
-        claimed = int(cur.rowcount)
-        _drop_unfinished_batches(cur, job.job_id)
-    conn.commit()
+    in_transaction(conn, partial(_drop_unfinished_batches, job_id=job.job_id))
+    sql = ("UPDATE message_tracking SET job_id = %s, batch_id = NULL, status = %s, dag_id = %s, run_id = %s,"
+           " lease_expires_at = NULL WHERE message_ts >= %s AND message_ts < %s AND ((status IN ("
+           + ", ".join(["%s"] * len(taken)) + ") AND NOT " + HELD_BY_LIVE_JOB + ")"
+           " OR (status = %s AND (lease_expires_at < UTC_TIMESTAMP(6) OR job_id = %s)))")
+    claimed = 0
+    for low, high in time_slices(conn, job.start, job.end, chunk_rows):
+        params = [job.job_id, Status.PENDING, job.dag_id, job.run_id, low, high, *taken, job.job_id,
+                  Status.RUNNING, job.job_id]
+        claimed += in_transaction(conn, partial(_changed, sql=sql, params=params))
     return claimed
 
 
 def claim_failed(conn: Any, job: Job, *, only_job_id: int | None = None, start: datetime | None = None,
-                 end: datetime | None = None, revive_dead: bool = False, limit: int = 1_000_000) -> int:
+                 end: datetime | None = None, revive_dead: bool = False, limit: int = 1_000_000,
+                 chunk_rows: int = CHUNK_ROWS) -> int:
     """Give this (retry) job the failed messages whose next attempt is due; returns how many.
 
     Also takes messages whose worker died (lease expired) and pending ones no live job holds (their
     run ended before exporting them). With `revive_dead`, dead messages are taken too and start
-    counting attempts again.
+    counting attempts again. At most `limit` messages, lowest ids first, in statements of at most
+    `chunk_rows` rows, each its own transaction. They find their rows through the status index
+    (completed rows, however many, are never read), and a row one statement claimed no longer
+    matches the next.
     """
+    in_transaction(conn, partial(_drop_unfinished_batches, job_id=job.job_id))
+    # A pending row this job already holds, unbatched, is where a claim puts it: not taken again.
     due = ("((status = %s AND (next_attempt_at IS NULL OR next_attempt_at <= UTC_TIMESTAMP(6)))"
            " OR (status = %s AND lease_expires_at < UTC_TIMESTAMP(6))"
-           " OR (status = %s AND NOT " + HELD_BY_LIVE_JOB + ")")
-    params: list[Any] = [Status.FAILED, Status.RUNNING, Status.PENDING, job.job_id]
+           " OR (status = %s AND NOT (job_id <=> %s AND batch_id IS NULL) AND NOT " + HELD_BY_LIVE_JOB + ")")
+    params: list[Any] = [Status.FAILED, Status.RUNNING, Status.PENDING, job.job_id, job.job_id]
     if revive_dead:
         due += " OR status = %s"
         params.append(Status.DEAD)
@@ -102,17 +119,23 @@ def claim_failed(conn: Any, job: Job, *, only_job_id: int | None = None, start: 
     if end is not None:
         conditions.append("message_ts < %s")
         params.append(utc_naive(end))
-    with conn.cursor() as cur:
-        cur.execute(
-            "UPDATE message_tracking SET attempts = IF(status = %s, 0, attempts), job_id = %s, batch_id = NULL,"
-            " status = %s, dag_id = %s, run_id = %s, lease_expires_at = NULL WHERE " + " AND ".join(conditions)
-            + " ORDER BY id LIMIT %s",
-            [Status.DEAD, job.job_id, Status.PENDING, job.dag_id, job.run_id, *params, limit],
-        )
-        claimed = int(cur.rowcount)
-        _drop_unfinished_batches(cur, job.job_id)
-    conn.commit()
+    sql = ("UPDATE message_tracking SET attempts = IF(status = %s, 0, attempts), job_id = %s, batch_id = NULL,"
+           " status = %s, dag_id = %s, run_id = %s, lease_expires_at = NULL WHERE " + " AND ".join(conditions)
+           + " ORDER BY id LIMIT %s")
+    claimed = 0
+    while claimed < limit:
+        size = min(chunk_rows, limit - claimed)
+        values = [Status.DEAD, job.job_id, Status.PENDING, job.dag_id, job.run_id, *params, size]
+        n = in_transaction(conn, partial(_changed, sql=sql, params=values))
+        claimed += n
+        if n < size:
+            break
     return claimed
+
+
+def _changed(cur: Any, sql: str, params: list[Any]) -> int:
+    cur.execute(sql, params)
+    return int(cur.rowcount)
 
 
 def _drop_unfinished_batches(cur: Any, job_id: int) -> None:
@@ -126,40 +149,63 @@ def effective_batch_size(total: int, batch_size: int, max_batches: int) -> int:
     return max(batch_size, needed)
 
 
-def plan_batches(conn: Any, job: Job, *, batch_size: int) -> list[Batch]:
+def plan_batches(conn: Any, job: Job, *, batch_size: int, chunk_rows: int = CHUNK_ROWS) -> list[Batch]:
     """Cut the job's claimed, unbatched messages into batches of `batch_size` (keyset over the id).
 
     Only what the claim just took is cut, so the number of batches is at most
     ceil(claimed / batch_size) whatever earlier attempts of the job did. Numbers continue after the
-    job's completed batches, so no two batches of a job ever share a number.
+    job's completed batches, so no two batches of a job ever share a number. Each transaction
+    writes at most `chunk_rows` messages (a larger batch is filled in several); a plan that stops
+    half way leaves unfinished batches that nothing runs, and the job's next claim replaces them.
     """
-    batches = []
-    last_id = 0
     with conn.cursor() as cur:
         cur.execute("SELECT COALESCE(MAX(batch_no) + 1, 0) FROM batch_progress WHERE job_id = %s", (job.job_id,))
         next_no = int(cur.fetchone()[0])
-        while True:
-            cur.execute(
-                "SELECT MAX(id) FROM (SELECT id FROM message_tracking WHERE job_id = %s AND batch_id IS NULL"
-                " AND status = %s AND id > %s ORDER BY id LIMIT %s) AS page",
-                (job.job_id, Status.PENDING, last_id, batch_size),
-            )
-            high = cur.fetchone()[0]
+    conn.commit()
+    batches = []
+    last_id = 0
+    while True:
+        batch_id, size = None, 0
+        while size < batch_size:
+            high = _page_end(conn, job, last_id, min(chunk_rows, batch_size - size))
             if high is None:
                 break
-            cur.execute("INSERT INTO batch_progress (job_id, batch_no, status, total) VALUES (%s, %s, %s, 0)",
-                        (job.job_id, next_no, Status.PENDING))
-            batch_id = int(cur.lastrowid)
-            cur.execute(
-                "UPDATE message_tracking SET batch_id = %s WHERE job_id = %s AND batch_id IS NULL AND status = %s"
-                " AND id > %s AND id <= %s",
-                (batch_id, job.job_id, Status.PENDING, last_id, high),
-            )
-            size = int(cur.rowcount)
-            cur.execute("UPDATE batch_progress SET total = %s WHERE id = %s", (size, batch_id))
-            batches.append(Batch(job.job_id, batch_id, next_no, size))
-            next_no += 1
+            batch_id, added = in_transaction(conn, partial(_fill, job=job, batch_no=next_no, batch_id=batch_id,
+                                                           low=last_id, high=high))
+            size += added
             last_id = high
-            conn.commit()
-    conn.commit()
+        if batch_id is None:
+            break
+        batches.append(Batch(job.job_id, batch_id, next_no, size))
+        next_no += 1
     return batches
+
+
+def _page_end(conn: Any, job: Job, after_id: int, rows: int) -> int | None:
+    """The id that ends the next `rows` unbatched messages of the job after `after_id` (None: none left)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT MAX(id) FROM (SELECT id FROM message_tracking WHERE job_id = %s AND batch_id IS NULL"
+            " AND status = %s AND id > %s ORDER BY id LIMIT %s) AS page",
+            (job.job_id, Status.PENDING, after_id, rows),
+        )
+        high = cur.fetchone()[0]
+    conn.commit()
+    return None if high is None else int(high)
+
+
+def _fill(cur: Any, job: Job, batch_no: int, batch_id: int | None, low: int, high: int) -> tuple[int, int]:
+    """Put the job's unbatched messages with ids in (low, high] into a batch (a new one when batch_id
+    is None); returns the batch's id and how many messages went in."""
+    if batch_id is None:
+        cur.execute("INSERT INTO batch_progress (job_id, batch_no, status, total) VALUES (%s, %s, %s, 0)",
+                    (job.job_id, batch_no, Status.PENDING))
+        batch_id = int(cur.lastrowid)
+    cur.execute(
+        "UPDATE message_tracking SET batch_id = %s WHERE job_id = %s AND batch_id IS NULL AND status = %s"
+        " AND id > %s AND id <= %s",
+        (batch_id, job.job_id, Status.PENDING, low, high),
+    )
+    added = int(cur.rowcount)
+    cur.execute("UPDATE batch_progress SET total = total + %s WHERE id = %s", (added, batch_id))
+    return batch_id, added
