@@ -82,7 +82,7 @@ def claim_for_job(conn: Any, job: Job, *, reprocess: bool, chunk_rows: int = CHU
            " OR (status = %s AND (lease_expires_at < UTC_TIMESTAMP(6) OR job_id = %s)))")
     claimed = 0
     for low, high in time_slices(conn, job.start, job.end, chunk_rows):
-        params = [job.job_id, Status.PENDING, job.dag_id, job.run_id, low, high, *taken, job.job_id,
+        params = [job.job_id, Status.PENDING, job.dag_id, job.run_id, low, high, *taken, job.job_id, job.job_id,
                   Status.RUNNING, job.job_id]
         claimed += in_transaction(conn, partial(_changed, sql=sql, params=params))
     return claimed
@@ -105,7 +105,7 @@ def claim_failed(conn: Any, job: Job, *, only_job_id: int | None = None, start: 
     due = ("((status = %s AND (next_attempt_at IS NULL OR next_attempt_at <= UTC_TIMESTAMP(6)))"
            " OR (status = %s AND lease_expires_at < UTC_TIMESTAMP(6))"
            " OR (status = %s AND NOT (job_id <=> %s AND batch_id IS NULL) AND NOT " + HELD_BY_LIVE_JOB + ")")
-    params: list[Any] = [Status.FAILED, Status.RUNNING, Status.PENDING, job.job_id, job.job_id]
+    params: list[Any] = [Status.FAILED, Status.RUNNING, Status.PENDING, job.job_id, job.job_id, job.job_id]
     if revive_dead:
         due += " OR status = %s"
         params.append(Status.DEAD)

@@ -94,13 +94,17 @@ def get_job(conn: Any, job_id: int) -> dict[str, Any]:
 LIVE_JOB_HOURS = 12
 
 
-_LIVE_JOB = f"j.status = '{Status.RUNNING}' AND j.updated_at > NOW(6) - INTERVAL {LIVE_JOB_HOURS} HOUR"
+LIVE_JOB = f"j.status = '{Status.RUNNING}' AND j.updated_at > NOW(6) - INTERVAL {LIVE_JOB_HOURS} HOUR"
 
 
+# Two lookups, each by a unique key of job_runs (its id; its dag_id and run_id), rather than one
+# EXISTS with an OR, for which MariaDB re-plans the lookup for every message ("range checked for
+# each record"): a claim of a million messages runs twice as fast. Takes the excluded job id twice.
 HELD_BY_LIVE_JOB = (
-    "EXISTS (SELECT 1 FROM job_runs j WHERE " + _LIVE_JOB + " AND j.id <> %s"
-    " AND (j.id = message_tracking.job_id OR (message_tracking.job_id IS NULL"
-    " AND j.dag_id = message_tracking.dag_id AND j.run_id = message_tracking.run_id)))"
+    "(EXISTS (SELECT 1 FROM job_runs j WHERE j.id = message_tracking.job_id AND " + LIVE_JOB + " AND j.id <> %s)"
+    " OR (message_tracking.job_id IS NULL AND EXISTS (SELECT 1 FROM job_runs j"
+    " WHERE j.dag_id = message_tracking.dag_id AND j.run_id = message_tracking.run_id AND " + LIVE_JOB
+    + " AND j.id <> %s)))"
 )
 
 
@@ -110,7 +114,7 @@ def held_by_other_jobs(conn: Any, job: Job) -> list[JobShare]:
         cur.execute(
             "SELECT j.id, j.dag_id, j.run_id, COUNT(*) FROM message_tracking m JOIN job_runs j"
             " ON (j.id = m.job_id OR (m.job_id IS NULL AND j.dag_id = m.dag_id AND j.run_id = m.run_id))"
-            " WHERE m.message_ts >= %s AND m.message_ts < %s AND m.status IN (%s, %s) AND " + _LIVE_JOB
+            " WHERE m.message_ts >= %s AND m.message_ts < %s AND m.status IN (%s, %s) AND " + LIVE_JOB
             + " AND j.id <> %s GROUP BY j.id, j.dag_id, j.run_id ORDER BY j.id",
             (utc_naive(job.start), utc_naive(job.end), Status.PENDING, Status.RUNNING, job.job_id),
         )
