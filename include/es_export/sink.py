@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
@@ -183,11 +183,14 @@ def document_ids(s3: Any, bucket: str, key: str) -> list[str]:
     return [json.loads(line)["message_id"] for line in body.splitlines() if line.strip()]
 
 
-def keep_only(s3: Any, bucket: str, key: str, keep: Iterable[str], *, sse_kms_key_id: str | None = None) -> int:
+def keep_only(s3: Any, bucket: str, key: str, keep: Iterable[str], *, sse_kms_key_id: str | None = None,
+              also_keep: Callable[[set[str]], Iterable[str]] | None = None) -> int:
     """Remove from an object every document whose message is not in `keep`; delete it when none is left.
 
-    Returns how many documents were removed. The caller holds the object's lock. A rewritten object
-    is encrypted as new ones are (`sse_kms_key_id`), since a PUT does not keep the old object's key.
+    `also_keep`, given the ids of an NDJSON file's documents that are not in `keep`, returns those
+    to keep all the same. Returns how many documents were removed. The caller holds the object's
+    lock. A rewritten object is encrypted as new ones are (`sse_kms_key_id`), since a PUT does not
+    keep the old object's key.
     """
     keep = set(keep)
     if not key.endswith(NDJSON_SUFFIX):
@@ -202,7 +205,11 @@ def keep_only(s3: Any, bucket: str, key: str, keep: Iterable[str], *, sse_kms_ke
     if body is None:
         return 0
     lines = [line for line in body.splitlines() if line.strip()]
-    kept = [line for line in lines if json.loads(line)["message_id"] in keep]
+    ids = [json.loads(line)["message_id"] for line in lines]
+    others = set(ids) - keep
+    if others and also_keep is not None:
+        keep |= set(also_keep(others))
+    kept = [line for line, message_id in zip(lines, ids, strict=True) if message_id in keep]
     if len(kept) == len(lines):
         return 0
     if kept:

@@ -134,3 +134,20 @@ def test_every_put_carries_the_kms_key_or_no_encryption_header(key_id, headers):
         ndjson: {"ContentType": "application/x-ndjson", "ContentEncoding": "gzip", **headers},
         "p/_manifests/d/r.json": {"ContentType": "application/json", **headers},
     }
+
+
+def test_keep_only_keeps_the_documents_also_keep_vouches_for():
+    import gzip
+
+    ndjson = "p/dt=2024-10-01/batch-1.ndjson.gz"
+    lines = [json.dumps({"message_id": m}).encode() for m in ("a", "b", "c")]
+    s3 = RecordingS3({ndjson: gzip.compress(b"\n".join(lines))})
+    asked = []
+
+    def untracked(ids):
+        asked.append(set(ids))
+        return {"c"}
+
+    assert sink.keep_only(s3, "b", ndjson, {"a"}, also_keep=untracked) == 1  # only b was superseded
+    assert asked == [{"b", "c"}]
+    assert sink.document_ids(s3, "b", ndjson) == ["a", "c"]

@@ -184,8 +184,11 @@ def remove_superseded(conn: Any, s3: Any, cfg: ExportConfig, keys: Any) -> int:
     for key in sorted(set(keys)):
         tracking.object_lock(conn, key)
         try:
+            # A document whose message has no tracking row at all is not superseded: retention
+            # removed the row of a message exported long ago, and this file is its only copy.
             removed += sink.keep_only(s3, cfg.bucket, key, tracking.object_references(conn, key),
-                                      sse_kms_key_id=cfg.sse_kms_key_id)
+                                      sse_kms_key_id=cfg.sse_kms_key_id,
+                                      also_keep=lambda ids: tracking.untracked(conn, ids))
         finally:
             tracking.object_unlock(conn, key)
     if removed:

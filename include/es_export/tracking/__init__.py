@@ -9,7 +9,7 @@ Times are stored as naive UTC DATETIME(6).
     claims       ids from the extract, claims of messages by jobs, the cut into batches
     batches      a batch's attempts: start, outcomes, finish, fail, stall, reopen (fenced); a job's
                  progress in one statement (the poll of the sqs waits)
-    objects      which messages an S3 object holds; a lock per object
+    objects      which messages an S3 object holds (and which have no row); a lock per object
     checkpoints  how far an extract got
     views        read-only counts and tables (reconcile, manifests, alerts, status page)
 """
@@ -44,7 +44,7 @@ from es_export.tracking.jobs import (
     start_job,
     update_job,
 )
-from es_export.tracking.objects import object_lock, object_references, object_unlock
+from es_export.tracking.objects import object_lock, object_references, object_unlock, untracked
 from es_export.tracking.schema import MIGRATIONS, migrate, schema_version
 from es_export.tracking.views import (
     batch_counts,
@@ -65,5 +65,5 @@ __all__ = [
     "job_of_run", "job_status_counts", "load_checkpoint", "mark_dispatched", "migrate", "mirror_airflow_run",
     "object_lock", "object_references", "object_unlock", "plan_batches", "problem_messages", "progress_of_job",
     "recent_jobs", "record_outcomes", "reopen_batch", "save_checkpoint", "schema_version", "start_batch", "start_job",
-    "status_counts", "update_job", "utc_naive",
+    "status_counts", "untracked", "update_job", "utc_naive",
 ]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from typing import Any
 
 from es_export.errors import TrackingError
+from es_export.tracking._sql import chunks
 
 
 def object_references(conn: Any, s3_key: str, *, status: str | None = None) -> set[str]:
@@ -18,6 +20,19 @@ def object_references(conn: Any, s3_key: str, *, status: str | None = None) -> s
         ids = {r[0] for r in cur.fetchall()}
     conn.commit()
     return ids
+
+
+def untracked(conn: Any, message_ids: Iterable[str]) -> set[str]:
+    """The ids among `message_ids` that have no message_tracking row (retention removed it)."""
+    wanted = set(message_ids)
+    found: set[str] = set()
+    with conn.cursor() as cur:
+        for chunk in chunks(sorted(wanted), 1000):
+            cur.execute("SELECT message_id FROM message_tracking WHERE message_id IN ("
+                        + ", ".join(["%s"] * len(chunk)) + ")", chunk)
+            found.update(r[0] for r in cur.fetchall())
+    conn.commit()
+    return wanted - found
 
 
 def object_lock(conn: Any, s3_key: str, timeout: int = 60) -> None:
