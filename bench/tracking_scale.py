@@ -14,7 +14,8 @@ In a fresh tracking database (`tracking_test_scale`, dropped at the end unless -
      timed again.
 Prints both times (claim and plan apart), their ratio (the goal is <= 1.2x), and the table's size
 on disk (information_schema.TABLES data_length + index_length, after ANALYZE TABLE) and per row.
-A benchmark, not a test: it prints figures and asserts nothing.
+With --purge-rows N it then times tracking.purge_completed deleting the N oldest rows (what the
+retry DAG's purge_tracking task runs). A benchmark, not a test: it prints figures and asserts nothing.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ COMMIT_ROWS = 50_000  # ids between two commits while inserting a day (and rows 
 OLDER_JOB_ID = 1001  # the older rows' jobs are 1001..1365, one a day
 OLDER_BATCH_SIZE = 500
 MIN_FREE_BYTES = 10 * 1024**3
+PURGE_DAYS = 90  # every older row is older than this (the timed days lie in 2025)
 
 
 @dataclass
@@ -252,6 +254,8 @@ def main() -> int:
     parser.add_argument("--day-messages", type=int, default=1_000_000, help="messages of each timed day")
     parser.add_argument("--older-rows", type=int, default=10_000_000, help="completed rows of the 365 days before")
     parser.add_argument("--batch-size", type=int, default=500, help="the run's batch_size param")
+    parser.add_argument("--purge-rows", type=int, default=0,
+                        help="then also time the purge of this many of the oldest rows (0: do not)")
     parser.add_argument("--keep", action="store_true", help=f"keep the database {DB} (to EXPLAIN in it)")
     args = parser.parse_args()
     cfg = ExportConfig()
@@ -282,6 +286,12 @@ def main() -> int:
         print(f"ratio with / without older rows: {with_older.seconds / alone.seconds:.2f}x (goal <= 1.2x)")
         print(f"message_tracking: {rows:,} rows, data {data / 1024**2:,.0f} MiB + indexes {index / 1024**2:,.0f} MiB"
               f" = {(data + index) / 1024**3:.2f} GiB, {(data + index) / rows:.0f} bytes a row")
+        if args.purge_rows:
+            started = time.monotonic()
+            purged = tracking.purge_completed(conn, PURGE_DAYS, max_rows=args.purge_rows)
+            seconds = time.monotonic() - started
+            print(f"purge (tracking.purge_completed, {tracking.retention.PURGE_CHUNK_ROWS:,} rows a statement):"
+                  f" {purged:,} rows in {seconds:.1f}s, {purged / seconds:,.0f} rows/s")
     finally:
         conn.close()
         if not args.keep:

@@ -9,6 +9,9 @@ line, and an SNS message when `sns_topic_arn` is configured).
 
 Params narrow the selection to one job (`job_id`) or a time range (`start`, `end`);
 `revive_dead` takes dead messages too and gives them a fresh set of attempts.
+
+Beside the retry, `purge_tracking` deletes completed tracking rows older than
+`tracking_retention_days` (90 by default; 0 or null keeps them), in small chunks.
 """
 
 from __future__ import annotations
@@ -86,8 +89,15 @@ def es_message_retry():
                                        "the next retry run takes them again")
         return {k: v for k, v in vars(summary).items() if k != "dead_messages"}
 
+    @task
+    def purge_tracking() -> int:
+        """Delete completed tracking rows older than tracking_retention_days, in small chunks."""
+        with failing_fast(), mysql_connection() as conn:
+            return pipeline.purge_tracking(conn, load_config())
+
     spec = start_job()
     batch_sensor().expand(batch=plan(spec)) >> summarize(spec)
+    purge_tracking()  # on its own: a long purge never delays a retry, nor a failed retry the purge
 
 
 es_message_retry()

@@ -79,6 +79,9 @@ class ExportConfig:
     lambda_function_name: str = "es-message-export-processor"
     sqs_queue_name: str = "es-export-batches"
     sqs_max_receive: int = 3
+    # Completed message_tracking rows older than this many days are deleted (by es_message_retry's
+    # purge_tracking task); 0 or None keeps them for ever. See docs/operations.md#retention.
+    tracking_retention_days: int | None = 90
 
     def __post_init__(self) -> None:
         for name in ("messages_index", "history_index", "status_index", "audit_index",
@@ -101,6 +104,10 @@ class ExportConfig:
                      "retry_max_seconds", "lease_seconds", "retry_max_messages", "sqs_max_receive",
                      "max_batch_size", "lambda_timeout_seconds", "dispatch_lease_seconds"):
             _positive(name, getattr(self, name))
+        days = self.tracking_retention_days
+        if days is not None and (not isinstance(days, int) or isinstance(days, bool) or days < 0):
+            raise ConfigError("tracking_retention_days must be a whole number of days (0 or null: keep tracking "
+                              f"rows for ever), got {days!r}")
         if self.scan_page_size > 10000 or self.details_page_size > 10000:
             raise ConfigError("scan_page_size and details_page_size must be at most 10000 "
                               "(Elasticsearch's index.max_result_window)")

@@ -29,6 +29,12 @@ def test_defaults_are_the_local_ones():
         pytest.param({"sse_kms_key_id": "  "}, "sse_kms_key_id must be a non-empty string", id="sse-kms-blank"),
         pytest.param({"sse_kms_key_id": 42}, "sse_kms_key_id must be a non-empty string .* got 42",
                      id="sse-kms-number"),
+        pytest.param({"tracking_retention_days": -1}, r"tracking_retention_days must be a whole number of days "
+                     r"\(0 or null: keep tracking rows for ever\), got -1", id="retention-negative"),
+        pytest.param({"tracking_retention_days": "90"}, "tracking_retention_days must be a whole number of days .* "
+                     "got '90'", id="retention-string"),
+        pytest.param({"tracking_retention_days": 1.5}, "tracking_retention_days .* got 1.5", id="retention-fraction"),
+        pytest.param({"tracking_retention_days": True}, "tracking_retention_days .* got True", id="retention-bool"),
     ],
 )
 def test_bad_config_is_refused_naming_the_field(values, message):
@@ -41,6 +47,15 @@ def test_bad_config_is_refused_naming_the_field(values, message):
 def test_sse_kms_key_id_is_a_key_or_null(key_id):
     assert ExportConfig.from_mapping({"sse_kms_key_id": key_id}).sse_kms_key_id == key_id
     assert ExportConfig().sse_kms_key_id is None
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    pytest.param(None, None, id="null-keeps-for-ever"), pytest.param(0, 0, id="zero-keeps-for-ever"),
+    pytest.param(30, 30, id="thirty-days"),
+])
+def test_tracking_retention_days_is_days_or_off(value, expected):
+    assert ExportConfig.from_mapping({"tracking_retention_days": value}).tracking_retention_days == expected
+    assert ExportConfig().tracking_retention_days == 90
 
 
 def test_params_default_to_the_data_interval():

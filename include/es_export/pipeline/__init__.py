@@ -8,6 +8,7 @@ an Airflow task, the Lambda handler and a test all call the same function.
     process    one batch: details, documents, uploads, outcomes (fenced), superseded documents removed
     reconcile  Elasticsearch vs MySQL vs S3, document by document; the manifest
     retry      es_message_retry's summary
+    retention  completed tracking rows older than the retention, purged
 """
 
 from es_export.pipeline.extract import ExtractResult, extract, prefetched
@@ -21,10 +22,11 @@ from es_export.pipeline.reconcile import (
     others_still_exporting,
     reconcile,
 )
+from es_export.pipeline.retention import purge_tracking
 from es_export.pipeline.retry import RetrySummary, summarize_retry
 
 __all__ = [
     "BatchResult", "ExtractResult", "Report", "RetrySummary", "check_documents", "days_of", "dead_messages", "extract",
     "fetch_isolating", "open_job", "open_retry_job", "others_still_exporting", "plan", "plan_retry", "prefetched",
-    "process_batch", "reconcile", "remove_superseded", "summarize_retry",
+    "process_batch", "purge_tracking", "reconcile", "remove_superseded", "summarize_retry",
 ]

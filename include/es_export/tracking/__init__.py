@@ -12,6 +12,7 @@ Times are stored as naive UTC DATETIME(6).
     objects      which messages an S3 object holds (and which have no row); a lock per object
     checkpoints  how far an extract got
     views        read-only counts and tables (reconcile, manifests, alerts, status page)
+    retention    completed rows older than a number of days, deleted in small chunks
 """
 
 from es_export.tracking._sql import chunks, utc_naive
@@ -45,6 +46,7 @@ from es_export.tracking.jobs import (
     update_job,
 )
 from es_export.tracking.objects import object_lock, object_references, object_unlock, untracked
+from es_export.tracking.retention import purge_completed
 from es_export.tracking.schema import MIGRATIONS, migrate, schema_version
 from es_export.tracking.views import (
     batch_counts,
@@ -64,6 +66,7 @@ __all__ = [
     "fail_batch", "failures", "finish_batch", "get_job", "held_by_other_jobs", "insert_chunk", "job_batches",
     "job_of_run", "job_status_counts", "load_checkpoint", "mark_dispatched", "migrate", "mirror_airflow_run",
     "object_lock", "object_references", "object_unlock", "plan_batches", "problem_messages", "progress_of_job",
+    "purge_completed",
     "recent_jobs", "record_outcomes", "reopen_batch", "save_checkpoint", "schema_version", "start_batch", "start_job",
     "status_counts", "untracked", "update_job", "utc_naive",
 ]
