@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 DB = "tracking_test_chunks"
 DAY = datetime(2025, 5, 1, tzinfo=UTC)
-CLAIM = "UPDATE message_tracking SET job_id"
+CLAIM = "UPDATE message_tracking FORCE INDEX (ix_message_tracking_ts) SET job_id"
 RETRY_CLAIM = "UPDATE message_tracking SET attempts = IF"
 CUT = "UPDATE message_tracking SET batch_id = %s"
 

@@ -44,8 +44,9 @@ def time_slices(conn: Any, start: datetime, end: datetime, max_rows: int) -> Ite
     end = utc_naive(end)
     while low < end:
         with conn.cursor() as cur:
-            cur.execute("SELECT message_ts FROM message_tracking WHERE message_ts >= %s AND message_ts < %s"
-                        " ORDER BY message_ts LIMIT 1 OFFSET %s", (low, end, max_rows))
+            cur.execute("SELECT message_ts FROM message_tracking FORCE INDEX (ix_message_tracking_ts)"
+                        " WHERE message_ts >= %s AND message_ts < %s ORDER BY message_ts LIMIT 1 OFFSET %s",
+                        (low, end, max_rows))
             row = cur.fetchone()
             high = end if row is None else row[0]
             if high == low:  # more than `max_rows` rows at `low` itself
