@@ -99,7 +99,8 @@ LIVE_JOB = f"j.status = '{Status.RUNNING}' AND j.updated_at > NOW(6) - INTERVAL 
 
 # Two lookups, each by a unique key of job_runs (its id; its dag_id and run_id), rather than one
 # EXISTS with an OR, for which MariaDB re-plans the lookup for every message ("range checked for
-# each record"): a claim of a million messages runs twice as fast. Takes the excluded job id twice.
+# each record"): a claim piece of 42,000 messages read half the rows and ran 1.5-2.6x faster.
+# Takes the excluded job id twice.
 HELD_BY_LIVE_JOB = (
     "(EXISTS (SELECT 1 FROM job_runs j WHERE j.id = message_tracking.job_id AND " + LIVE_JOB + " AND j.id <> %s)"
     " OR (message_tracking.job_id IS NULL AND EXISTS (SELECT 1 FROM job_runs j"
