@@ -20,7 +20,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from export_steps import DAY, export_config, index_names, prepare
+from export_steps import DAY, export_config, fresh_database, index_names, prepare
 from run_bench import DAG_DAY_HEADING
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,17 +41,6 @@ def point_airflow_at(n: int, batch_size: int) -> None:
     os.environ["AIRFLOW_CONN_MYSQL_TRACKING"] = json.dumps({**conn, "schema": DB})
     os.environ["ES_EXPORT_DEADLINE_SECONDS"] = "off"  # dag.test() cannot run a DAG with a deadline
     os.environ["ES_EXPORT_POKE_SECONDS"] = "1"
-
-
-def fresh_database() -> None:
-    import MySQLdb
-
-    conn = MySQLdb.connect(host=os.environ["MYSQL_HOST"], port=int(os.environ["MYSQL_PORT"]),
-                           user=os.environ["MYSQL_USER"], password=os.environ["MYSQL_PASSWORD"])
-    with conn.cursor() as cur:
-        cur.execute(f"DROP DATABASE IF EXISTS `{DB}`")
-        cur.execute(f"CREATE DATABASE `{DB}` CHARACTER SET utf8mb4")
-    conn.close()
 
 
 def task_seconds(dag_id: str, run_id: str) -> dict[str, list[float]]:
@@ -75,7 +64,7 @@ def main() -> int:
     args = parser.parse_args()
 
     prepare(args.messages)
-    fresh_database()
+    fresh_database(DB)
     point_airflow_at(args.messages, args.batch_size)
     from airflow.dag_processing.dagbag import DagBag
 

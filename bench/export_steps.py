@@ -77,14 +77,18 @@ def prepare(n: int) -> None:
         seed_data.load(es, seed_data.SeedConfig(messages=n, days=1, start=DAY, seed=5), index_names=names)
         print(f"seeded {n} messages in {time.monotonic() - started:.1f}s", file=sys.stderr)
     ensure_bucket(export_config(n).bucket)
-    # A fresh tracking database, so every run exports everything.
+    fresh_database(DB)  # so every run exports everything
+
+
+def fresh_database(name: str) -> None:
+    """An empty tracking database of that name on the stack's server."""
     import MySQLdb
 
     conn = MySQLdb.connect(host=os.environ["MYSQL_HOST"], port=int(os.environ["MYSQL_PORT"]),
                            user=os.environ["MYSQL_USER"], password=os.environ["MYSQL_PASSWORD"])
     with conn.cursor() as cur:
-        cur.execute(f"DROP DATABASE IF EXISTS `{DB}`")
-        cur.execute(f"CREATE DATABASE `{DB}` CHARACTER SET utf8mb4")
+        cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
     conn.close()
 
 
