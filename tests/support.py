@@ -135,6 +135,14 @@ def config_changed(config: dict, **changes) -> Generator[None, None, None]:
         yield
 
 
+def build_mwaa_bundle(out: Path, *args: str) -> Path:
+    """Run deploy/build_mwaa_bundle.py as `make mwaa-bundle` does, into `out` (extra args: the offline variant)."""
+    run = subprocess.run([sys.executable, str(ROOT / "deploy" / "build_mwaa_bundle.py"), "--out", str(out), *args],
+                         capture_output=True, text=True, check=False, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    return out
+
+
 def parse_dag(dag_id: str):
     """The DAG of dags/<dag_id>.py as Airflow's DagBag parses it."""
     from airflow.dag_processing.dagbag import DagBag

@@ -10,7 +10,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 import zipfile
@@ -20,7 +19,7 @@ from typing import Any
 
 import requests
 
-from support import ROOT
+from support import ROOT, build_mwaa_bundle
 
 INSTANCE_HOME = ROOT / ".local" / "airflow-test-home"
 PORT = int(os.environ.get("AIRFLOW_TEST_PORT", "8180"))
@@ -76,9 +75,7 @@ def airflow_sh(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
 
 def mwaa_bundle() -> Path:
     """`make mwaa-bundle`'s layout, with plugins.zip unpacked the way MWAA unpacks it."""
-    bundle = INSTANCE_HOME / "mwaa"
-    subprocess.run([sys.executable, str(ROOT / "deploy" / "build_mwaa_bundle.py"), "--out", str(bundle)],
-                   check=True, capture_output=True)
+    bundle = build_mwaa_bundle(INSTANCE_HOME / "mwaa")
     with zipfile.ZipFile(bundle / "plugins.zip") as zf:
         zf.extractall(bundle / "plugins")
     return bundle

@@ -12,6 +12,7 @@ needed only to download them, so this module is an integration test.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -21,19 +22,15 @@ import pytest
 from packaging.utils import canonicalize_name
 
 from mwaa_packages import ESSENTIAL, preinstalled
-from support import ROOT
+from support import build_mwaa_bundle
 
 pytestmark = pytest.mark.integration
 
-BUILDER = ROOT / "deploy" / "build_mwaa_bundle.py"
 MWAA_PLUGINS = "/usr/local/airflow/plugins"
 
 
 def build(out: Path, python: str) -> Path:
-    run = subprocess.run([sys.executable, str(BUILDER), "--out", str(out / "online"), "--offline-out",
-                          str(out / "offline"), "--offline-python", python],
-                         capture_output=True, text=True, check=False, timeout=600)
-    assert run.returncode == 0, run.stdout + run.stderr
+    build_mwaa_bundle(out / "online", "--offline-out", str(out / "offline"), "--offline-python", python)
     return out / "offline"
 
 
@@ -49,7 +46,10 @@ def pip(python: Path, *args: str) -> subprocess.CompletedProcess:
 def mwaa_image(tmp_path_factory) -> Path:
     """A venv with only the packages of MWAA's image that the test venv has, at the same versions."""
     image = tmp_path_factory.mktemp("image") / "venv"
-    subprocess.run(["cp", "-al", sys.prefix, str(image)], check=True)
+    # Hard links are cheap; a venv on another filesystem than the temporary folder needs a real copy.
+    if subprocess.run(["cp", "-al", sys.prefix, str(image)], capture_output=True, check=False).returncode != 0:
+        shutil.rmtree(image, ignore_errors=True)
+        subprocess.run(["cp", "-a", sys.prefix, str(image)], check=True)
     extra = sorted(name for name in installed(image / "bin" / "python") if name not in preinstalled() | {"pip"})
     out = pip(image / "bin" / "python", "uninstall", "--yes", *extra)
     assert out.returncode == 0, out.stderr

@@ -15,8 +15,6 @@ import io
 import json
 import re
 import shlex
-import subprocess
-import sys
 import zipfile
 from functools import cache
 from pathlib import Path, PurePosixPath
@@ -24,12 +22,11 @@ from pathlib import Path, PurePosixPath
 import pytest
 import yaml
 
-from support import ROOT
+from support import ROOT, build_mwaa_bundle
 
 pytestmark = pytest.mark.unit
 
 COMPOSE = ROOT / "docker-compose.yaml"
-BUILDER = ROOT / "deploy" / "build_mwaa_bundle.py"
 BUNDLE_PREFIX = "dist/mwaa/"  # host paths under it are what `make mwaa-bundle` writes
 PLUGINS_VOLUME = "mwaa-plugins"  # the named volume that holds plugins.zip unzipped
 CODE_DIRS = ("include", "dags", "plugins")
@@ -327,11 +324,7 @@ def env_problem(key: str, value: str, repo: str) -> str | None:
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory) -> Path:
     """What `make mwaa-bundle` writes to dist/mwaa/, built fresh."""
-    out = tmp_path_factory.mktemp("compose_bundle") / "mwaa"
-    run = subprocess.run([sys.executable, str(BUILDER), "--out", str(out)], capture_output=True, text=True,
-                         check=False)
-    assert run.returncode == 0, run.stderr
-    return out
+    return build_mwaa_bundle(tmp_path_factory.mktemp("compose_bundle") / "mwaa")
 
 
 @pytest.fixture(scope="module")

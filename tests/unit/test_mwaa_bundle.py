@@ -16,11 +16,10 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from support import ROOT
+from support import ROOT, build_mwaa_bundle
 
 pytestmark = pytest.mark.unit
 
-BUILDER = ROOT / "deploy" / "build_mwaa_bundle.py"
 DAG_IDS = {"es_message_export", "es_message_retry"}
 DAG_FILES = {"es_message_export.py", "es_message_retry.py"}
 PACKAGES = ("es_export", "es_export_airflow")
@@ -73,11 +72,7 @@ print(json.dumps({
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("bundle") / "mwaa"
-    run = subprocess.run([sys.executable, str(BUILDER), "--out", str(out)], capture_output=True, text=True,
-                         check=False)
-    assert run.returncode == 0, run.stderr
-    return out
+    return build_mwaa_bundle(tmp_path_factory.mktemp("bundle") / "mwaa")
 
 
 def load_like_mwaa(bundle: Path, work: Path, dags: Path | None = None) -> dict:
