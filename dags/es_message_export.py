@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 from airflow.sdk import CronDataIntervalTimetable, Param, TriggerRule, dag, get_current_context, task
 from airflow.sdk.bases.sensor import PokeReturnValue
 from airflow.sdk.exceptions import AirflowFailException
 
 from es_export import pipeline
-from es_export.config import RunParams
+from es_export.config import MAX_EXTRACT_SLICES, RunParams
 from es_export.model import Job
 from es_export_airflow import alerts, assets, dispatch
 from es_export_airflow.connections import elasticsearch_client, mysql_connection, s3_client
@@ -52,6 +53,10 @@ from es_export_airflow.tasks import batch_params, batch_sensor, failing_fast, ra
                        "its SQS queue."),
         "reprocess": Param(False, type="boolean",
                            description="Export again messages that were already exported."),
+        "extract_slices": Param(None, type=["null", "integer"], minimum=1, maximum=MAX_EXTRACT_SLICES,
+                                description="Cut the extract into this many time slices, each its own task "
+                                            "(for days of many millions of messages). Empty: the configuration's "
+                                            "extract_slices (1 unless set)."),
     },
     # Late-run alert (ES_EXPORT_DEADLINE_SECONDS after queueing, SNS by default); dagrun_timeout and
     # execution_timeout stay as the floor that stops a stuck run.
@@ -71,21 +76,32 @@ def es_message_export():
             params = run_params(context, cfg)
             with mysql_connection() as conn:
                 job = pipeline.open_job(conn, dag_id=context["dag"].dag_id, run_id=context["run_id"], params=params)
+            pipeline.slices_of(job, params.extract_slices)  # refuses a count the interval cannot take
         return {"job": job.as_dict(), "params": params.as_dict()}
 
-    @task(multiple_outputs=False)
-    def extract(spec: dict) -> dict:
-        """Stream the interval's message ids from Elasticsearch into message_tracking."""
+    @task
+    def extract_slices(spec: dict) -> list[int]:
+        """The numbers of the extract's time slices (Airflow maps only over a whole task's return value)."""
+        return list(range(RunParams.from_dict(spec["params"]).extract_slices))
+
+    @task(multiple_outputs=False, map_index_template="{{ extract_label }}")
+    def extract(spec: dict, slice_no: int) -> dict:
+        """Stream the message ids of the interval (or of one time slice of it) into message_tracking."""
+        job, count = Job.from_dict(spec["job"]), RunParams.from_dict(spec["params"]).extract_slices
+        part = pipeline.slices_of(job, count)[slice_no]
+        cast("dict[str, Any]", get_current_context())["extract_label"] = part.label()
         with failing_fast(), mysql_connection() as conn:
-            result = pipeline.extract(elasticsearch_client(), conn, load_config(), Job.from_dict(spec["job"]))
-        return {**spec, "ids_found": result.ids_found, "ids_new": result.ids_new}
+            result = pipeline.extract(elasticsearch_client(), conn, load_config(), job, part)
+        return {"slice": slice_no + 1, "ids_found": result.ids_found, "ids_new": result.ids_new}
 
     @task
     def plan(spec: dict) -> list[dict]:
-        """Cut the messages to export into batches; only descriptors go through XCom."""
+        """Check that every extract slice finished, then cut the messages to export into batches; only
+        descriptors go through XCom."""
         with failing_fast(), mysql_connection() as conn:
-            cfg, params = load_config(), RunParams.from_dict(spec["params"])
-            batches = pipeline.plan(conn, cfg, Job.from_dict(spec["job"]), params)
+            cfg, params, job = load_config(), RunParams.from_dict(spec["params"]), Job.from_dict(spec["job"])
+            pipeline.finish_extract(conn, job, params.extract_slices)
+            batches = pipeline.plan(conn, cfg, job, params)
             return dispatch.hand_out(cfg, batches, run_id=spec["job"]["run_id"], mode=params.dispatch)
 
     @task.sensor(trigger_rule=TriggerRule.ALL_DONE, retries=1, outlets=[assets.EXPORTED_DAYS],
@@ -97,6 +113,10 @@ def es_message_export():
             raise AirflowFailException("the run stopped before extract (see start_job's log); nothing was exported")
         cfg, job = load_config(), Job.from_dict(spec["job"])
         with failing_fast(), mysql_connection() as conn:
+            unfinished = pipeline.unfinished_slices(conn, job, RunParams.from_dict(spec["params"]).extract_slices)
+            if unfinished:
+                raise AirflowFailException(f"the extract did not finish (slice(s) {unfinished}; see the extract "
+                                           "tasks' logs); nothing was exported")
             if dispatch.wait_for_other_runs(conn, job):
                 return PokeReturnValue(is_done=False)
             try:
@@ -106,8 +126,10 @@ def es_message_export():
         assets.announce_exported_days(get_current_context(), cfg, job, report)
         return PokeReturnValue(is_done=True, xcom_value={k: v for k, v in vars(report).items() if k != "failures"})
 
-    spec = extract(start_job())
+    spec = start_job()
+    extracted = extract.partial(spec=spec).expand(slice_no=extract_slices(spec))
     batches = plan(spec)
+    extracted >> batches
     batch_sensor().expand(batch=batches) >> reconcile(spec)
 
 

@@ -13,6 +13,7 @@ from es_export.model import RetryPolicy
 
 MAX_MAP_LENGTH = 1024  # Airflow's default [core] max_map_length
 MAX_BATCH_SIZE = 20_000  # the batch_size param's limit and max_batch_size's default
+MAX_EXTRACT_SLICES = 32  # each slice is a mapped task holding its own point-in-time
 # S3 keys are at most 1024 bytes: "/dt=YYYY-MM-DD/" (15) + an encoded id of up to 800 + ".json" (5).
 MAX_PREFIX_BYTES = 1024 - 15 - 800 - 5
 
@@ -33,6 +34,11 @@ def _dispatch(value: Any) -> Dispatch:
         return Dispatch(value)
     except ValueError:
         raise ConfigError(f"dispatch must be one of {[m.value for m in Dispatch]}, got {value!r}") from None
+
+
+def _extract_slices(value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_EXTRACT_SLICES:
+        raise ConfigError(f"extract_slices must be a whole number from 1 to {MAX_EXTRACT_SLICES}, got {value!r}")
 
 
 def _positive(name: str, value: Any) -> None:
@@ -82,6 +88,9 @@ class ExportConfig:
     # Completed message_tracking rows older than this many days are deleted (by es_message_retry's
     # purge_tracking task); 0 or None keeps them for ever. See docs/operations.md#retention.
     tracking_retention_days: int | None = 90
+    # Time slices of the extract, each its own mapped task with its own point-in-time; a run's
+    # `extract_slices` param overrides it. See docs/operations.md#large-days.
+    extract_slices: int = 1
 
     def __post_init__(self) -> None:
         for name in ("messages_index", "history_index", "status_index", "audit_index",
@@ -104,6 +113,7 @@ class ExportConfig:
                      "retry_max_seconds", "lease_seconds", "retry_max_messages", "sqs_max_receive",
                      "max_batch_size", "lambda_timeout_seconds", "dispatch_lease_seconds"):
             _positive(name, getattr(self, name))
+        _extract_slices(self.extract_slices)
         days = self.tracking_retention_days
         if days is not None and (not isinstance(days, int) or isinstance(days, bool) or days < 0):
             raise ConfigError("tracking_retention_days must be a whole number of days (0 or null: keep tracking "
@@ -164,6 +174,7 @@ class RunParams:
     dispatch: Dispatch = Dispatch.LOCAL
     batch_size: int = 500
     reprocess: bool = False
+    extract_slices: int = 1
     max_range: timedelta = field(default=timedelta(days=31), compare=False)
 
     def __post_init__(self) -> None:
@@ -179,20 +190,23 @@ class RunParams:
         _positive("batch_size", self.batch_size)
         if not isinstance(self.reprocess, bool):
             raise ConfigError(f"reprocess must be true or false, got {self.reprocess!r}")
+        _extract_slices(self.extract_slices)
 
     def as_dict(self) -> dict[str, Any]:
         return {"start": self.start.isoformat(), "end": self.end.isoformat(), "dispatch": self.dispatch.value,
-                "batch_size": self.batch_size, "reprocess": self.reprocess}
+                "batch_size": self.batch_size, "reprocess": self.reprocess, "extract_slices": self.extract_slices}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunParams:
         return cls(start=d["start"], end=d["end"], dispatch=d["dispatch"], batch_size=int(d["batch_size"]),
-                   reprocess=bool(d["reprocess"]), max_range=timedelta(days=36500))
+                   reprocess=bool(d["reprocess"]), extract_slices=int(d.get("extract_slices", 1)),
+                   max_range=timedelta(days=36500))
 
     @classmethod
     def resolve(cls, params: dict[str, Any], interval_start: Any, interval_end: Any,
-                max_range_days: int = 31) -> RunParams:
-        """Params of a trigger, falling back to the run's data interval for start and end."""
+                max_range_days: int = 31, extract_slices: int = 1) -> RunParams:
+        """Params of a trigger, falling back to the run's data interval for start and end, and to the
+        configuration's extract_slices."""
         start = params.get("start") or interval_start
         end = params.get("end") or interval_end
         if start is None or end is None:
@@ -203,6 +217,7 @@ class RunParams:
             dispatch=params.get("dispatch") or Dispatch.LOCAL,
             batch_size=params.get("batch_size") or 500,
             reprocess=bool(params.get("reprocess", False)),
+            extract_slices=params.get("extract_slices") or extract_slices,
             max_range=timedelta(days=max_range_days),
         )
 

@@ -31,6 +31,10 @@ class TrackingError(ExportError):
     """The tracking database is not in the state this step needs."""
 
 
+class ExtractIncomplete(TrackingError):
+    """A step needs the whole extract, and a slice of it has not finished (e.g. marked success by hand)."""
+
+
 class ReconcileError(ExportError):
     """The counts of a run do not add up: something was lost or exported short."""
 

@@ -161,3 +161,27 @@ class Checkpoint:
     ids_before: int
     ids_new: int
     finished: bool
+
+
+@dataclass(frozen=True)
+class ExtractSlice:
+    """One of `count` equal time ranges [start_ms, end_ms) of a job's interval, extracted by its own task.
+
+    Time ranges, not a point-in-time `slice`: a PIT slice partitions by Lucene doc ids, which only
+    hold within one PIT, so a slice retried under a new PIT could miss documents. A time range is
+    the same on every attempt, on Elasticsearch and OpenSearch alike, and keeps the checkpoint exact.
+    """
+
+    no: int
+    count: int
+    start_ms: int
+    end_ms: int
+
+    def matches(self, start_ms: int | None, end_ms: int | None) -> bool:
+        """Whether a checkpoint saved with these bounds belongs to this slice (None: saved before slicing)."""
+        if start_ms is None or end_ms is None:
+            return self.count == 1
+        return (start_ms, end_ms) == (self.start_ms, self.end_ms)
+
+    def label(self) -> str:
+        return f"slice {self.no + 1} of {self.count}"

@@ -23,6 +23,11 @@ def test_defaults_are_the_local_ones():
         pytest.param({"max_batches": MAX_MAP_LENGTH + 1}, "max_batches must be at most 1024", id="over-map-limit"),
         pytest.param({"prefix": "p" * 205}, "prefix is 205 bytes long; at most 204 fit", id="prefix-too-long"),
         pytest.param({"prefix": "é" * 103}, "prefix is 206 bytes long", id="prefix-bytes-not-chars"),
+        pytest.param({"extract_slices": 0}, "extract_slices must be a whole number from 1 to 32, got 0",
+                     id="no-slices"),
+        pytest.param({"extract_slices": 33}, "extract_slices must be a whole number from 1 to 32, got 33",
+                     id="too-many-slices"),
+        pytest.param({"extract_slices": True}, "extract_slices must be a whole number", id="slices-bool"),
         pytest.param({"colour": "red"}, r"unknown configuration key\(s\) \['colour'\]", id="unknown-key"),
         pytest.param({"sse_kms_key_id": ""}, r"sse_kms_key_id must be a non-empty string \(a KMS key id, key ARN or "
                      r"alias\) or null for no SSE-KMS, got ''", id="sse-kms-empty"),

@@ -40,12 +40,13 @@ def test_parse_time_budget(dagbag_and_lookups):
 
 def test_export_dag_contract(dagbag_and_lookups):
     dag = dagbag_and_lookups[0].dags["es_message_export"]
-    assert set(dag.params) == {"start", "end", "dispatch", "batch_size", "reprocess"}
+    assert set(dag.params) == {"start", "end", "dispatch", "batch_size", "reprocess", "extract_slices"}
     assert dag.params["dispatch"] == "local" and dag.params["batch_size"] == 500
     assert dag.params["reprocess"] is False
     assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"
     assert dag.catchup is False
-    assert [t.task_id for t in dag.topological_sort()] == ["start_job", "extract", "plan", "process", "reconcile"]
+    assert [t.task_id for t in dag.topological_sort()] == ["start_job", "extract_slices", "extract", "plan", "process",
+                                                           "reconcile"]
     assert dag.get_task("process").map_index_template
 
 

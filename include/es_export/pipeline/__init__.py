@@ -11,7 +11,14 @@ an Airflow task, the Lambda handler and a test all call the same function.
     retention  completed tracking rows older than the retention, purged
 """
 
-from es_export.pipeline.extract import ExtractResult, extract, prefetched
+from es_export.pipeline.extract import (
+    ExtractResult,
+    extract,
+    finish_extract,
+    prefetched,
+    slices_of,
+    unfinished_slices,
+)
 from es_export.pipeline.plan import open_job, open_retry_job, plan, plan_retry
 from es_export.pipeline.process import BatchResult, fetch_isolating, process_batch, remove_superseded
 from es_export.pipeline.reconcile import (
@@ -27,6 +34,7 @@ from es_export.pipeline.retry import RetrySummary, summarize_retry
 
 __all__ = [
     "BatchResult", "ExtractResult", "Report", "RetrySummary", "check_documents", "days_of", "dead_messages", "extract",
-    "fetch_isolating", "open_job", "open_retry_job", "others_still_exporting", "plan", "plan_retry", "prefetched",
-    "process_batch", "purge_tracking", "reconcile", "remove_superseded", "summarize_retry",
+    "fetch_isolating", "finish_extract", "open_job", "open_retry_job", "others_still_exporting", "plan", "plan_retry",
+    "prefetched", "process_batch", "purge_tracking", "reconcile", "remove_superseded", "slices_of", "summarize_retry",
+    "unfinished_slices",
 ]

@@ -8,12 +8,13 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from es_export import source, tracking
 from es_export.config import ExportConfig
-from es_export.model import Checkpoint, Job
+from es_export.errors import ConfigError, ExtractIncomplete
+from es_export.model import Checkpoint, ExtractSlice, Job
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,7 @@ class ExtractResult:
     seconds: float
     resumed: bool = False
     reopened: int = 0
+    slice_no: int = 0
 
 
 class _IdCounter:
@@ -50,37 +52,82 @@ def _ms(ts: datetime) -> int:
     return int(ts.timestamp() * 1000)
 
 
-def extract(es: Any, conn: Any, cfg: ExportConfig, job: Job, *, max_reopen: int = 3) -> ExtractResult:
-    """Stream the interval's ids out of Elasticsearch into message_tracking, resumably.
+def _at_ms(ms: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
+
+
+def slices_of(job: Job, count: int) -> list[ExtractSlice]:
+    """The job's interval cut into `count` time ranges of equal length (whole milliseconds)."""
+    start, end = _ms(job.start), _ms(job.end)
+    if count < 1 or count > max(1, end - start):
+        raise ConfigError(f"extract_slices={count} cannot cut the interval {job.start.isoformat()} to "
+                          f"{job.end.isoformat()} into whole milliseconds; use fewer slices")
+    cuts = [start + (end - start) * i // count for i in range(count + 1)]
+    return [ExtractSlice(i, count, cuts[i], cuts[i + 1]) for i in range(count)]
+
+
+def _bounds(job: Job, part: ExtractSlice) -> tuple[datetime, datetime]:
+    # The outer edges stay the job's own datetimes, so a single slice queries exactly the interval.
+    start = job.start if part.no == 0 else _at_ms(part.start_ms)
+    end = job.end if part.no == part.count - 1 else _at_ms(part.end_ms)
+    return start, end
+
+
+def extract(es: Any, conn: Any, cfg: ExportConfig, job: Job, part: ExtractSlice | None = None, *,
+            max_reopen: int = 3) -> ExtractResult:
+    """Stream the ids of the interval (or of one slice of it) out of Elasticsearch into message_tracking.
 
     After each chunk the position (a timestamp and how many ids lie below it) is committed with the
     ids, so a retried extract continues there instead of starting over; a point-in-time that
     expires mid-scan is reopened from the same position. Ids at the position's own timestamp are
-    streamed again and ignored by INSERT IGNORE, which keeps the count exact.
+    streamed again and ignored by INSERT IGNORE, which keeps the count exact. A whole-interval
+    extract records its counts on the job; a sliced one leaves that to finish_extract.
     """
     started = time.monotonic()
+    part = part or slices_of(job, 1)[0]
     source.check_timestamp_field(es, cfg.messages_index, cfg.timestamp_field)
-    saved = tracking.load_checkpoint(conn, job.job_id)
+    saved = tracking.load_checkpoint(conn, job.job_id, part)
     resumed = saved is not None and not saved.finished
-    cp = saved if saved is not None and resumed else Checkpoint(_ms(job.start), 0, 0, False)
+    cp = saved if saved is not None and resumed else Checkpoint(part.start_ms, 0, 0, False)
     reopened = 0
     while True:
         try:
-            cp = _extract_from(es, conn, cfg, job, cp, resumed=resumed or reopened > 0)
+            cp = _extract_from(es, conn, cfg, job, part, cp, resumed=resumed or reopened > 0)
             break
         except source.PointInTimeExpired:
             conn.rollback()
             reopened += 1
             if reopened > max_reopen:
                 raise
-            cp = tracking.load_checkpoint(conn, job.job_id) or cp
-            log.warning("extract job=%s: point-in-time expired, reopening at %s (attempt %d)",
-                        job.job_id, cp.last_ts_ms, reopened)
-    tracking.update_job(conn, job.job_id, ids_found=cp.ids_before, ids_new=cp.ids_new)
-    result = ExtractResult(job.job_id, cp.ids_before, cp.ids_new, time.monotonic() - started, resumed, reopened)
-    log.info("extract job=%s found=%d new=%d seconds=%.2f resumed=%s reopened=%d", job.job_id, result.ids_found,
-             result.ids_new, result.seconds, resumed, reopened)
+            cp = tracking.load_checkpoint(conn, job.job_id, part) or cp
+            log.warning("extract job=%s %s: point-in-time expired, reopening at %s (attempt %d)",
+                        job.job_id, part.label(), cp.last_ts_ms, reopened)
+    if part.count == 1:
+        tracking.update_job(conn, job.job_id, ids_found=cp.ids_before, ids_new=cp.ids_new)
+    result = ExtractResult(job.job_id, cp.ids_before, cp.ids_new, time.monotonic() - started, resumed, reopened,
+                           part.no)
+    log.info("extract job=%s %s found=%d new=%d seconds=%.2f resumed=%s reopened=%d", job.job_id, part.label(),
+             result.ids_found, result.ids_new, result.seconds, resumed, reopened)
     return result
+
+
+def unfinished_slices(conn: Any, job: Job, count: int) -> list[int]:
+    """Numbers (from 1) of the slices of the job's extract that have not finished."""
+    parts = slices_of(job, count)
+    done = tracking.slice_checkpoints(conn, job.job_id, parts)
+    return [p.no + 1 for p in parts if not (p.no in done and done[p.no].finished)]
+
+
+def finish_extract(conn: Any, job: Job, count: int) -> tuple[int, int]:
+    """Check that every slice finished and record the sums on the job: (ids found, ids new)."""
+    unfinished = unfinished_slices(conn, job, count)
+    if unfinished:
+        raise ExtractIncomplete(f"the extract of job {job.job_id} has not finished slice(s) {unfinished} of {count}; "
+                                "clear the run's extract tasks (not only later ones) so they run to the end")
+    done = tracking.slice_checkpoints(conn, job.job_id, slices_of(job, count))
+    found, new = sum(cp.ids_before for cp in done.values()), sum(cp.ids_new for cp in done.values())
+    tracking.update_job(conn, job.job_id, ids_found=found, ids_new=new)
+    return found, new
 
 
 def prefetched(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
@@ -127,20 +174,20 @@ def prefetched(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
         thread.join(timeout=30)
 
 
-def _extract_from(es: Any, conn: Any, cfg: ExportConfig, job: Job, cp: Checkpoint, *,
+def _extract_from(es: Any, conn: Any, cfg: ExportConfig, job: Job, part: ExtractSlice, cp: Checkpoint, *,
                   resumed: bool) -> Checkpoint:
     counter = _IdCounter(cp)
-    tracking.save_checkpoint(conn, job.job_id, cp, resumed=resumed)
+    tracking.save_checkpoint(conn, job.job_id, cp, part=part, resumed=resumed)
     conn.commit()
-    start = datetime.fromtimestamp(cp.last_ts_ms / 1000, tz=UTC)
-    hits = source.stream_ids(es, cfg, max(start, job.start), job.end)
+    start, end = _bounds(job, part)
+    hits = source.stream_ids(es, cfg, max(_at_ms(cp.last_ts_ms), start), end)
     for chunk in prefetched(tracking.chunks(hits, cfg.insert_chunk_size)):
         counter.new += tracking.insert_chunk(conn, chunk, dag_id=job.dag_id, run_id=job.run_id)
         for hit in chunk:
             counter.add(_ms(hit.timestamp))
-        tracking.save_checkpoint(conn, job.job_id, counter.checkpoint())
+        tracking.save_checkpoint(conn, job.job_id, counter.checkpoint(), part=part)
         conn.commit()
     final = counter.checkpoint(finished=True)
-    tracking.save_checkpoint(conn, job.job_id, final)
+    tracking.save_checkpoint(conn, job.job_id, final, part=part)
     conn.commit()
     return final

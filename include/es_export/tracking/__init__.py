@@ -27,7 +27,7 @@ from es_export.tracking.batches import (
     reopen_batch,
     start_batch,
 )
-from es_export.tracking.checkpoints import load_checkpoint, save_checkpoint
+from es_export.tracking.checkpoints import load_checkpoint, save_checkpoint, slice_checkpoints
 from es_export.tracking.claims import (
     claim_failed,
     claim_for_job,
@@ -66,7 +66,6 @@ __all__ = [
     "fail_batch", "failures", "finish_batch", "get_job", "held_by_other_jobs", "insert_chunk", "job_batches",
     "job_of_run", "job_status_counts", "load_checkpoint", "mark_dispatched", "migrate", "mirror_airflow_run",
     "object_lock", "object_references", "object_unlock", "plan_batches", "problem_messages", "progress_of_job",
-    "purge_completed",
-    "recent_jobs", "record_outcomes", "reopen_batch", "save_checkpoint", "schema_version", "start_batch", "start_job",
-    "status_counts", "untracked", "update_job", "utc_naive",
+    "purge_completed", "recent_jobs", "record_outcomes", "reopen_batch", "save_checkpoint", "schema_version",
+    "slice_checkpoints", "start_batch", "start_job", "status_counts", "untracked", "update_job", "utc_naive",
 ]

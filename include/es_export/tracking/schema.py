@@ -114,6 +114,14 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (7, "the concrete index of each message", [
         "ALTER TABLE message_tracking ADD COLUMN source_index VARCHAR(255) NULL AFTER message_ts",
     ]),
+    # One statement, so a second worker migrating at once fails whole on the duplicate column
+    # (ignored) instead of dropping the new primary key.
+    (8, "an extract checkpoint per time slice", [
+        "ALTER TABLE extract_checkpoints ADD COLUMN slice_no INT NOT NULL DEFAULT 0 AFTER job_id,"
+        " ADD COLUMN slice_start_ms BIGINT NULL AFTER slice_no,"
+        " ADD COLUMN slice_end_ms BIGINT NULL AFTER slice_start_ms,"
+        " DROP PRIMARY KEY, ADD PRIMARY KEY (job_id, slice_no)",
+    ]),
 ]
 
 
