@@ -74,6 +74,13 @@ def load_awkward_day(url: str, suffix: str) -> dict[str, str]:
             "timestamp_field": "@timestamp"}
 
 
+def drop_awkward_day(url: str, suffix: str) -> None:
+    http = urllib3.PoolManager()
+    http.request("DELETE", f"{url}/_data_stream/cmp-messages-{suffix}")
+    http.request("DELETE", f"{url}/_index_template/cmp-{suffix}")
+    http.request("DELETE", f"{url}/cmp-*-{suffix}?ignore_unavailable=true")
+
+
 def run_export(monkeypatch, url: str, config: dict):
     host, port = url.removeprefix("http://").rsplit(":", 1)
     monkeypatch.setenv("AIRFLOW_CONN_ELASTICSEARCH_DEFAULT", json.dumps(
@@ -107,8 +114,9 @@ def exports(s3, airflow_db):
     results = {}
     for engine in ENGINES:  # one node at a time: the machine has 2 cores
         url = os.environ["ES_URL"] if engine == "es9" else engines_sh("up", engine)
+        suffix = f"{engine}-{uuid.uuid4().hex[:6]}"
         try:
-            names = load_awkward_day(url, f"{engine}-{uuid.uuid4().hex[:6]}")
+            names = load_awkward_day(url, suffix)
             for layout in LAYOUTS:
                 support.reset_database(DB)
                 conn = support.connect(DB)
@@ -122,6 +130,8 @@ def exports(s3, airflow_db):
         finally:
             if engine != "es9":
                 engines_sh("down", engine)
+            else:  # the stack's own node: leave nothing behind
+                drop_awkward_day(url, suffix)
     return results
 
 
