@@ -16,6 +16,7 @@ import argparse
 import cProfile
 import dataclasses
 import json
+import multiprocessing
 import os
 import pstats
 import resource
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import time
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 DAY = date(2024, 10, 1)
 # BENCH_NAME keeps two benchmarks on one stack apart: their indices, bucket and tracking database.
@@ -77,7 +79,20 @@ def prepare(n: int) -> None:
         seed_data.load(es, seed_data.SeedConfig(messages=n, days=1, start=DAY, seed=5), index_names=names)
         print(f"seeded {n} messages in {time.monotonic() - started:.1f}s", file=sys.stderr)
     ensure_bucket(export_config(n).bucket)
+    empty_bucket(export_config(n).bucket)
     fresh_database(DB)  # so every run exports everything
+
+
+def empty_bucket(bucket: str, endpoint_url: str | None = None) -> None:
+    """Delete every object: a fresh tracking database numbers jobs and batches from 1 again, and the
+    NDJSON files of an earlier run with the same numbers would be read back and rewritten as superseded."""
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=endpoint_url or os.environ["AWS_ENDPOINT_URL"])
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
+        if keys:
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
 
 
 def fresh_database(name: str) -> None:
@@ -92,11 +107,24 @@ def fresh_database(name: str) -> None:
     conn.close()
 
 
+def _process_share(n: int, cfg: Any, batches: list[Any], run_id: str, upload_concurrency: int) -> int:
+    """Process these batches one after another with clients of this process's own (one mapped task's work)."""
+    from es_export import pipeline
+
+    es, conn, s3 = clients(upload_concurrency)
+    try:
+        return sum(pipeline.process_batch(es, conn, s3, cfg, b, run_id=run_id).completed for b in batches)
+    finally:
+        conn.close()
+
+
 def step(name: str, n: int, batch_size: int, layout: str = "per_message", max_batches: int = 0,
-         upload_concurrency: int = 16, profile: str | None = None) -> dict:
+         upload_concurrency: int = 16, profile: str | None = None, parallel: int = 1) -> dict:
     """Run one step in this process and report its figures (called in a child process).
 
     `process` handles the batches of the extract; `max_batches` > 0 processes only that many.
+    `parallel` > 1 processes that many batches at once, each process taking every parallel-th
+    batch, as mapped tasks in the batch pool do on several workers.
     With `profile`, the step runs under cProfile and its stats are written to that file.
     """
     from es_export import pipeline
@@ -117,24 +145,29 @@ def step(name: str, n: int, batch_size: int, layout: str = "per_message", max_ba
         batches = batches[:max_batches] if max_batches else batches
         if profiler:
             profiler.enable()
-        count = sum(pipeline.process_batch(es, conn, s3, cfg, b, run_id=job.run_id).completed for b in batches)
+        if parallel > 1:
+            with multiprocessing.get_context("spawn").Pool(parallel) as pool:
+                count = sum(pool.starmap(_process_share, [(n, cfg, batches[i::parallel], job.run_id,
+                                                           upload_concurrency) for i in range(parallel)]))
+        else:
+            count = _process_share(n, cfg, batches, job.run_id, upload_concurrency)
         if profiler:
             profiler.disable()
     elapsed = time.monotonic() - started
     if profiler and profile:
         profiler.dump_stats(profile)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024
     return {"step": name, "messages": count, "seconds": round(elapsed, 2),
             "per_second": round(count / elapsed, 1) if elapsed else None, "peak_rss_mb": round(peak_mb, 1)}
 
 
 def run_step(name: str, n: int, batch_size: int = 500, layout: str = "per_message", max_batches: int = 0,
-             upload_concurrency: int = 16, env: dict[str, str] | None = None) -> dict:
+             upload_concurrency: int = 16, env: dict[str, str] | None = None, parallel: int = 1) -> dict:
     """One step in a fresh child process, so the peak RSS is the step's own; `env` adds to its environment
     (another S3 endpoint, say)."""
     out = subprocess.run([sys.executable, __file__, "--messages", str(n), "--batch-size", str(batch_size),
                           "--layout", layout, "--max-batches", str(max_batches), "--upload-concurrency",
-                          str(upload_concurrency), "--step", name],
+                          str(upload_concurrency), "--parallel", str(parallel), "--step", name],
                          capture_output=True, text=True, check=False, env={**os.environ, **(env or {})})
     if out.returncode != 0:
         raise RuntimeError(f"step {name} failed:\n{out.stderr[-3000:]}")
@@ -148,12 +181,13 @@ def main() -> int:
     parser.add_argument("--layout", default="per_message", choices=["per_message", "ndjson_gzip"])
     parser.add_argument("--max-batches", type=int, default=0)
     parser.add_argument("--upload-concurrency", type=int, default=16)
+    parser.add_argument("--parallel", type=int, default=1, help="batches processed at once (processes)")
     parser.add_argument("--profile", metavar="FILE", help="cProfile the process step into FILE (in this process)")
     parser.add_argument("--step", choices=["extract", "process"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.step:
         print(json.dumps(step(args.step, args.messages, args.batch_size, args.layout, args.max_batches,
-                              args.upload_concurrency)))
+                              args.upload_concurrency, parallel=args.parallel)))
         return 0
     prepare(args.messages)
     if args.profile:
@@ -165,7 +199,8 @@ def main() -> int:
         pstats.Stats(args.profile).sort_stats("cumulative").print_stats(25)
         return 0
     for name in ("extract", "process"):
-        r = run_step(name, args.messages, args.batch_size, args.layout, args.max_batches, args.upload_concurrency)
+        r = run_step(name, args.messages, args.batch_size, args.layout, args.max_batches, args.upload_concurrency,
+                     parallel=args.parallel if name == "process" else 1)
         print(f"{r['step']:8} {r['messages']:>9} messages {r['seconds']:>8.2f}s {r['per_second']:>10,.0f} msg/s"
               f"   peak RSS {r['peak_rss_mb']:>7.1f} MB")
     return 0

@@ -33,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from export_steps import DAY, DB, ensure_bucket, export_config, prepare, run_step
+from sliced_extract import sliced_extract
 
 ROOT = Path(__file__).resolve().parents[1]
 DAG_DAY_HEADING = "## A whole day through the DAG"
@@ -285,6 +286,7 @@ def main() -> int:
     log("this package: extract + process (NDJSON gzip layout)")
     ex = run_step("extract", n)
     nd = run_step("process", n, layout="ndjson_gzip")
+    sliced = n / sliced_extract(n, 2)  # after the process step: its job holds the day's ids
     log("elasticdump, tuned, copying the day's messages and their history/status/audit documents")
     edt = elasticdump_day(n)
     log(f"S3 servers (moto, S3Proxy) at upload_concurrency {concurrencies}: PUT limits and the per-message layout")
@@ -319,6 +321,8 @@ def main() -> int:
         (f"limit: S3 PUT, S3Proxy in memory, best ({fast_c} in flight)", fast_put, None, None, None, None),
         ("package: extract (ratio to the timestamp-ordered scan)", ex["per_second"], lim["ts_scan"], None, None,
          ex["peak_rss_mb"]),
+        ("package: extract, extract_slices=2 (two processes; ratio to the one-scan limit)", sliced, lim["ts_scan"],
+         None, None, None),
         ("package: process, NDJSON gzip per batch (ratio to the details limit)", nd["per_second"], lim["details"],
          nv["rate"], None, nd["peak_rss_mb"]),
         ("package: end to end, NDJSON gzip (ratio to the details limit)", e2e_nd, lim["details"], nv["rate"],
