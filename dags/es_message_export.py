@@ -7,7 +7,8 @@ per message (the message, its history, status and audit trail) at
 MySQL (`job_runs`, `message_tracking`, `batch_progress`).
 
 Trigger it with `start` and `end` (end exclusive) to export another range; `reprocess` re-exports
-messages that were already exported. The last task, `reconcile`, fails the run when the counts of
+messages that were already exported; `extract_slices` cuts the extract of a very large day into
+time slices, each its own task. The last task, `reconcile`, fails the run when the counts of
 Elasticsearch, MySQL and S3 do not add up, or when messages failed (`es_message_retry` retries them);
 a failed run sends one alert with its counts and first reasons (SNS when `sns_topic_arn` is set).
 Configuration: the Variable `es_message_export_config` (see docs/configuration.md).
@@ -76,7 +77,6 @@ def es_message_export():
             params = run_params(context, cfg)
             with mysql_connection() as conn:
                 job = pipeline.open_job(conn, dag_id=context["dag"].dag_id, run_id=context["run_id"], params=params)
-            pipeline.slices_of(job, params.extract_slices)  # refuses a count the interval cannot take
         return {"job": job.as_dict(), "params": params.as_dict()}
 
     @task

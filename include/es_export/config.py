@@ -191,6 +191,10 @@ class RunParams:
         if not isinstance(self.reprocess, bool):
             raise ConfigError(f"reprocess must be true or false, got {self.reprocess!r}")
         _extract_slices(self.extract_slices)
+        if self.end - self.start < timedelta(milliseconds=self.extract_slices):
+            raise ConfigError(f"extract_slices={self.extract_slices} cannot cut the range from start "
+                              f"{self.start.isoformat()} to end {self.end.isoformat()} into whole milliseconds; "
+                              "use fewer slices")
 
     def as_dict(self) -> dict[str, Any]:
         return {"start": self.start.isoformat(), "end": self.end.isoformat(), "dispatch": self.dispatch.value,

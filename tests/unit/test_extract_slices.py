@@ -37,6 +37,9 @@ def test_three_slices_of_a_day_cut_at_8_and_16():
 def test_an_interval_too_short_for_the_slices_is_refused():
     with pytest.raises(ConfigError, match="extract_slices=3 cannot cut the interval 2025-03-02T00:00:00"):
         slices_of(job(end=START + timedelta(milliseconds=2)), 3)
+    # ... and as a run param, before any work starts.
+    with pytest.raises(ConfigError, match="extract_slices=3 cannot cut the range from start 2025-03-02T00:00:00"):
+        RunParams(start=START, end=START + timedelta(milliseconds=2), extract_slices=3)
 
 
 def test_a_checkpoint_belongs_only_to_the_slice_with_its_bounds():
