@@ -60,6 +60,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--batch-size", type=int, default=20_000)
+    parser.add_argument("--extract-slices", type=int, default=1)
     parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"), help="file whose DAG section to write ('' none)")
     args = parser.parse_args()
 
@@ -71,7 +72,7 @@ def main() -> int:
     dag = DagBag(dag_folder=str(ROOT / "dags" / "es_message_export.py")).dags["es_message_export"]
     start = datetime(DAY.year, DAY.month, DAY.day, tzinfo=UTC)
     conf = {"start": start.date().isoformat(), "end": (start + timedelta(days=1)).date().isoformat(),
-            "batch_size": args.batch_size, "dispatch": "local"}
+            "batch_size": args.batch_size, "dispatch": "local", "extract_slices": args.extract_slices}
     started = time.monotonic()
     run = dag.test(run_conf=conf, logical_date=datetime.now(UTC))
     wall = time.monotonic() - started
@@ -81,14 +82,15 @@ def main() -> int:
     steps = task_seconds(dag.dag_id, run.run_id)
     total = sum(sum(v) for v in steps.values())
     rows = []
-    for task_id in ("start_job", "extract", "plan", "process", "reconcile"):
+    for task_id in ("start_job", "extract_slices", "extract", "plan", "process", "reconcile"):
         values = steps.get(task_id, [])
-        label = f"{task_id} ({len(values)} mapped)" if task_id == "process" else task_id
+        label = f"{task_id} ({len(values)} mapped)" if task_id in ("extract", "process") else task_id
         rows.append(f"| {label} | {sum(values):,.1f} |")
     rows += [f"| sum of the steps | {total:,.1f} |", f"| whole run (wall) | {wall:,.1f} |"]
     section = "\n".join([
         DAG_DAY_HEADING, "",
-        f"`bench/dag_day.py --messages {args.messages} --batch-size {args.batch_size}` on "
+        f"`bench/dag_day.py --messages {args.messages} --batch-size {args.batch_size} --extract-slices "
+        f"{args.extract_slices}` on "
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC: es_message_export for one day of {args.messages:,} messages",
         "through `dag.test()`, NDJSON gzip, local dispatch, a fresh tracking database. Time of each task",
         "(task instances' start to end; the mapped batches summed):", "",

@@ -115,8 +115,9 @@ def es_message_export():
         with failing_fast(), mysql_connection() as conn:
             unfinished = pipeline.unfinished_slices(conn, job, RunParams.from_dict(spec["params"]).extract_slices)
             if unfinished:
-                raise AirflowFailException(f"the extract did not finish (slice(s) {unfinished}; see the extract "
-                                           "tasks' logs); nothing was exported")
+                raise AirflowFailException(f"the extract did not finish: slice(s) {unfinished} (map index(es) "
+                                           f"{[n - 1 for n in unfinished]} of the extract task; see their logs); "
+                                           "nothing was exported")
             if dispatch.wait_for_other_runs(conn, job):
                 return PokeReturnValue(is_done=False)
             try:
@@ -130,7 +131,11 @@ def es_message_export():
     extracted = extract.partial(spec=spec).expand(slice_no=extract_slices(spec))
     batches = plan(spec)
     extracted >> batches
-    batch_sensor().expand(batch=batches) >> reconcile(spec)
+    # reconcile also waits for every extract slice, not only for plan: when one slice fails for good,
+    # plan is upstream_failed at once while the other slices may still run.
+    checked = reconcile(spec)
+    extracted >> checked
+    batch_sensor().expand(batch=batches) >> checked
 
 
 es_message_export()

@@ -177,8 +177,14 @@ class ExtractSlice:
     start_ms: int
     end_ms: int
 
-    def matches(self, start_ms: int | None, end_ms: int | None) -> bool:
-        """Whether a checkpoint saved with these bounds belongs to this slice (None: saved before slicing)."""
+    def matches(self, start_ms: int | None, end_ms: int | None, position_ms: int | None = None) -> bool:
+        """Whether a checkpoint saved with these bounds (and at this position) belongs to this slice.
+
+        None bounds: saved before slicing, for the whole interval. A position outside the slice was
+        written by code that knew no slices (a rollback), so it is not trusted either.
+        """
+        if position_ms is not None and not self.start_ms <= position_ms <= self.end_ms:
+            return False
         if start_ms is None or end_ms is None:
             return self.count == 1
         return (start_ms, end_ms) == (self.start_ms, self.end_ms)

@@ -20,6 +20,7 @@ from typing import Any
 # Kept as they are: letters, digits, '-', '_', '.'. Everything else becomes ~HH per UTF-8 byte,
 # which is reversible, and avoids '%', '/', spaces and non-ASCII that S3 tools mishandle.
 _SAFE = re.compile(r"[A-Za-z0-9\-_.]")
+_ALL_SAFE = re.compile(r"[A-Za-z0-9\-_][A-Za-z0-9\-_.]*")  # an id that is its own encoding
 _ESCAPE = re.compile(r"~([0-9A-F]{2})")
 # S3 keys may be 1024 bytes; leave room for the prefix and the day folder.
 MAX_ENCODED_ID = 800
@@ -32,6 +33,8 @@ def encode_id(message_id: str) -> str:
     """A key-safe, reversible form of a message id (a hash for ids too long for a key)."""
     if not message_id:
         raise ValueError("message id must not be empty")
+    if len(message_id) <= MAX_ENCODED_ID and _ALL_SAFE.fullmatch(message_id):
+        return message_id  # most ids; the loop below costs ~10 us an id
     out = []
     for i, ch in enumerate(message_id):
         # A leading '.' is escaped so no key part is ever '.' or '..'.

@@ -230,6 +230,8 @@ def _sort_by_time(docs: list[dict], field: str) -> None:
     Serialising every document for the tie-break cost ~10% of a batch, so it is done only when
     two documents share a timestamp.
     """
+    if len(docs) < 2:
+        return
     times = [str(doc.get(field, "")) for doc in docs]
     if len(set(times)) == len(times):
         docs.sort(key=lambda doc: str(doc.get(field, "")))

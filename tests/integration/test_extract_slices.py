@@ -135,7 +135,7 @@ def test_a_crashed_slice_resumes_alone_and_plan_waits_for_it(env, es, conn):
     results, errors = extract_in_parallel(es, env, job, 3, client=crashing)
     assert set(results) == {0, 2} and isinstance(errors[1], TransportConnectionError)
     assert pipeline.unfinished_slices(conn, job, 3) == [2]
-    with pytest.raises(ExtractIncomplete, match=r"slice\(s\) \[2\] of 3"):
+    with pytest.raises(ExtractIncomplete, match=r"slice\(s\) \[2\] of 3 \(map index\(es\) \[1\]"):
         pipeline.finish_extract(conn, job, 3)
     saved = tracking.load_checkpoint(conn, job.job_id, pipeline.slices_of(job, 3)[1])
     assert saved is not None and not saved.finished and saved.ids_before > 0
@@ -156,6 +156,27 @@ def test_a_new_slice_count_starts_over_instead_of_trusting_old_checkpoints(env, 
     results, errors = extract_in_parallel(es, env, job, 3)
     assert errors == {} and not any(r.resumed for r in results.values())
     assert pipeline.finish_extract(conn, job, 3)[0] == len(es_ids(es, env, EDGES[0], EDGES[3]))
+
+
+def test_an_extract_waiting_on_a_lock_tries_the_chunk_again_instead_of_failing(env, es, conn):
+    """Another transaction (a sibling slice, a rerun) holds a lock on an id the extract inserts."""
+    job = new_job(conn)
+    expected = es_ids(es, env, EDGES[0], EDGES[3])
+    blocker = connect(DB)
+    with blocker.cursor() as cur:
+        cur.execute("INSERT INTO message_tracking (message_id, message_ts) VALUES (%s, UTC_TIMESTAMP(6))",
+                    (sorted(expected)[len(expected) // 2],))
+    release = threading.Timer(2.5, blocker.rollback)  # uncommitted until then: the extract's INSERT waits
+    release.start()
+    with conn.cursor() as cur:
+        cur.execute("SET SESSION innodb_lock_wait_timeout = 1")
+    try:
+        result = pipeline.extract(es, conn, ExportConfig(**env), job)
+    finally:
+        release.join()
+        blocker.close()
+    assert result.ids_found == result.ids_new == len(expected)
+    assert tracked_ids(job) == expected
 
 
 def test_a_checkpoint_saved_before_the_upgrade_still_resumes(env, es, monkeypatch):

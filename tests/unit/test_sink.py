@@ -29,6 +29,12 @@ def test_key_is_a_pure_function_of_day_and_id():
     assert key == sink.object_key("messages", date(2024, 10, 1), "tenant/x y")
 
 
+def test_plain_ids_up_to_the_limit_stay_as_they_are_and_longer_ones_are_hashed():
+    assert sink.encode_id("a" * sink.MAX_ENCODED_ID) == "a" * sink.MAX_ENCODED_ID
+    assert sink.encode_id("a" * (sink.MAX_ENCODED_ID + 1)).startswith(sink.HASHED_MARK)
+    assert sink.encode_id(".a" + "a" * (sink.MAX_ENCODED_ID - 2)).startswith(sink.HASHED_MARK)  # ~2E makes it 802
+
+
 def test_very_long_ids_get_a_stable_hash():
     long_id = "x/" * 500
     assert sink.encode_id(long_id) == sink.encode_id(long_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import queue
 import threading
@@ -122,8 +123,9 @@ def finish_extract(conn: Any, job: Job, count: int) -> tuple[int, int]:
     """Check that every slice finished and record the sums on the job: (ids found, ids new)."""
     unfinished = unfinished_slices(conn, job, count)
     if unfinished:
-        raise ExtractIncomplete(f"the extract of job {job.job_id} has not finished slice(s) {unfinished} of {count}; "
-                                "clear the run's extract tasks (not only later ones) so they run to the end")
+        raise ExtractIncomplete(f"the extract of job {job.job_id} has not finished slice(s) {unfinished} of {count} "
+                                f"(map index(es) {[n - 1 for n in unfinished]} of the extract task); clear those "
+                                "extract tasks (not only later ones) so they run to the end")
     done = tracking.slice_checkpoints(conn, job.job_id, slices_of(job, count))
     found, new = sum(cp.ids_before for cp in done.values()), sum(cp.ids_new for cp in done.values())
     tracking.update_job(conn, job.job_id, ids_found=found, ids_new=new)
@@ -182,12 +184,25 @@ def _extract_from(es: Any, conn: Any, cfg: ExportConfig, job: Job, part: Extract
     start, end = _bounds(job, part)
     hits = source.stream_ids(es, cfg, max(_at_ms(cp.last_ts_ms), start), end)
     for chunk in prefetched(tracking.chunks(hits, cfg.insert_chunk_size)):
-        counter.new += tracking.insert_chunk(conn, chunk, dag_id=job.dag_id, run_id=job.run_id)
-        for hit in chunk:
-            counter.add(_ms(hit.timestamp))
-        tracking.save_checkpoint(conn, job.job_id, counter.checkpoint(), part=part)
-        conn.commit()
+        counter = _write_chunk(conn, job, part, counter, chunk)
     final = counter.checkpoint(finished=True)
     tracking.save_checkpoint(conn, job.job_id, final, part=part)
     conn.commit()
     return final
+
+
+def _write_chunk(conn: Any, job: Job, part: ExtractSlice, counter: _IdCounter, chunk: list[Any]) -> _IdCounter:
+    """Insert a chunk of ids and the position after it in one transaction; returns the counter after it.
+
+    Run again on a deadlock or lock wait timeout: slices inserting into the same unique index
+    (or a rerun finding most ids already tracked) can lock each other's gaps.
+    """
+    def work(_cur: Any) -> _IdCounter:
+        after = copy.copy(counter)  # a failed attempt leaves the caller's counter as it was
+        after.new += tracking.insert_chunk(conn, chunk, dag_id=job.dag_id, run_id=job.run_id)
+        for hit in chunk:
+            after.add(_ms(hit.timestamp))
+        tracking.save_checkpoint(conn, job.job_id, after.checkpoint(), part=part)
+        return after
+
+    return tracking.in_transaction(conn, work)

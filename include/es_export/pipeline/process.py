@@ -93,6 +93,7 @@ def _documents(cfg: ExportConfig, batch: Batch, attempt: BatchAttempt, details: 
     exported_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     outcomes: list[Outcome] = []
     uploads: list[sink.Upload] = []
+    per_message = cfg.layout is Layout.PER_MESSAGE
     for m in attempt.messages:
         if m.message_id in unreadable:
             outcomes.append(Outcome(m.row_id, m.message_id, False, error=unreadable[m.message_id]))
@@ -103,7 +104,8 @@ def _documents(cfg: ExportConfig, batch: Batch, attempt: BatchAttempt, details: 
                 f"message {m.message_id!r} is no longer in index {cfg.messages_index!r}")))
             continue
         try:
-            key = sink.object_key(cfg.prefix, m.message_ts.date(), m.message_id)
+            # NDJSON files are named by batch and day, so only per-message objects need the id's key.
+            key = sink.object_key(cfg.prefix, m.message_ts.date(), m.message_id) if per_message else ""
             body = sink.serialise(build_document(d, job_id=batch.job_id, batch_id=batch.batch_id,
                                                  run_id=run_id, exported_at=exported_at))
         except (TypeError, ValueError) as exc:

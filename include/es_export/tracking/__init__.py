@@ -15,7 +15,7 @@ Times are stored as naive UTC DATETIME(6).
     retention    completed rows older than a number of days, deleted in small chunks
 """
 
-from es_export.tracking._sql import chunks, utc_naive
+from es_export.tracking._sql import chunks, in_transaction, utc_naive
 from es_export.tracking.batches import (
     batch_state,
     expire_stalled_batch,
@@ -63,7 +63,8 @@ from es_export.tracking.views import (
 __all__ = [
     "LIVE_JOB_HOURS", "MIGRATIONS", "batch_counts", "chunks", "batch_state", "claim_failed", "claim_for_job",
     "completed_by_job", "completed_objects", "dead_messages", "effective_batch_size", "expire_stalled_batch",
-    "fail_batch", "failures", "finish_batch", "get_job", "held_by_other_jobs", "insert_chunk", "job_batches",
+    "fail_batch", "failures", "finish_batch", "get_job", "held_by_other_jobs", "in_transaction", "insert_chunk",
+    "job_batches",
     "job_of_run", "job_status_counts", "load_checkpoint", "mark_dispatched", "migrate", "mirror_airflow_run",
     "object_lock", "object_references", "object_unlock", "plan_batches", "problem_messages", "progress_of_job",
     "purge_completed", "recent_jobs", "record_outcomes", "reopen_batch", "save_checkpoint", "schema_version",

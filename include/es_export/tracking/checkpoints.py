@@ -16,7 +16,7 @@ def load_checkpoint(conn: Any, job_id: int, part: ExtractSlice | None = None) ->
                     (job_id, part.no if part else 0))
         row = cur.fetchone()
     conn.commit()
-    if row is None or (part is not None and not part.matches(row[4], row[5])):
+    if row is None or (part is not None and not part.matches(row[4], row[5], int(row[0]))):
         return None
     return Checkpoint(int(row[0]), int(row[1]), int(row[2]), bool(row[3]))
 
@@ -45,4 +45,4 @@ def slice_checkpoints(conn: Any, job_id: int, parts: list[ExtractSlice]) -> dict
     conn.commit()
     by_no = {part.no: part for part in parts}
     return {int(r[0]): Checkpoint(int(r[1]), int(r[2]), int(r[3]), bool(r[4])) for r in rows
-            if int(r[0]) in by_no and by_no[int(r[0])].matches(r[5], r[6])}
+            if int(r[0]) in by_no and by_no[int(r[0])].matches(r[5], r[6], int(r[1]))}

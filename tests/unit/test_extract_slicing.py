@@ -48,6 +48,8 @@ def test_a_checkpoint_belongs_only_to_the_slice_with_its_bounds():
     assert not part.matches(100, 300)  # the same slice number of another cut
     assert not part.matches(None, None)  # saved before slicing: it covered the whole interval
     assert ExtractSlice(0, 1, 0, 300).matches(None, None)
+    assert part.matches(100, 200, 150) and part.matches(100, 200, 100)
+    assert not part.matches(100, 200, 250)  # a position older code wrote for the whole interval
     assert part.label() == "slice 2 of 3"
 
 
