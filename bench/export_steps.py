@@ -107,6 +107,21 @@ def fresh_database(name: str) -> None:
     conn.close()
 
 
+def _warm(_: int) -> None:
+    import boto3  # noqa: F401
+    import elasticsearch  # noqa: F401
+    import MySQLdb  # noqa: F401
+
+    import es_export.pipeline  # noqa: F401
+
+
+def warm_pool(processes: int) -> Any:
+    """A pool of `processes` spawned workers with the package and its clients' libraries imported."""
+    pool = multiprocessing.get_context("spawn").Pool(processes)
+    pool.map(_warm, range(processes))
+    return pool
+
+
 def _process_share(n: int, cfg: Any, batches: list[Any], run_id: str, upload_concurrency: int) -> int:
     """Process these batches one after another with clients of this process's own (one mapped task's work)."""
     from es_export import pipeline
@@ -137,6 +152,8 @@ def step(name: str, n: int, batch_size: int, layout: str = "per_message", max_ba
                        batch_size=batch_size)
     job = pipeline.open_job(conn, dag_id="bench", run_id=f"bench-{n}", params=params)
     profiler = cProfile.Profile() if profile else None
+    # Workers started (and their imports loaded) before the clock, like the Airflow workers of mapped tasks.
+    pool = warm_pool(parallel) if name == "process" and parallel > 1 else None
     started = time.monotonic()
     if name == "extract":
         count = pipeline.extract(es, conn, cfg, job).ids_found
@@ -145,15 +162,17 @@ def step(name: str, n: int, batch_size: int, layout: str = "per_message", max_ba
         batches = batches[:max_batches] if max_batches else batches
         if profiler:
             profiler.enable()
-        if parallel > 1:
-            with multiprocessing.get_context("spawn").Pool(parallel) as pool:
-                count = sum(pool.starmap(_process_share, [(n, cfg, batches[i::parallel], job.run_id,
-                                                           upload_concurrency) for i in range(parallel)]))
+        if pool:
+            count = sum(pool.starmap(_process_share, [(n, cfg, batches[i::parallel], job.run_id,
+                                                       upload_concurrency) for i in range(parallel)]))
         else:
             count = _process_share(n, cfg, batches, job.run_id, upload_concurrency)
         if profiler:
             profiler.disable()
     elapsed = time.monotonic() - started
+    if pool:
+        pool.close()
+        pool.join()
     if profiler and profile:
         profiler.dump_stats(profile)
     peak_mb = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024
@@ -199,11 +218,33 @@ def main() -> int:
         pstats.Stats(args.profile).sort_stats("cumulative").print_stats(25)
         return 0
     for name in ("extract", "process"):
+        before = cpu_seconds()
         r = run_step(name, args.messages, args.batch_size, args.layout, args.max_batches, args.upload_concurrency,
                      parallel=args.parallel if name == "process" else 1)
+        used = {k: v - before[k] for k, v in cpu_seconds().items()}
         print(f"{r['step']:8} {r['messages']:>9} messages {r['seconds']:>8.2f}s {r['per_second']:>10,.0f} msg/s"
               f"   peak RSS {r['peak_rss_mb']:>7.1f} MB")
+        print(f"         CPU seconds: {', '.join(f'{k} {v:.1f}' for k, v in used.items())} "
+              f"(the machine has {os.cpu_count()} cores)")
     return 0
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU time used so far by the steps (this script's children) and by each service of the local stack,
+    read from /proc with the pid files devstack writes: where a step's time goes, machine-wide."""
+    from pathlib import Path
+
+    used = {"python (the step)": sum(getattr(resource.getrusage(resource.RUSAGE_CHILDREN), f)
+                                     for f in ("ru_utime", "ru_stime"))}
+    ticks = os.sysconf("SC_CLK_TCK")
+    for service in ("elasticsearch", "mariadb", "moto"):
+        try:
+            pid = (Path(__file__).resolve().parents[1] / ".local" / "pids" / f"{service}.pid").read_text().strip()
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            used[service] = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+        except (OSError, ValueError, IndexError):
+            continue  # a service not run by devstack (ES_URL elsewhere): not counted
+    return used
 
 
 if __name__ == "__main__":

@@ -31,8 +31,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from export_steps import DAY, DB, ensure_bucket, export_config, prepare, run_step
+from export_steps import DAY, DB, ensure_bucket, export_config, prepare, run_step, warm_pool
 from sliced_extract import sliced_extract
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +65,30 @@ def measure_cmd(cmd: list[str], env: dict | None = None) -> tuple[float, float, 
     return elapsed, result["rss"] / 1024, result["out"]
 
 
-def limits(n: int) -> dict[str, float]:
+def _fetch_details_of(n: int, ids: list[str]) -> int:
+    from elasticsearch import Elasticsearch
+
+    from es_export import source
+
+    es, cfg = Elasticsearch(os.environ["ES_URL"], request_timeout=300), export_config(n)
+    for i in range(0, len(ids), 500):
+        source.fetch_details(es, cfg, ids[i:i + 500])
+    return len(ids)
+
+
+def details_limit(n: int, ids: list[str], parallel: int) -> float:
+    """Messages a second whose details `parallel` processes fetch, 500 ids a request set, each its share."""
+    pool = warm_pool(parallel)
+    try:
+        started = time.monotonic()
+        done = sum(pool.starmap(_fetch_details_of, [(n, ids[i::parallel]) for i in range(parallel)]))
+        return done / (time.monotonic() - started)
+    finally:
+        pool.close()
+        pool.join()
+
+
+def limits(n: int, parallels: list[int]) -> dict[str, Any]:
     """What the services allow on this machine, measured with the thinnest client code."""
     from elasticsearch import Elasticsearch
 
@@ -82,11 +106,7 @@ def limits(n: int) -> dict[str, float]:
     same_query = sum(1 for _ in source.stream_ids(es, cfg, start, start + timedelta(days=1)))
     ts_scan_rate = same_query / (time.monotonic() - started)
 
-    sample = ids[:10_000]
-    started = time.monotonic()
-    for i in range(0, len(sample), 500):
-        source.fetch_details(es, cfg, sample[i:i + 500])
-    details_rate = len(sample) / (time.monotonic() - started)
+    details_rate = {p: details_limit(n, ids[:40_000], p) for p in parallels}
 
     conn = clients.mysql(clients.MySQLSettings.from_env(database=DB), driver="mysqldb")
     with conn.cursor() as cur:
@@ -269,10 +289,14 @@ def main() -> int:
     parser.add_argument("--upload-concurrency", default="8,16,32,64",
                         help="upload_concurrency values the S3 servers are measured at")
     parser.add_argument("--memory-points", default="10000,100000,1000000")
+    parser.add_argument("--parallel", default="1,2,4",
+                        help="batches at once (processes, as mapped tasks in the batch pool) the NDJSON process "
+                             "step and the details limit are measured at")
     parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     args = parser.parse_args()
     n = args.messages
     concurrencies = [int(c) for c in args.upload_concurrency.split(",") if c]
+    parallels = [int(p) for p in args.parallel.split(",") if p]
     os.environ.update(CHECKSUMS_WHEN_REQUIRED)
     started = datetime.now(UTC)
 
@@ -282,10 +306,15 @@ def main() -> int:
     log(f"seeding {n} messages on {DAY}")
     prepare(n)
     log("measuring the limits")
-    lim = limits(n)
-    log("this package: extract + process (NDJSON gzip layout)")
+    lim = limits(n, parallels)
+    log(f"this package: extract + process (NDJSON gzip layout), {parallels} batches at once")
     ex = run_step("extract", n)
-    nd = run_step("process", n, layout="ndjson_gzip")
+    nds = {}
+    for p in parallels:
+        prepare(n)
+        run_step("extract", n)
+        nds[p] = run_step("process", n, layout="ndjson_gzip", parallel=p)
+    nd = nds[1] if 1 in nds else nds[min(nds)]
     sliced = n / sliced_extract(n, 2)  # after the process step: its job holds the day's ids
     log("elasticdump, tuned, copying the day's messages and their history/status/audit documents")
     edt = elasticdump_day(n)
@@ -310,12 +339,17 @@ def main() -> int:
     default_c = 16 if 16 in concurrencies else concurrencies[0]
     fast_c, fast_put = best("S3Proxy", "put")
     pm_c, pm_rate = best("S3Proxy", "process")
-    e2e_nd = e2e(ex["per_second"], nd["per_second"])
+    # As the DAG runs them: batches at once (mapped tasks in the batch pool), the best of `parallels`,
+    # against the details limit at its best parallelism.
+    nd_p = max(nds, key=lambda p: nds[p]["per_second"])
+    details_best = max(lim["details"].values())
+    e2e_nd = e2e(ex["per_second"], nds[nd_p]["per_second"])
     e2e_pm = e2e(ex["per_second"], pm_rate)
     rows = [
         ("limit: PIT + search_after id scan, match_all in index order", lim["scan"], None, None, None, None),
         ("limit: PIT + search_after id scan, day range in timestamp order", lim["ts_scan"], None, None, None, None),
-        ("limit: _mget + _msearch details (500 a batch)", lim["details"], None, None, None, None),
+        *[(f"limit: _mget + _msearch details (500 a batch), {p} process(es) at once", rate, None, None, None, None)
+          for p, rate in lim["details"].items()],
         ("limit: MariaDB multi-row INSERT (2000 a statement)", lim["insert"], None, None, None, None),
         (f"limit: S3 PUT, moto, {default_c} in flight", servers["moto"][default_c]["put"], None, None, None, None),
         (f"limit: S3 PUT, S3Proxy in memory, best ({fast_c} in flight)", fast_put, None, None, None, None),
@@ -323,13 +357,13 @@ def main() -> int:
          ex["peak_rss_mb"]),
         ("package: extract, extract_slices=2 (two processes; ratio to the one-scan limit)", sliced, lim["ts_scan"],
          None, None, None),
-        ("package: process, NDJSON gzip per batch (ratio to the details limit)", nd["per_second"], lim["details"],
-         nv["rate"], None, nd["peak_rss_mb"]),
-        ("package: end to end, NDJSON gzip (ratio to the details limit)", e2e_nd, lim["details"], nv["rate"],
-         edt["rate"], max(ex["peak_rss_mb"], nd["peak_rss_mb"])),
+        *[(f"package: process, NDJSON gzip, {p} batch(es) at once (ratio to the details limit, {p} at once)",
+           r["per_second"], lim["details"].get(p), nv["rate"], None, r["peak_rss_mb"]) for p, r in nds.items()],
+        (f"package: end to end, NDJSON gzip, {nd_p} batch(es) at once (ratio to the best details limit)", e2e_nd,
+         details_best, nv["rate"], edt["rate"], max(ex["peak_rss_mb"], nd["peak_rss_mb"])),
         (f"package: process, per-message objects on S3Proxy, best ({pm_c} in flight; ratio to its best PUT limit)",
          pm_rate, fast_put, nv["rate"], None, servers["S3Proxy"][pm_c]["rss"]),
-        ("package: end to end, per-message objects on S3Proxy", e2e_pm, min(lim["details"], fast_put), nv["rate"],
+        ("package: end to end, per-message objects on S3Proxy", e2e_pm, min(details_best, fast_put), nv["rate"],
          edt["rate"], None),
         (f"naive design (first {nv['messages']} of the {nv['found']} ids it finds)", nv["rate"], None, nv["rate"],
          None, nv["rss"]),
@@ -357,8 +391,8 @@ def main() -> int:
     goals: list[tuple[str, str, float | None, str, bool | None]] = [
         ("extract / same-query raw scan", f"{ex['per_second'] / lim['ts_scan']:.2f}x",
          ex["per_second"] / lim["ts_scan"], ">= 0.9x", ex["per_second"] >= 0.9 * lim["ts_scan"]),
-        ("NDJSON end to end / details limit", f"{e2e_nd / lim['details']:.2f}x", None, ">= 0.8x",
-         e2e_nd >= 0.8 * lim["details"]),
+        (f"NDJSON end to end / details limit (each at its best of {parallels} at once)",
+         f"{e2e_nd / details_best:.2f}x", None, ">= 0.8x", e2e_nd >= 0.8 * details_best),
         ("NDJSON end to end / elasticdump copying the same documents", f"{e2e_nd / edt['rate']:.2f}x", None,
          ">= 1.0x", e2e_nd >= edt["rate"]),
         (f"per-message / fast S3 server's PUT limit (S3Proxy, best of {concurrencies})", f"{pm_rate / fast_put:.2f}x",
@@ -384,6 +418,10 @@ def main() -> int:
         "## Goals (issue 15)", "", *goal_lines, "",
         "The DAG-level figure and the tracking-at-scale figure are measured elsewhere (not by this bench).", "",
         "## Throughput", "",
+        "Batches at once: that many processes, started with the package loaded before the clock, each taking",
+        "every n-th batch, as the DAG's mapped tasks run in the batch pool; the details limit is measured the",
+        "same way. The machine's 2 cores also run Elasticsearch and MariaDB (`bench/export_steps.py` prints",
+        "each one's CPU seconds per step).",
         "End to end = extract and process one after the other (1 / (1/extract + 1/process)). The naive design",
         f"runs on the first {nv['messages']:,} messages only (at tens of messages a second); it finds at most",
         "10,000 ids (its `size=10000` search), which is the design document's silent short export.",
