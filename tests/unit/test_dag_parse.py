@@ -48,6 +48,8 @@ def test_export_dag_contract(dagbag_and_lookups):
     assert [t.task_id for t in dag.topological_sort()] == ["start_job", "extract_slices", "extract", "plan", "process",
                                                            "reconcile"]
     assert dag.get_task("process").map_index_template
+    # reconcile waits for every extract slice itself: plan is upstream_failed as soon as one slice fails.
+    assert {"extract", "process"} <= dag.get_task("reconcile").upstream_task_ids
 
 
 def test_retry_dag_contract(dagbag_and_lookups):
