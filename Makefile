@@ -10,13 +10,17 @@ ENV    := .local/stack.env
 # Load the stack's settings (connections, endpoints) into a recipe's environment.
 WITH_ENV := set -a; . $(ENV); set +a;
 
-APT_PACKAGES := mariadb-server mariadb-client default-libmysqlclient-dev pkg-config build-essential maven curl zip chromium
+APT_PACKAGES := mariadb-server mariadb-client default-libmysqlclient-dev pkg-config build-essential maven curl zip chromium \
+	openssl
 
-.PHONY: help system-deps venv lock up airflow down status seed lint test test-unit demo clean lambda-zip mwaa-bundle bench
+.PHONY: help system-deps venv lock up airflow down status seed lint test test-unit test-guarantees mutation demo clean \
+	lambda-zip mwaa-bundle bench
 
 help:
 	@echo "make demo    - start the local stack, seed sample data, run the export DAG for 2024-10-01"
-	@echo "make test    - lint (ruff, mypy) + unit + integration tests against the real local stack"
+	@echo "make test    - lint (ruff, mypy) + unit + guarantees + integration tests against the real local stack"
+	@echo "make test-guarantees - the exactly-once guarantees alone (core library, real services, no Airflow)"
+	@echo "make mutation - run the guarantees tier against each mutation in tests/mutations.py (not in CI)"
 	@echo "make up      - start Elasticsearch, MariaDB and the S3/SQS server; writes $(ENV)"
 	@echo "make status  - what runs where"
 	@echo "make seed    - write sample messages into Elasticsearch (SEED_ARGS='--messages 5000 ...')"
@@ -97,6 +101,12 @@ lint: venv
 
 test-unit: venv
 	$(VENV)/bin/pytest -m unit
+
+test-guarantees: up
+	@$(WITH_ENV) $(VENV)/bin/pytest -m guarantees tests/guarantees
+
+mutation: up
+	@$(WITH_ENV) $(PY) tests/mutations.py $(MUTATION_ARGS)
 
 test: lint up
 	@$(WITH_ENV) $(VENV)/bin/pytest

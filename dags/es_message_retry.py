@@ -26,7 +26,7 @@ from es_export import pipeline
 from es_export.config import RetryParams
 from es_export.model import Job
 from es_export_airflow import alerts, dispatch
-from es_export_airflow.connections import mysql_connection
+from es_export_airflow.connections import mysql_connection, s3_client
 from es_export_airflow.settings import load_config
 from es_export_airflow.tasks import batch_params, batch_sensor, failing_fast, range_params
 
@@ -77,11 +77,12 @@ def es_message_retry():
 
     @task(multiple_outputs=False, trigger_rule=TriggerRule.ALL_DONE, retries=1)
     def summarize(spec: dict | None) -> dict:
-        """Record the outcome, alert on dead messages, fail the run if a batch did not finish."""
+        """Sweep orphan files, record the outcome, alert on dead messages, fail the run if a batch did not finish."""
         if not spec:
             raise AirflowFailException("the run stopped before planning (see plan's log); nothing was retried")
         cfg = load_config()
         with failing_fast(), mysql_connection() as conn:
+            pipeline.sweep_orphans(conn, s3_client(cfg), cfg)
             summary = pipeline.summarize_retry(conn, Job.from_dict(spec["job"]))
         alerts.alert_dead(cfg, summary.job_id, summary.dead_messages, get_current_context())
         if summary.unfinished:

@@ -97,6 +97,10 @@ es_up() {
 mysql_root() { mariadb --socket="$MYSQL_SOCKET" -uroot "$@"; }
 
 mysql_up() {
+  if pid_alive mariadb && [ "$(mysql_root -N -e "SELECT @@have_ssl" 2>/dev/null)" != "YES" ]; then
+    say "mariadb: running without TLS (started by an older stack.sh); restarting it with TLS"
+    stop_one mariadb
+  fi
   if pid_alive mariadb; then
     say "mariadb: already running (pid $(cat "$PIDS/mariadb.pid"))"
     mysql_users
@@ -109,8 +113,10 @@ mysql_up() {
     mariadb-install-db --user=root --datadir="$datadir" --auth-root-authentication-method=socket \
       >"$LOGS/mariadb-install.log" 2>&1 || die "mariadb-install-db failed; see $LOGS/mariadb-install.log"
   fi
+  mysql_tls_files
   nohup mariadbd --no-defaults --user=root --datadir="$datadir" --socket="$MYSQL_SOCKET" \
     --pid-file="$LOCAL/mariadb/mariadbd.pid" --bind-address=127.0.0.1 --port="$MYSQL_PORT" \
+    --ssl-ca="$MYSQL_TLS/ca.pem" --ssl-cert="$MYSQL_TLS/server.pem" --ssl-key="$MYSQL_TLS/server.key" \
     --innodb-buffer-pool-size=256M --innodb-flush-log-at-trx-commit=2 --max-connections=200 \
     --character-set-server=utf8mb4 --collation-server=utf8mb4_unicode_ci \
     --log-error="$LOGS/mariadb.err" >"$LOGS/mariadb.log" 2>&1 &
@@ -118,6 +124,23 @@ mysql_up() {
   wait_until 60 "MariaDB on port $MYSQL_PORT" mysql_root -e "SELECT 1"
   mysql_users
   say "mariadb: started on 127.0.0.1:$MYSQL_PORT (database $MYSQL_DB, user $MYSQL_USER)"
+}
+
+# TLS as RDS offers it: a private CA and a server certificate for 127.0.0.1 and localhost, made once per
+# machine, so tests can connect as a user that REQUIRE SSL (as with require_secure_transport).
+MYSQL_TLS="$LOCAL/mariadb/tls"
+mysql_tls_files() {
+  [ -f "$MYSQL_TLS/server.pem" ] && return
+  mkdir -p "$MYSQL_TLS"
+  (cd "$MYSQL_TLS" && umask 077 &&
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=es-export local CA" \
+      -keyout ca.key -out ca.pem &&
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout server.key -out server.csr &&
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >server.ext &&
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile server.ext -out server.pem) >"$LOGS/mariadb-tls.log" 2>&1 \
+    || die "could not make the MariaDB TLS certificates; see $LOGS/mariadb-tls.log"
+  chmod 644 "$MYSQL_TLS/ca.pem"
 }
 
 mysql_users() {
@@ -132,6 +155,12 @@ ALTER USER '$MYSQL_USER'@'localhost' IDENTIFIED BY '$pw';
 GRANT ALL PRIVILEGES ON \`$MYSQL_DB\`.* TO '$MYSQL_USER'@'127.0.0.1';
 GRANT ALL PRIVILEGES ON \`$MYSQL_DB\`.* TO '$MYSQL_USER'@'localhost';
 GRANT ALL PRIVILEGES ON \`${MYSQL_DB}\\_test%\`.* TO '$MYSQL_USER'@'127.0.0.1';
+CREATE USER IF NOT EXISTS '${MYSQL_USER}_tls'@'127.0.0.1' IDENTIFIED BY '$pw' REQUIRE SSL;
+ALTER USER '${MYSQL_USER}_tls'@'127.0.0.1' IDENTIFIED BY '$pw' REQUIRE SSL;
+GRANT ALL PRIVILEGES ON \`${MYSQL_DB}\\_test%\`.* TO '${MYSQL_USER}_tls'@'127.0.0.1';
+CREATE USER IF NOT EXISTS '${MYSQL_USER}_ro'@'127.0.0.1' IDENTIFIED BY '$pw';
+ALTER USER '${MYSQL_USER}_ro'@'127.0.0.1' IDENTIFIED BY '$pw';
+GRANT SELECT ON \`${MYSQL_DB}\\_test%\`.* TO '${MYSQL_USER}_ro'@'127.0.0.1';
 SQL
 }
 
@@ -189,6 +218,9 @@ MYSQL_PORT=$MYSQL_PORT
 MYSQL_DB=$MYSQL_DB
 MYSQL_USER=$MYSQL_USER
 MYSQL_PASSWORD=$pw
+STACK_MYSQL_TLS_CA=$MYSQL_TLS/ca.pem
+STACK_MYSQL_TLS_USER=${MYSQL_USER}_tls
+STACK_MYSQL_RO_USER=${MYSQL_USER}_ro
 AWS_ENDPOINT_URL=$moto
 AWS_ACCESS_KEY_ID=testing
 AWS_SECRET_ACCESS_KEY=testing

@@ -25,6 +25,14 @@ INDEX_KEYS = {"messages_index": seed_data.MESSAGES_INDEX, "history_index": seed_
 CONFIG_VARIABLE = "AIRFLOW_VAR_ES_MESSAGE_EXPORT_CONFIG"
 
 
+def require_env(name: str) -> str:
+    """A setting of the local stack; the test fails (never skips) when the stack is not up."""
+    value = os.environ.get(name)
+    if not value:
+        pytest.fail(f"{name} is not set: start the local stack with `make up` (it writes .local/stack.env)")
+    return value
+
+
 def connect(database: str | None = None):
     """mysqlclient, as Airflow's MySqlHook uses, to the stack's tracking server."""
     from es_export import clients

@@ -16,7 +16,12 @@ from es_export.errors import ConfigError
 @dataclass(frozen=True)
 class MySQLSettings:
     """Where the tracking database is. `from_env` reads MYSQL_HOST, MYSQL_PORT, MYSQL_USER,
-    MYSQL_PASSWORD and MYSQL_DB."""
+    MYSQL_PASSWORD and MYSQL_DB, and for TLS MYSQL_SSL_CA and MYSQL_SSL_VERIFY_IDENTITY.
+
+    With `ssl_ca` (a PEM bundle, e.g. Amazon RDS's global-bundle.pem) the connection is TLS and the
+    server's certificate must chain to it; `ssl_verify_identity` (default on) also checks that it
+    names the host. A relative `ssl_ca` is found beside the code (the Lambda package's root).
+    """
 
     host: str
     user: str
@@ -24,6 +29,8 @@ class MySQLSettings:
     database: str
     port: int = 3306
     connect_timeout: int = 10
+    ssl_ca: str | None = None
+    ssl_verify_identity: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ, *, database: str | None = None,
@@ -35,20 +42,47 @@ class MySQLSettings:
             raise ConfigError(f"set {', '.join(missing)} in the environment to reach the tracking database")
         return cls(host=env["MYSQL_HOST"], port=int(env.get("MYSQL_PORT") or 3306), user=env["MYSQL_USER"],
                    password=env["MYSQL_PASSWORD"] if password is None else password,
-                   database=database or env["MYSQL_DB"])
+                   database=database or env["MYSQL_DB"], ssl_ca=_ssl_ca(env),
+                   ssl_verify_identity=_verify_identity(env.get("MYSQL_SSL_VERIFY_IDENTITY", "true")))
+
+
+def _ssl_ca(env: Mapping[str, str]) -> str | None:
+    path = env.get("MYSQL_SSL_CA") or None
+    if path is None:
+        return None
+    if not os.path.isabs(path):  # in Lambda the package is unpacked in LAMBDA_TASK_ROOT
+        path = os.path.join(env.get("LAMBDA_TASK_ROOT") or os.getcwd(), path)
+    if not os.path.isfile(path):
+        raise ConfigError(f"MYSQL_SSL_CA names {path!r}, which is not a file: give the path of the PEM bundle "
+                          "that signs the tracking database's certificate (for RDS, global-bundle.pem)")
+    return path
+
+
+def _verify_identity(value: str) -> bool:
+    flag = value.strip().lower()
+    if flag not in ("true", "false", "1", "0", "yes", "no"):
+        raise ConfigError(f"MYSQL_SSL_VERIFY_IDENTITY must be true or false, got {value!r}")
+    return flag in ("true", "1", "yes")
 
 
 def mysql(settings: MySQLSettings, *, driver: str = "pymysql") -> Any:
     """A DB-API connection: PyMySQL (pure Python, as in Lambda) or mysqlclient (`MySQLdb`, as in Airflow)."""
-    kwargs = {"host": settings.host, "port": settings.port, "user": settings.user, "password": settings.password,
-              "database": settings.database, "charset": "utf8mb4", "connect_timeout": settings.connect_timeout}
+    kwargs: dict[str, Any] = {"host": settings.host, "port": settings.port, "user": settings.user,
+                              "password": settings.password, "database": settings.database, "charset": "utf8mb4",
+                              "connect_timeout": settings.connect_timeout}
     if driver == "pymysql":
         import pymysql
 
+        if settings.ssl_ca:
+            kwargs.update(ssl_ca=settings.ssl_ca, ssl_verify_cert=True,
+                          ssl_verify_identity=settings.ssl_verify_identity)
         return pymysql.connect(**kwargs)
     if driver == "mysqldb":
         import MySQLdb
 
+        if settings.ssl_ca:
+            kwargs.update(ssl={"ca": settings.ssl_ca},
+                          ssl_mode="VERIFY_IDENTITY" if settings.ssl_verify_identity else "VERIFY_CA")
         return MySQLdb.connect(**kwargs)
     raise ConfigError(f"unknown MySQL driver {driver!r}; use 'pymysql' or 'mysqldb'")
 

@@ -102,6 +102,8 @@ class BatchAttempt:
     token: int
     messages: list[TrackedMessage]
     already_completed: bool = False
+    job_id: int = 0  # as batch_progress holds them (files are named by these, never by a payload's)
+    batch_no: int = 0
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,7 @@ class BatchProgress:
 
     batch_id: int
     status: Status
-    attempts: int
+    receives: int  # how often the Lambda received the batch's current queue message (not stalls)
     undispatched: bool  # dispatched_at IS NULL: the plan stopped before queueing it, or a stall un-queued it
     lease_expired: bool  # lease_expires_at is in the past (by the database's clock)
 
@@ -122,7 +124,7 @@ class BatchProgress:
         """
         if self.status in (Status.COMPLETED, Status.DEAD):
             return self.status.value
-        if self.status is Status.FAILED and self.attempts >= max_receive:
+        if self.status is Status.FAILED and self.receives >= max_receive:
             return "failed_out"
         if self.undispatched:
             return "undispatched"

@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
@@ -186,41 +186,30 @@ def document_ids(s3: Any, bucket: str, key: str) -> list[str]:
     return [json.loads(line)["message_id"] for line in body.splitlines() if line.strip()]
 
 
-def keep_only(s3: Any, bucket: str, key: str, keep: Iterable[str], *, sse_kms_key_id: str | None = None,
-              also_keep: Callable[[set[str]], Iterable[str]] | None = None) -> int:
-    """Remove from an object every document whose message is not in `keep`; delete it when none is left.
+def remove_documents(s3: Any, bucket: str, key: str, removable: Callable[[list[str]], set[str]], *,
+                     sse_kms_key_id: str | None = None) -> list[str]:
+    """Remove from an object the documents whose message ids `removable` returns; delete it when none is left.
 
-    `also_keep`, given the ids of an NDJSON file's documents that are not in `keep`, returns those
-    to keep all the same. Returns how many documents were removed. The caller holds the object's
-    lock. A rewritten object is encrypted as new ones are (`sse_kms_key_id`), since a PUT does not
-    keep the old object's key.
+    `removable` gets the ids of the object's documents (one for a per-message object). Returns the
+    ids of the documents left (empty when the object is gone or was never there). The caller holds
+    the object's lock. A rewritten object is encrypted as new ones are (`sse_kms_key_id`), since a
+    PUT does not keep the old object's key.
     """
-    keep = set(keep)
-    if not key.endswith(NDJSON_SUFFIX):
-        if keep:
-            return 0
-        body = _read(s3, bucket, key)
-        if body is None:
-            return 0
-        s3.delete_object(Bucket=bucket, Key=key)
-        return 1
     body = _read(s3, bucket, key)
     if body is None:
-        return 0
+        return []
     lines = [line for line in body.splitlines() if line.strip()]
     ids = [json.loads(line)["message_id"] for line in lines]
-    others = set(ids) - keep
-    if others and also_keep is not None:
-        keep |= set(also_keep(others))
-    kept = [line for line, message_id in zip(lines, ids, strict=True) if message_id in keep]
+    remove = removable(ids) if ids else set()
+    kept = [(line, message_id) for line, message_id in zip(lines, ids, strict=True) if message_id not in remove]
     if len(kept) == len(lines):
-        return 0
-    if kept:
-        s3.put_object(Bucket=bucket, Key=key, Body=gzip.compress(b"".join(line + b"\n" for line in kept), 5),
-                      ContentType="application/x-ndjson", ContentEncoding="gzip", **encryption(sse_kms_key_id))
-    else:
+        return ids
+    if not kept:
         s3.delete_object(Bucket=bucket, Key=key)
-    return len(lines) - len(kept)
+    elif key.endswith(NDJSON_SUFFIX):
+        s3.put_object(Bucket=bucket, Key=key, Body=gzip.compress(b"".join(line + b"\n" for line, _ in kept), 5),
+                      ContentType="application/x-ndjson", ContentEncoding="gzip", **encryption(sse_kms_key_id))
+    return [message_id for _, message_id in kept]
 
 
 def put_json(s3: Any, bucket: str, key: str, document: dict[str, Any], *, sse_kms_key_id: str | None = None) -> None:

@@ -67,7 +67,7 @@ def _poke(batch: dict[str, Any], context: Any) -> PokeReturnValue:
     cfg = load_config()
     mode = Dispatch(batch.get("dispatch", Dispatch.LOCAL))
     with failing_fast():
-        if first_poke_of_a_later_try(context):
+        if first_poke_after_a_clear(context):
             _reopen_if_finished(batch)
         if mode is Dispatch.LOCAL:
             with mysql_connection() as conn:
@@ -79,16 +79,22 @@ def _poke(batch: dict[str, Any], context: Any) -> PokeReturnValue:
         return _wait_for_sqs(cfg, batch, context)
 
 
-def first_poke_of_a_later_try(context: Any) -> bool:
-    """The first poke of a later try: a retry after a failure, or a person cleared the task (not a poke
-    resumed from a deferral, which keeps its try number and has no reschedule either)."""
-    return (context["ti"].try_number > 1 and not context.get("task_reschedule_count")
+def first_poke_after_a_clear(context: Any) -> bool:
+    """The first poke of the first try after a person cleared the task.
+
+    Airflow raises max_tries to try_number + retries when a task is cleared, so the first try since
+    the latest clear is max_tries - retries + 1 (Airflow's TaskInstance computes it the same way). An
+    automatic retry comes after it, and a poke resumed from a deferral or a reschedule is no new try.
+    """
+    ti = context["ti"]
+    first_since_clear = ti.max_tries - (context["task"].retries or 0) + 1
+    return (ti.try_number > 1 and ti.try_number == first_since_clear and not context.get("task_reschedule_count")
             and TRIGGER_EVENT not in context)
 
 
 def _reopen_if_finished(batch: dict[str, Any]) -> None:
-    # Airflow never re-runs a successful task by itself, so a finished batch here was cleared by a
-    # person who wants it exported again; an unfinished one just resumes where it stopped.
+    # Only on a clear: a person wants the finished batch exported again. An automatic retry of a task
+    # that failed after its batch was recorded (a metric, a superseded-document removal) reports it.
     with mysql_connection() as conn:
         if tracking.batch_state(conn, batch["batch_id"])["status"] == Status.COMPLETED:
             reopened = tracking.reopen_batch(conn, batch["batch_id"])
@@ -159,7 +165,7 @@ def _wait_for_sqs(cfg: ExportConfig, batch: dict[str, Any], context: Any) -> Pok
             "job_id": state["job_id"], "batch_id": state["batch_id"], "batch_no": state["batch_no"],
             "attempted": state["total"], "completed": state["completed"], "failed": state["failed"],
             "bytes_written": state["bytes_written"], "seconds": seconds})
-    if state["status"] == Status.FAILED and state["attempts"] >= cfg.sqs_max_receive:
+    if state["status"] == Status.FAILED and state["receives"] >= cfg.sqs_max_receive:
         raise TransientError(f"batch {batch['batch_no']} failed {state['attempts']} time(s) in the Lambda "
                              f"(its message is in the dead-letter queue): {state['last_error']}")
     _defer_until_settled(cfg, batch, context)

@@ -21,7 +21,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, status
 from fastapi.responses import HTMLResponse
 
 from es_export import tracking
-from es_export_airflow.connections import mysql_connection
+from es_export_airflow.connections import MYSQL_CONN_ID, mysql_connection
 from es_export_airflow.run_mirror import DAG_IDS
 
 URL_PREFIX = "/es-export"
@@ -52,14 +52,38 @@ def _team_name(dag_id: str) -> str | None:
 ReadableDagIds = Annotated[set[str], Depends(readable_dag_ids)]
 
 
+class Unavailable(Exception):
+    """The tracking tables cannot be shown: the page says why and what to do (HTTP 503)."""
+
+
 def snapshot(limit: int, job_id: int | None, dag_ids: set[str]) -> dict[str, Any]:
-    """The jobs, one job's batches and the failed and dead messages, of the DAGs `dag_ids` only."""
-    with mysql_connection() as conn:
-        tracking.migrate(conn)  # a fresh install shows empty tables instead of an error
-        return {"dag_ids": sorted(dag_ids),
-                "jobs": tracking.recent_jobs(conn, limit, dag_ids=dag_ids),
-                "batches": tracking.job_batches(conn, job_id, dag_ids=dag_ids) if job_id is not None else [],
-                "problems": tracking.problem_messages(conn, 100, job_id=job_id, dag_ids=dag_ids)}
+    """The jobs, one job's batches and the failed and dead messages, of the DAGs `dag_ids` only.
+
+    Read-only, with the quick timeouts: a web request never changes the schema (the DAGs' first task
+    migrates it) and never waits minutes on a database that hangs. A user with SELECT alone will do.
+    """
+    try:
+        with mysql_connection(quick=True) as conn:
+            version = tracking.schema_version(conn)
+            if version < tracking.LATEST_VERSION:
+                raise Unavailable(
+                    f"The tracking database's schema is at version {version}, and this version of the package "
+                    f"needs {tracking.LATEST_VERSION}. The first task of every es_message_export or "
+                    "es_message_retry run migrates it: trigger one, or run `python -m es_export.migrate` as a "
+                    "user who may alter the tables. This page only reads.")
+            return _read(conn, limit, job_id, dag_ids)
+    except Unavailable:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any driver error: the page says it and stays up
+        raise Unavailable(f"The tracking database (connection {MYSQL_CONN_ID}) cannot be read: "
+                          f"{type(exc).__name__}: {exc}") from exc
+
+
+def _read(conn: Any, limit: int, job_id: int | None, dag_ids: set[str]) -> dict[str, Any]:
+    return {"dag_ids": sorted(dag_ids),
+            "jobs": tracking.recent_jobs(conn, limit, dag_ids=dag_ids),
+            "batches": tracking.job_batches(conn, job_id, dag_ids=dag_ids) if job_id is not None else [],
+            "problems": tracking.problem_messages(conn, 100, job_id=job_id, dag_ids=dag_ids)}
 
 
 @app.get("/jobs.json")
@@ -67,7 +91,10 @@ def jobs_json(dag_ids: ReadableDagIds, limit: int = Query(25, ge=1, le=500),
               job_id: int | None = None) -> dict[str, Any]:
     if not dag_ids:
         raise HTTPException(status.HTTP_403_FORBIDDEN, NO_READABLE_DAG)
-    return snapshot(limit, job_id, dag_ids)
+    try:
+        return snapshot(limit, job_id, dag_ids)
+    except Unavailable as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
 
 
 @app.get("/", response_class=HTMLResponse)
@@ -75,7 +102,11 @@ def status_html(dag_ids: ReadableDagIds, limit: int = Query(25, ge=1, le=500),
                 job_id: int | None = None) -> HTMLResponse:
     if not dag_ids:  # a page, not JSON: the UI shows this in its iframe
         return HTMLResponse(render_refusal(), status_code=status.HTTP_403_FORBIDDEN)
-    return HTMLResponse(render(snapshot(limit, job_id, dag_ids), job_id))
+    try:
+        data = snapshot(limit, job_id, dag_ids)
+    except Unavailable as exc:
+        return HTMLResponse(render_refusal(str(exc)), status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
+    return HTMLResponse(render(data, job_id))
 
 
 def _cell(value: Any) -> str:
@@ -121,11 +152,11 @@ vertical-align:top}th{background:#edf2f7}.s-completed,.s-success{color:#276749}.
 font-weight:600}.s-running{color:#2b6cb0}"""
 
 
-def render_refusal() -> str:
+def render_refusal(reason: str = NO_READABLE_DAG) -> str:
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Export status</title>
 <style>{STYLE}</style></head><body>
 <h1>Elasticsearch → S3 export status</h1>
-<p class="s-failed">{html.escape(NO_READABLE_DAG)}</p>
+<p class="s-failed">{html.escape(reason)}</p>
 </body></html>"""
 
 

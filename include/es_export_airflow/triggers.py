@@ -62,7 +62,7 @@ class BatchesSettledTrigger(BaseTrigger):
             poller.leave(waiter)
         yield TriggerEvent({"job_id": self.job_id, "batch_id": self.batch_id, "batch_no": self.batch_no,
                             "settled": reason, "status": progress.status.value if progress else None,
-                            "attempts": progress.attempts if progress else None})
+                            "receives": progress.receives if progress else None})
 
 
 class _Waiter:

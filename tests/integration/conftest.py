@@ -11,37 +11,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _require(name: str) -> str:
-    value = os.environ.get(name)
-    if not value:
-        pytest.fail(f"{name} is not set: start the local stack with `make up` (it writes .local/stack.env)")
-    return value
+    from support import require_env
 
-
-@pytest.fixture(scope="session")
-def es():
-    from elasticsearch import Elasticsearch
-
-    client = Elasticsearch(_require("ES_URL"), request_timeout=120)
-    if not client.ping():
-        pytest.fail(f"Elasticsearch at {os.environ['ES_URL']} does not answer; run `make up`")
-    return client
-
-
-@pytest.fixture(scope="session")
-def mysql():
-    from support import connect
-
-    _require("MYSQL_HOST")
-    conn = connect()
-    yield conn
-    conn.close()
-
-
-@pytest.fixture(scope="session")
-def s3():
-    import boto3
-
-    return boto3.client("s3", endpoint_url=_require("AWS_ENDPOINT_URL"), region_name="us-east-1")
+    return require_env(name)
 
 
 @pytest.fixture()

@@ -140,7 +140,7 @@ def test_fifty_waits_share_one_poll_and_only_settled_batches_fire(conn, polls):
         event = events[batch_id]
         assert (event["job_id"], event["batch_id"], event["batch_no"]) == (job.job_id, batch_id, numbers[batch_id])
         assert (event["settled"], event["status"]) == (reason, status), batch_id
-    assert events[ids[2]]["attempts"] == MAX_RECEIVE
+    assert events[ids[2]]["receives"] == MAX_RECEIVE
     assert sorted(open_) == sorted(still_waiting)
     # ONE poll per interval for all 50 waits: never a burst of one query per trigger.
     assert {job_id for job_id, _ in polls} == {job.job_id}

@@ -150,5 +150,5 @@ def test_an_ndjson_file_keeps_the_documents_of_messages_retention_removed(conn, 
     with conn.cursor() as cur:
         cur.execute("UPDATE message_tracking SET message_id = 'moved', s3_key = 'elsewhere.ndjson.gz'")
     conn.commit()
-    assert pipeline.remove_superseded(conn, s3, cfg, [old_file]) == 1
+    assert pipeline.prune(conn, s3, cfg, [old_file]) == 1
     assert sink.document_ids(s3, cfg.bucket, old_file) == ["kept-a", "kept-b"]

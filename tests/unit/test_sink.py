@@ -100,7 +100,7 @@ def test_related_documents_sort_the_same_whatever_their_order(docs):
 
 
 class RecordingS3:
-    """Records every PUT's arguments; holds objects so keep_only can read and rewrite them."""
+    """Records every PUT's arguments; holds objects so remove_documents can read and rewrite them."""
 
     class exceptions:  # noqa: N801 - boto3's name
         NoSuchKey = KeyError
@@ -132,7 +132,8 @@ def test_every_put_carries_the_kms_key_or_no_encryption_header(key_id, headers):
     uploads = [sink.Upload("p/dt=2024-10-01/m.json", b"{}"), sink.Upload("p/dt=2024-10-01/b.ndjson.gz", b"",
                                                                         content_type="application/x-ndjson")]
     assert all(r.ok for r in sink.upload_all(s3, "b", uploads, concurrency=2, sse_kms_key_id=key_id))
-    assert sink.keep_only(s3, "b", ndjson, {"a"}, sse_kms_key_id=key_id) == 1  # the rewrite of an NDJSON file
+    # the rewrite of an NDJSON file
+    assert sink.remove_documents(s3, "b", ndjson, lambda ids: {"b"}, sse_kms_key_id=key_id) == ["a"]
     sink.put_json(s3, "b", "p/_manifests/d/r.json", {"status": "completed"}, sse_kms_key_id=key_id)
     assert s3.puts == {
         "p/dt=2024-10-01/m.json": {"ContentType": "application/json", **headers},
@@ -142,7 +143,7 @@ def test_every_put_carries_the_kms_key_or_no_encryption_header(key_id, headers):
     }
 
 
-def test_keep_only_keeps_the_documents_also_keep_vouches_for():
+def test_remove_documents_removes_only_what_removable_names():
     import gzip
 
     ndjson = "p/dt=2024-10-01/batch-1.ndjson.gz"
@@ -150,10 +151,12 @@ def test_keep_only_keeps_the_documents_also_keep_vouches_for():
     s3 = RecordingS3({ndjson: gzip.compress(b"\n".join(lines))})
     asked = []
 
-    def untracked(ids):
-        asked.append(set(ids))
-        return {"c"}
+    def removable(ids):
+        asked.append(list(ids))
+        return {"b", "x"}
 
-    assert sink.keep_only(s3, "b", ndjson, {"a"}, also_keep=untracked) == 1  # only b was superseded
-    assert asked == [{"b", "c"}]
+    assert sink.remove_documents(s3, "b", ndjson, removable) == ["a", "c"]
+    assert asked == [["a", "b", "c"]]
     assert sink.document_ids(s3, "b", ndjson) == ["a", "c"]
+    assert sink.remove_documents(s3, "b", ndjson, lambda ids: set()) == ["a", "c"]
+    assert list(s3.puts) == [ndjson]  # nothing to remove: not rewritten again

@@ -20,8 +20,8 @@ def test_serialize_round_trips_through_its_classpath():
     assert type(again) is BatchesSettledTrigger and again.serialize() == (classpath, kwargs)
 
 
-def progress(status, attempts=1, *, undispatched=False, lease_expired=False):
-    return BatchProgress(31, Status(status), attempts, undispatched, lease_expired)
+def progress(status, receives=1, *, undispatched=False, lease_expired=False):
+    return BatchProgress(31, Status(status), receives, undispatched, lease_expired)
 
 
 @pytest.mark.parametrize(("row", "settled"), [
@@ -42,19 +42,29 @@ def test_a_batch_settles_when_the_poke_has_something_to_do(row, settled):
 
 
 class FakeTI:
-    def __init__(self, try_number):
-        self.try_number = try_number
+    def __init__(self, try_number, max_tries):
+        self.try_number, self.max_tries = try_number, max_tries
 
 
-@pytest.mark.parametrize(("context", "first"), [
-    pytest.param({"ti": FakeTI(1)}, False, id="first-try"),
-    pytest.param({"ti": FakeTI(2)}, True, id="retry"),
-    pytest.param({"ti": FakeTI(2), "task_reschedule_count": 3}, False, id="retry-rescheduled"),
-    pytest.param({"ti": FakeTI(2), tasks.TRIGGER_EVENT: {"settled": "completed"}}, False, id="retry-resumed"),
+class FakeTask:
+    retries = 2
+
+
+# Airflow sets max_tries to retries (2) when a task instance is created, and to try_number + retries
+# when a person clears it (clear_task_instances).
+@pytest.mark.parametrize(("context", "cleared"), [
+    pytest.param({"ti": FakeTI(1, 2)}, False, id="first-try"),
+    pytest.param({"ti": FakeTI(2, 2)}, False, id="automatic-retry"),
+    pytest.param({"ti": FakeTI(3, 2)}, False, id="second-automatic-retry"),
+    pytest.param({"ti": FakeTI(2, 3)}, True, id="cleared-after-try-1"),
+    pytest.param({"ti": FakeTI(3, 3)}, False, id="automatic-retry-after-a-clear"),
+    pytest.param({"ti": FakeTI(4, 5)}, True, id="cleared-after-try-3"),
+    pytest.param({"ti": FakeTI(2, 3), "task_reschedule_count": 3}, False, id="cleared-rescheduled"),
+    pytest.param({"ti": FakeTI(2, 3), tasks.TRIGGER_EVENT: {"settled": "completed"}}, False, id="cleared-resumed"),
 ])
-def test_a_poke_resumed_from_the_trigger_is_not_a_new_try(context, first):
-    # Otherwise a retried batch that completes would be reopened and exported again when it resumes.
-    assert dispatch.first_poke_of_a_later_try(context) is first
+def test_only_the_first_poke_after_a_clear_counts_as_a_clear(context, cleared):
+    # Otherwise an automatic retry, or a poke resumed from the trigger, reopens a finished batch.
+    assert dispatch.first_poke_after_a_clear({**context, "task": FakeTask()}) is cleared
 
 
 @pytest.mark.parametrize("dag_id", ["es_message_export", "es_message_retry"])

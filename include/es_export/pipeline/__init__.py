@@ -6,11 +6,13 @@ an Airflow task, the Lambda handler and a test all call the same function.
     extract    ids of an interval into message_tracking (resumable, checkpointed)
     plan       the run's job, its claim, its batches (also for es_message_retry)
     process    one batch: details, documents, uploads, outcomes (fenced), superseded documents removed
+    archive    which documents of a day are live: pruning superseded copies and orphan files, the key audit
     reconcile  Elasticsearch vs MySQL vs S3, document by document; the manifest
     retry      es_message_retry's summary
     retention  completed tracking rows older than the retention, purged
 """
 
+from es_export.pipeline.archive import audit_days, prune, sweep_orphans
 from es_export.pipeline.extract import (
     ExtractResult,
     extract,
@@ -20,10 +22,9 @@ from es_export.pipeline.extract import (
     unfinished_slices,
 )
 from es_export.pipeline.plan import open_job, open_retry_job, plan, plan_retry
-from es_export.pipeline.process import BatchResult, fetch_isolating, process_batch, remove_superseded
+from es_export.pipeline.process import BatchResult, fetch_isolating, process_batch
 from es_export.pipeline.reconcile import (
     Report,
-    check_documents,
     days_of,
     dead_messages,
     others_still_exporting,
@@ -33,8 +34,8 @@ from es_export.pipeline.retention import purge_tracking
 from es_export.pipeline.retry import RetrySummary, summarize_retry
 
 __all__ = [
-    "BatchResult", "ExtractResult", "Report", "RetrySummary", "check_documents", "days_of", "dead_messages", "extract",
+    "BatchResult", "ExtractResult", "Report", "RetrySummary", "audit_days", "days_of", "dead_messages", "extract",
     "fetch_isolating", "finish_extract", "open_job", "open_retry_job", "others_still_exporting", "plan", "plan_retry",
-    "prefetched", "process_batch", "purge_tracking", "reconcile", "remove_superseded", "slices_of", "summarize_retry",
-    "unfinished_slices",
+    "prefetched", "process_batch", "prune", "purge_tracking", "reconcile", "slices_of", "summarize_retry",
+    "sweep_orphans", "unfinished_slices",
 ]

@@ -11,7 +11,8 @@ from typing import Any
 from es_export import sink, source, tracking
 from es_export.config import ExportConfig, Layout
 from es_export.errors import ExportError, StaleAttempt
-from es_export.model import Batch, BatchAttempt, Outcome, TrackedMessage
+from es_export.model import Batch, BatchAttempt, Outcome
+from es_export.pipeline import archive
 
 log = logging.getLogger(__name__)
 
@@ -53,41 +54,49 @@ def process_batch(es: Any, conn: Any, s3: Any, cfg: ExportConfig, batch: Batch, 
     token, so a stale attempt (a Lambda re-invoked, a queue delivering twice) changes nothing.
     """
     started = time.monotonic()
-    attempt = tracking.start_batch(conn, batch.batch_id, lease_seconds=lease_seconds or cfg.lease_seconds)
+    attempt = tracking.start_batch(conn, batch.batch_id, lease_seconds=lease_seconds or cfg.lease_seconds,
+                                   expect=batch)
     if attempt.already_completed:
-        log.info("batch job=%s batch=%s no=%s is already completed; nothing to do", batch.job_id, batch.batch_id,
-                 batch.batch_no)
-        return BatchResult(batch.job_id, batch.batch_id, batch.batch_no, 0, 0, 0, 0, time.monotonic() - started)
+        log.info("batch job=%s batch=%s no=%s is already completed; nothing to do", attempt.job_id, batch.batch_id,
+                 attempt.batch_no)
+        return BatchResult(attempt.job_id, batch.batch_id, attempt.batch_no, 0, 0, 0, 0, time.monotonic() - started)
     messages = attempt.messages
     try:
         details, unreadable = fetch_isolating(es, cfg, [m.message_id for m in messages],
                                               {m.message_id: m.index for m in messages})
+        outcomes, uploads = _documents(cfg, attempt, details, unreadable, run_id=run_id)
+        if cfg.layout is Layout.NDJSON_GZIP:  # a file it never records is an orphan that archive sweeps
+            tracking.note_uploads(conn, attempt, [u.key for u in uploads])
+    except StaleAttempt:
+        conn.rollback()
+        raise
     except Exception as exc:
         _try_fail_batch(conn, attempt, exc, cfg)
         raise
-    outcomes, uploads = _documents(cfg, batch, attempt, details, unreadable, run_id=run_id)
     written = _upload(s3, cfg, uploads, outcomes)
     try:
         tracking.record_outcomes(conn, attempt, outcomes, policy=cfg.retry_policy())
         counts = tracking.finish_batch(conn, attempt, bytes_written=written)
     except StaleAttempt:
         conn.rollback()
-        remove_superseded(conn, s3, cfg, [u.key for u in uploads if cfg.layout is Layout.NDJSON_GZIP])
+        archive.prune(conn, s3, cfg, [u.key for u in uploads if cfg.layout is Layout.NDJSON_GZIP])
         raise
     except Exception as exc:
         _try_fail_batch(conn, attempt, exc, cfg)
         raise
-    remove_superseded(conn, s3, cfg, _superseded_keys(s3, cfg, batch, messages, uploads))
+    # Where the batch's messages were before, and files of this batch's attempts that never recorded.
+    archive.prune(conn, s3, cfg, {m.s3_key for m in messages if m.s3_key} - {u.key for u in uploads})
+    archive.sweep_orphans(conn, s3, cfg, batch_id=batch.batch_id)
     failed_now = sum(1 for o in outcomes if not o.ok)
-    result = BatchResult(batch.job_id, batch.batch_id, batch.batch_no, len(messages), len(outcomes) - failed_now,
-                         failed_now, written, time.monotonic() - started)
+    result = BatchResult(attempt.job_id, batch.batch_id, attempt.batch_no, len(messages),
+                         len(outcomes) - failed_now, failed_now, written, time.monotonic() - started)
     log.info("batch job=%s batch=%s no=%s attempt=%s attempted=%d completed=%d failed=%d bytes=%d seconds=%.2f "
-             "(batch totals: %s)", batch.job_id, batch.batch_id, batch.batch_no, attempt.token, result.attempted,
+             "(batch totals: %s)", attempt.job_id, batch.batch_id, attempt.batch_no, attempt.token, result.attempted,
              result.completed, result.failed, written, result.seconds, counts)
     return result
 
 
-def _documents(cfg: ExportConfig, batch: Batch, attempt: BatchAttempt, details: dict[str, source.MessageDetails],
+def _documents(cfg: ExportConfig, attempt: BatchAttempt, details: dict[str, source.MessageDetails],
                unreadable: dict[str, str], *, run_id: str) -> tuple[list[Outcome], list[sink.Upload]]:
     """The objects to upload (tagged with their messages), and the outcomes of messages that cannot be."""
     exported_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -106,7 +115,7 @@ def _documents(cfg: ExportConfig, batch: Batch, attempt: BatchAttempt, details: 
         try:
             # NDJSON files are named by batch and day, so only per-message objects need the id's key.
             key = sink.object_key(cfg.prefix, m.message_ts.date(), m.message_id) if per_message else ""
-            body = sink.serialise(build_document(d, job_id=batch.job_id, batch_id=batch.batch_id,
+            body = sink.serialise(build_document(d, job_id=attempt.job_id, batch_id=attempt.batch_id,
                                                  run_id=run_id, exported_at=exported_at))
         except (TypeError, ValueError) as exc:
             outcomes.append(Outcome(m.row_id, m.message_id, False, error=f"cannot serialise: {exc}"))
@@ -114,7 +123,7 @@ def _documents(cfg: ExportConfig, batch: Batch, attempt: BatchAttempt, details: 
         uploads.append(sink.Upload(key, body, tag=m))
     if cfg.layout is Layout.NDJSON_GZIP:
         return outcomes, sink.bundle_ndjson(uploads, day_of=lambda m: m.message_ts.date(), prefix=cfg.prefix,
-                                            job_id=batch.job_id, batch_no=batch.batch_no, attempt=attempt.token)
+                                            job_id=attempt.job_id, batch_no=attempt.batch_no, attempt=attempt.token)
     return outcomes, [sink.Upload(u.key, u.body, tag=[u.tag]) for u in uploads]
 
 
@@ -162,40 +171,6 @@ def fetch_isolating(es: Any, cfg: ExportConfig, ids: list[str], indices: dict[st
     left, bad_left = fetch_isolating(es, cfg, ids[:half], indices)
     right, bad_right = fetch_isolating(es, cfg, ids[half:], indices)
     return {**left, **right}, {**bad_left, **bad_right}
-
-
-def _superseded_keys(s3: Any, cfg: ExportConfig, batch: Batch, messages: list[TrackedMessage],
-                     uploads: list[sink.Upload]) -> set[str]:
-    """Objects that may now hold documents nobody refers to: where the batch's messages were before,
-    and the files of this batch's earlier attempts."""
-    keys = {m.s3_key for m in messages if m.s3_key}
-    if cfg.layout is Layout.NDJSON_GZIP:
-        for day in {m.message_ts.date() for m in messages}:
-            keys.update(sink.data_keys(s3, cfg.bucket, sink.batch_key_prefix(cfg.prefix, day, batch.job_id,
-                                                                             batch.batch_no)))
-    return keys - {u.key for u in uploads}
-
-
-def remove_superseded(conn: Any, s3: Any, cfg: ExportConfig, keys: Any) -> int:
-    """Remove from each object the documents no message refers to any more (and empty objects).
-
-    Under a per-object lock, so two batches superseding parts of one file never lose each other's
-    changes. Returns how many documents were removed.
-    """
-    removed = 0
-    for key in sorted(set(keys)):
-        tracking.object_lock(conn, key)
-        try:
-            # A document whose message has no tracking row at all is not superseded: retention
-            # removed the row of a message exported long ago, and this file is its only copy.
-            removed += sink.keep_only(s3, cfg.bucket, key, tracking.object_references(conn, key),
-                                      sse_kms_key_id=cfg.sse_kms_key_id,
-                                      also_keep=lambda ids: tracking.untracked(conn, ids))
-        finally:
-            tracking.object_unlock(conn, key)
-    if removed:
-        log.info("removed %d superseded document(s)", removed)
-    return removed
 
 
 def _try_fail_batch(conn: Any, attempt: BatchAttempt, exc: Exception, cfg: ExportConfig) -> None:

@@ -8,10 +8,10 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from es_export import sink, source, tracking
-from es_export.config import ExportConfig, Layout
+from es_export.config import ExportConfig
 from es_export.errors import ReconcileError
 from es_export.model import Job, JobShare, Status
-from es_export.pipeline.process import remove_superseded
+from es_export.pipeline import archive
 
 log = logging.getLogger(__name__)
 
@@ -45,18 +45,12 @@ class Report:
     documents_superseded: int
     bytes_written: int
     status: str = ""
+    objects_missing: list[str] = field(default_factory=list)  # examples of keys completed rows name, S3 lacks
+    objects_stray: list[str] = field(default_factory=list)  # examples of keys S3 holds, no completed row names
     exported_by: list[dict[str, Any]] = field(default_factory=list)
     held_by_others: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
-
-
-@dataclass
-class DocumentCheck:
-    objects: int = 0
-    documents: int = 0
-    missing: int = 0
-    superseded: int = 0
 
 
 def others_still_exporting(conn: Any, job: Job) -> list[JobShare]:
@@ -65,7 +59,8 @@ def others_still_exporting(conn: Any, job: Job) -> list[JobShare]:
 
 
 def reconcile(es: Any, conn: Any, s3: Any, cfg: ExportConfig, job: Job) -> Report:
-    """Check that the run's counts add up, document by document; record the outcome, write the manifest.
+    """Check that the run's counts add up, key by key and document by document; record the outcome, write
+    the manifest. Documents no longer live are removed first (es_export.pipeline.archive).
 
     Messages another run exported count as done and are listed by job ("exported by"); the DAG
     waits for runs still exporting part of the interval before it calls this. Raises
@@ -73,10 +68,6 @@ def reconcile(es: Any, conn: Any, s3: Any, cfg: ExportConfig, job: Job) -> Repor
     says why.
     """
     days = _days(job.start, job.end)
-    if cfg.layout is Layout.NDJSON_GZIP:
-        # Files of this job no message refers to: an attempt that died after uploading, or was fenced out.
-        remove_superseded(conn, s3, cfg, [k for d in days for k in sink.data_keys(
-            s3, cfg.bucket, sink.batch_key_prefix(cfg.prefix, d, job.job_id))])
     batches = tracking.batch_counts(conn, job.job_id)
     held = tracking.held_by_other_jobs(conn, job)
     report = _count(es, conn, s3, cfg, job, days, batches, held)
@@ -113,7 +104,7 @@ def _count(es: Any, conn: Any, s3: Any, cfg: ExportConfig, job: Job, days: list[
     by_status = tracking.status_counts(conn, job.start, job.end)
     whole = (datetime.combine(days[0], datetime.min.time(), UTC),
              datetime.combine(days[-1] + timedelta(days=1), datetime.min.time(), UTC))
-    docs = check_documents(conn, s3, cfg, days)
+    docs = archive.audit_days(conn, s3, cfg, days)
     shares = tracking.completed_by_job(conn, job.start, job.end)
     return Report(
         job_id=job.job_id, dag_id=job.dag_id, run_id=job.run_id,
@@ -126,32 +117,15 @@ def _count(es: Any, conn: Any, s3: Any, cfg: ExportConfig, job: Job, days: list[
         batches=batches["batches"], to_export=int(row["to_export"] or 0),
         exported_this_run=batches["completed"], failed_this_run=batches["failed"],
         exported_by_others=sum(s.messages for s in shares if s.job_id != job.job_id),
-        objects=docs.objects, objects_expected=tracking.completed_objects(conn, *whole),
+        objects=docs.objects, objects_expected=docs.objects_expected,
         documents=docs.documents,
         documents_expected=tracking.status_counts(conn, *whole).get(Status.COMPLETED, 0),
         documents_missing=docs.missing, documents_superseded=docs.superseded,
+        objects_missing=docs.missing_objects, objects_stray=docs.stray_objects,
         bytes_written=batches["bytes_written"],
         exported_by=[{**asdict(s), "this_run": s.job_id == job.job_id} for s in shares],
         held_by_others=[asdict(s) for s in held],
     )
-
-
-def check_documents(conn: Any, s3: Any, cfg: ExportConfig, days: list[date]) -> DocumentCheck:
-    """Count the documents S3 holds for the days, and compare each NDJSON file with tracking: every
-    completed message that names a file must be in it, and nothing else may be."""
-    check = DocumentCheck()
-    for day in days:
-        for key in sink.data_keys(s3, cfg.bucket, sink.day_prefix(cfg.prefix, day)):
-            check.objects += 1
-            if not key.endswith(sink.NDJSON_SUFFIX):
-                check.documents += 1
-                continue
-            ids = sink.document_ids(s3, cfg.bucket, key)
-            refs = tracking.object_references(conn, key, status=Status.COMPLETED)
-            check.documents += len(ids)
-            check.missing += len(refs - set(ids))
-            check.superseded += len(ids) - len(set(ids) & refs)
-    return check
 
 
 def dead_messages(conn: Any, job: Job) -> list[dict[str, Any]]:
@@ -177,6 +151,10 @@ def _problems(r: Report, batches: dict[str, int], held: list[JobShare]) -> list[
     if r.objects != r.objects_expected:
         problems.append(f"S3 holds {r.objects} objects for the interval's day(s) but the completed messages of "
                         f"those days are in {r.objects_expected}")
+    if r.objects_missing:
+        problems.append(f"objects that completed messages name are missing from S3, e.g. {r.objects_missing[:5]}")
+    if r.objects_stray:
+        problems.append(f"S3 holds objects that no completed message names, e.g. {r.objects_stray[:5]}")
     if r.documents != r.documents_expected:
         problems.append(f"S3 holds {r.documents} documents for the interval's day(s) but those days have "
                         f"{r.documents_expected} completed messages")

@@ -9,7 +9,8 @@ Times are stored as naive UTC DATETIME(6).
     claims       ids from the extract, claims of messages by jobs, the cut into batches
     batches      a batch's attempts: start, outcomes, finish, fail, stall, reopen (fenced); a job's
                  progress in one statement (the poll of the sqs waits)
-    objects      which messages an S3 object holds (and which have no row); a lock per object
+    objects      which messages an S3 object holds, which files are still being uploaded (object_uploads);
+                 a lock per object
     checkpoints  how far an extract got
     views        read-only counts and tables (reconcile, manifests, alerts, status page)
     retention    completed rows older than a number of days, deleted in small chunks
@@ -22,6 +23,7 @@ from es_export.tracking.batches import (
     fail_batch,
     finish_batch,
     mark_dispatched,
+    note_uploads,
     progress_of_job,
     record_outcomes,
     reopen_batch,
@@ -45,11 +47,22 @@ from es_export.tracking.jobs import (
     start_job,
     update_job,
 )
-from es_export.tracking.objects import object_lock, object_references, object_unlock, untracked
+from es_export.tracking.objects import (
+    completed_elsewhere,
+    completed_keys,
+    forget_upload,
+    object_lock,
+    object_references,
+    object_unlock,
+    orphan_uploads,
+    stalled_upload_batches,
+    upload_state,
+)
 from es_export.tracking.retention import purge_completed
-from es_export.tracking.schema import MIGRATIONS, migrate, schema_version
+from es_export.tracking.schema import LATEST_VERSION, MIGRATIONS, migrate, schema_version
 from es_export.tracking.views import (
     batch_counts,
+    completed_object_keys,
     completed_objects,
     dead_messages,
     failures,
@@ -61,12 +74,15 @@ from es_export.tracking.views import (
 )
 
 __all__ = [
-    "LIVE_JOB_HOURS", "MIGRATIONS", "batch_counts", "chunks", "batch_state", "claim_failed", "claim_for_job",
+    "LATEST_VERSION", "LIVE_JOB_HOURS", "MIGRATIONS", "batch_counts", "chunks", "batch_state", "claim_failed",
+    "claim_for_job",
     "completed_by_job", "completed_objects", "dead_messages", "effective_batch_size", "expire_stalled_batch",
     "fail_batch", "failures", "finish_batch", "get_job", "held_by_other_jobs", "in_transaction", "insert_chunk",
     "job_batches",
     "job_of_run", "job_status_counts", "load_checkpoint", "mark_dispatched", "migrate", "mirror_airflow_run",
     "object_lock", "object_references", "object_unlock", "plan_batches", "problem_messages", "progress_of_job",
     "purge_completed", "recent_jobs", "record_outcomes", "reopen_batch", "save_checkpoint", "schema_version",
-    "slice_checkpoints", "start_batch", "start_job", "status_counts", "untracked", "update_job", "utc_naive",
+    "slice_checkpoints", "start_batch", "start_job", "status_counts", "update_job", "utc_naive",
+    "completed_elsewhere", "completed_keys", "completed_object_keys", "forget_upload", "note_uploads",
+    "orphan_uploads", "stalled_upload_batches", "upload_state",
 ]

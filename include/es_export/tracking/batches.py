@@ -10,8 +10,8 @@ from collections.abc import Iterable
 from datetime import UTC
 from typing import Any
 
-from es_export.errors import StaleAttempt, TrackingError
-from es_export.model import BatchAttempt, BatchProgress, Outcome, RetryPolicy, Status, TrackedMessage
+from es_export.errors import ConfigError, StaleAttempt, TrackingError
+from es_export.model import Batch, BatchAttempt, BatchProgress, Outcome, RetryPolicy, Status, TrackedMessage
 from es_export.tracking._sql import chunks, in_transaction
 
 DEFAULT_POLICY = RetryPolicy()
@@ -29,23 +29,37 @@ def _fence(cur: Any, batch_id: int, token: int) -> None:
                            "are discarded so no message is counted twice")
 
 
-def start_batch(conn: Any, batch_id: int, *, lease_seconds: int = 7200) -> BatchAttempt:
+def start_batch(conn: Any, batch_id: int, *, lease_seconds: int = 7200, expect: Batch | None = None) -> BatchAttempt:
     """Start a new attempt: the batch and its unfinished messages become running under a lease.
 
     The new attempt takes the batch's running messages back at once (the earlier attempt died or
     is fenced out by the new token); other jobs must wait until the lease expires. A batch that is
     already completed (a queue delivering twice) is left as it is.
+
+    The job and number of the batch come from its batch_progress row, never from the sender: with
+    `expect` (a descriptor from a queue or an invoke), a descriptor whose job_id or batch_no differ
+    from the row is refused before anything changes, so a forged or garbled payload cannot make this
+    attempt name, or delete, another batch's files.
     """
     def work(cur: Any) -> BatchAttempt:
-        cur.execute("SELECT attempts, status FROM batch_progress WHERE id = %s FOR UPDATE", (batch_id,))
+        cur.execute("SELECT attempts, status, job_id, batch_no FROM batch_progress WHERE id = %s FOR UPDATE",
+                    (batch_id,))
         row = cur.fetchone()
         if row is None:
             raise StaleAttempt(f"batch {batch_id} does not exist in batch_progress; was the plan replaced?")
+        job_id, batch_no = int(row[2]), int(row[3])
+        if expect is not None and (expect.job_id, expect.batch_no) != (job_id, batch_no):
+            raise ConfigError(
+                f"the payload names batch_id {batch_id} with job_id {expect.job_id} and batch_no {expect.batch_no}, "
+                f"but batch {batch_id} is batch_no {batch_no} of job {job_id} in batch_progress; the payload is "
+                "refused and nothing was changed. Send the descriptor Airflow planned (a forged or garbled "
+                "queue message or invoke)")
         if row[1] == Status.COMPLETED:
-            return BatchAttempt(batch_id, int(row[0]), [], already_completed=True)
+            return BatchAttempt(batch_id, int(row[0]), [], already_completed=True, job_id=job_id, batch_no=batch_no)
         token = int(row[0]) + 1
         cur.execute(
-            "UPDATE batch_progress SET status = %s, attempts = %s, started_at = UTC_TIMESTAMP(6), finished_at = NULL,"
+            "UPDATE batch_progress SET status = %s, attempts = %s, receives = receives + 1,"
+            " started_at = UTC_TIMESTAMP(6), finished_at = NULL,"
             " last_error = NULL, lease_expires_at = UTC_TIMESTAMP(6) + INTERVAL %s SECOND WHERE id = %s",
             (Status.RUNNING, token, lease_seconds, batch_id),
         )
@@ -57,9 +71,27 @@ def start_batch(conn: Any, batch_id: int, *, lease_seconds: int = 7200) -> Batch
         cur.execute("SELECT id, message_id, message_ts, s3_key, source_index FROM message_tracking"
                     " WHERE batch_id = %s AND status = %s ORDER BY id", (batch_id, Status.RUNNING))
         messages = [TrackedMessage(int(r[0]), r[1], r[2].replace(tzinfo=UTC), r[3], r[4]) for r in cur.fetchall()]
-        return BatchAttempt(batch_id, token, messages)
+        return BatchAttempt(batch_id, token, messages, job_id=job_id, batch_no=batch_no)
 
     return in_transaction(conn, work)
+
+
+def note_uploads(conn: Any, attempt: BatchAttempt, keys: list[str]) -> None:
+    """Record the files this attempt is about to upload (fenced), so one it never records can be swept.
+
+    The rows go in the same transaction that finishes the batch (`finish_batch`): a row that is
+    still there once its attempt is no longer the batch's running one names an orphan file.
+    """
+    if not keys:
+        return
+
+    def work(cur: Any) -> None:
+        _fence(cur, attempt.batch_id, attempt.token)
+        cur.execute("INSERT INTO object_uploads (s3_key, batch_id, attempt) VALUES "
+                    + ", ".join(["(%s, %s, %s)"] * len(keys)),
+                    [v for key in keys for v in (key, attempt.batch_id, attempt.token)])
+
+    in_transaction(conn, work)
 
 
 # Assignments run left to right: `attempts` is already the new count when status and the next
@@ -130,6 +162,9 @@ def finish_batch(conn: Any, attempt: BatchAttempt, *, bytes_written: int = 0) ->
             " bytes_written = bytes_written + %s, finished_at = UTC_TIMESTAMP(6) WHERE id = %s",
             (Status.COMPLETED, completed, failed, total, bytes_written, attempt.batch_id),
         )
+        # The attempt's files are now what its completed rows say they are: no longer in flight.
+        cur.execute("DELETE FROM object_uploads WHERE batch_id = %s AND attempt = %s",
+                    (attempt.batch_id, attempt.token))
         return {"completed": completed, "failed": failed, "total": total}
 
     return in_transaction(conn, work)
@@ -209,7 +244,8 @@ def mark_dispatched(conn: Any, batch_ids: list[int], *, lease_seconds: int) -> N
     if not batch_ids:
         return
     with conn.cursor() as cur:
-        cur.execute("UPDATE batch_progress SET dispatched_at = UTC_TIMESTAMP(6),"
+        # A new queue message: SQS counts its receives from zero (maxReceiveCount applies per message).
+        cur.execute("UPDATE batch_progress SET dispatched_at = UTC_TIMESTAMP(6), receives = 0,"
                     " lease_expires_at = UTC_TIMESTAMP(6) + INTERVAL %s SECOND WHERE id IN ("
                     + ", ".join(["%s"] * len(batch_ids)) + ")", [lease_seconds, *batch_ids])
     conn.commit()
@@ -219,7 +255,7 @@ def batch_state(conn: Any, batch_id: int) -> dict[str, Any]:
     """The batch_progress row of a batch, as a dict."""
     with conn.cursor() as cur:
         cur.execute("SELECT id AS batch_id, job_id, batch_no, status, total, completed, failed, bytes_written,"
-                    " attempts, started_at, finished_at, dispatched_at, lease_expires_at, last_error"
+                    " attempts, receives, started_at, finished_at, dispatched_at, lease_expires_at, last_error"
                     " FROM batch_progress WHERE id = %s", (batch_id,))
         row = cur.fetchone()
         if row is None:
@@ -236,7 +272,7 @@ def progress_of_job(conn: Any, job_id: int) -> dict[int, BatchProgress]:
     connection, or the snapshot of REPEATABLE READ would show the same rows for ever.
     """
     with conn.cursor() as cur:
-        cur.execute("SELECT id, status, attempts, dispatched_at IS NULL,"
+        cur.execute("SELECT id, status, receives, dispatched_at IS NULL,"
                     " COALESCE(lease_expires_at < UTC_TIMESTAMP(6), 0) FROM batch_progress WHERE job_id = %s",
                     (job_id,))
         return {int(r[0]): BatchProgress(int(r[0]), Status(r[1]), int(r[2]), bool(r[3]), bool(r[4]))

@@ -122,6 +122,21 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         " ADD COLUMN slice_end_ms BIGINT NULL AFTER slice_start_ms,"
         " DROP PRIMARY KEY, ADD PRIMARY KEY (job_id, slice_no)",
     ]),
+    # object_uploads: the NDJSON files an attempt is writing, recorded before the upload and deleted in
+    # the transaction that finishes the batch; a row left behind names an orphan to sweep.
+    # receives: how often the batch's current queue message was received (SQS's count, not stalls).
+    (9, "files being uploaded, SQS receives per dispatch", [
+        """CREATE TABLE IF NOT EXISTS object_uploads (
+            id BIGINT AUTO_INCREMENT PRIMARY KEY,
+            s3_key VARCHAR(1024) NOT NULL,
+            batch_id BIGINT NOT NULL,
+            attempt INT NOT NULL,
+            created_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+            KEY ix_object_uploads_batch (batch_id, attempt),
+            KEY ix_object_uploads_key (s3_key(255))
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
+        "ALTER TABLE batch_progress ADD COLUMN receives INT NOT NULL DEFAULT 0 AFTER attempts",
+    ]),
 ]
 
 
@@ -174,7 +189,20 @@ def _nopad_bin_collation(cur: Any) -> str:
                         "use MariaDB 10.2+ or MySQL 8.0.17+")
 
 
+LATEST_VERSION = max(version for version, _, _ in MIGRATIONS)
+
+_NO_SUCH_TABLE = 1146
+
+
 def schema_version(conn: Any) -> int:
-    with conn.cursor() as cur:
-        cur.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version")
-        return int(cur.fetchone()[0])
+    """The newest migration the database has (0 for an empty database, read without changing it)."""
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+            version = int(cur.fetchone()[0])
+    except Exception as exc:
+        if not exc.args or exc.args[0] != _NO_SUCH_TABLE:
+            raise
+        version = 0
+    conn.commit()
+    return version

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +26,22 @@ def completed_objects(conn: Any, start: datetime, end: datetime) -> int:
         cur.execute("SELECT COUNT(DISTINCT s3_key) FROM message_tracking WHERE message_ts >= %s AND message_ts < %s"
                     " AND status = %s", (utc_naive(start), utc_naive(end), Status.COMPLETED))
         return int(cur.fetchone()[0])
+
+
+def completed_object_keys(conn: Any, start: datetime, end: datetime, page: int = 5000) -> Iterator[str]:
+    """The s3_key of every completed message of [start, end), page by page (a key once per message)."""
+    last_id = 0
+    while True:
+        with conn.cursor() as cur:
+            cur.execute("SELECT id, s3_key FROM message_tracking WHERE message_ts >= %s AND message_ts < %s"
+                        " AND status = %s AND id > %s ORDER BY id LIMIT %s",
+                        (utc_naive(start), utc_naive(end), Status.COMPLETED, last_id, page))
+            found = cur.fetchall()
+        conn.commit()
+        if not found:
+            return
+        yield from (key for _, key in found if key)
+        last_id = int(found[-1][0])
 
 
 def batch_counts(conn: Any, job_id: int) -> dict[str, int]:
