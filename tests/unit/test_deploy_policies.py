@@ -15,7 +15,7 @@ from es_export.config import ExportConfig
 pytestmark = pytest.mark.unit
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-# What sink and the pipeline call: put_object, get_object (reconcile reads documents, keep_only
+# What sink and the pipeline call: put_object, get_object (reconcile reads documents, remove_documents
 # rewrites NDJSON files), delete_object (superseded objects), list_objects_v2.
 S3_ACTIONS = {"s3:PutObject", "s3:GetObject", "s3:DeleteObject", "s3:ListBucket"}
 # PutObject with SSE-KMS needs GenerateDataKey; reading an object back needs Decrypt.
