@@ -127,7 +127,9 @@ MUTATIONS = [
     Mutation("source.py", '"lt": end.isoformat()', '"lte": end.isoformat()', "the interval's end is exclusive"),
     Mutation("source.py", '"gte": start.isoformat()', '"gt": start.isoformat()', "the interval's start is inclusive"),
     Mutation("source.py", 'per_nanos = 1_000_000 if types == {"date_nanos"} else 1',
-             'per_nanos = 1', "a date_nanos timestamp is tracked at its real time"),
+             'per_nanos = 1', "a date_nanos timestamp is tracked at its real time",
+             equivalent="this line is OpenSearch's path (no sort format there); the tier's Elasticsearch node "
+                        "gives the sort value in milliseconds and never takes it"),
 ]
 
 

@@ -27,7 +27,8 @@ def day_params(day: date, **kw) -> RunParams:
     return RunParams(start=start, end=start + timedelta(days=1), **kw)
 
 
-def export(es, conn, s3, cfg, day, *, run_id=None, reprocess=False, batch_size=500, before_process=None) -> Run:
+def export(es, conn, s3, cfg, day, *, run_id=None, reprocess=False, batch_size=500, before_process=None,
+           after_process=None) -> Run:
     """One run of es_message_export over the day, step by step as its tasks call the core."""
     params = day_params(day, reprocess=reprocess, batch_size=batch_size)
     job = pipeline.open_job(conn, dag_id="es_message_export", run_id=run_id or f"run-{uuid.uuid4().hex[:8]}",
@@ -38,6 +39,8 @@ def export(es, conn, s3, cfg, day, *, run_id=None, reprocess=False, batch_size=5
         before_process()
     for batch in batches:
         pipeline.process_batch(es, conn, s3, cfg, batch, run_id=job.run_id)
+    if after_process:
+        after_process()
     try:
         return Run(job, batches, pipeline.reconcile(es, conn, s3, cfg, job))
     except ReconcileError as exc:

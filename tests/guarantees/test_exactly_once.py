@@ -69,6 +69,25 @@ def test_a_message_failing_in_a_reprocess_keeps_its_copy(es, conn, s3, cfg):
         es.index(index=cfg.messages_index, id=victim, document=source, refresh=True)
 
 
+def test_a_message_failing_when_its_batch_is_cleared_keeps_its_copy(es, conn, s3, cfg):
+    """A person clears a finished batch (no reconcile in between); one message is gone from the cluster."""
+    cfg = ndjson(cfg)
+    _, batch = support.one_batch(es, conn, cfg, day_params(DAY), run_id="cleared")
+    pipeline.process_batch(es, conn, s3, cfg, batch, run_id="cleared")
+    (first_file,) = documents(s3, cfg, DAY)
+    victim = ids_of(DAY)[6]
+    source = es.get(index=cfg.messages_index, id=victim)["_source"]
+    es.delete(index=cfg.messages_index, id=victim, refresh=True)
+    try:
+        tracking.reopen_batch(conn, batch.batch_id)
+        result = pipeline.process_batch(es, conn, s3, cfg, batch, run_id="cleared")
+    finally:
+        es.index(index=cfg.messages_index, id=victim, document=source, refresh=True)
+    assert result.failed == 1
+    assert sink.document_ids(s3, cfg.bucket, first_file) == [victim]
+    assert copies(s3, cfg, DAY) == dict.fromkeys(ids_of(DAY), 1)
+
+
 class Died(BaseException):
     """The worker process is gone: no except clause of the package runs."""
 
@@ -221,12 +240,15 @@ def test_reconcile_finds_a_document_missing_from_its_file(es, conn, s3, cfg):
 
 
 def test_reconcile_fails_a_run_with_a_failed_message(es, conn, s3, cfg):
+    """The message is gone while its batch runs and back before reconcile counts: only its failure is wrong."""
     victim = ids_of(DAY)[3]
     source = es.get(index=cfg.messages_index, id=victim)["_source"]
     try:
         run = export(es, conn, s3, cfg, DAY,
-                     before_process=lambda: es.delete(index=cfg.messages_index, id=victim, refresh=True))
-        assert isinstance(run.report, ReconcileError)
+                     before_process=lambda: es.delete(index=cfg.messages_index, id=victim, refresh=True),
+                     after_process=lambda: es.index(index=cfg.messages_index, id=victim, document=source,
+                                                    refresh=True))
+        assert isinstance(run.report, ReconcileError) and "1 message(s) of the interval failed" in str(run.report)
         assert rows(conn, "SELECT status FROM job_runs WHERE id = %s", run.job.job_id) == (("failed",),)
     finally:
         es.index(index=cfg.messages_index, id=victim, document=source, refresh=True)

@@ -124,7 +124,13 @@ class AirflowAPI:
         return self
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        resp = self.session.request(method, f"{self.url}{path}", timeout=60, **kwargs)
+        # 503 is Airflow's answer when its SQLite metadata database was locked by another component
+        # (the transaction was rolled back): its docs say to try again, as a client of the API would.
+        for attempt in range(6):
+            resp = self.session.request(method, f"{self.url}{path}", timeout=60, **kwargs)
+            if resp.status_code != 503:
+                break
+            time.sleep(0.5 * 2 ** attempt)
         if resp.status_code >= 400:
             raise AssertionError(f"{method} {path} -> {resp.status_code}: {resp.text[:2000]}")
         return resp.json() if resp.content else None
