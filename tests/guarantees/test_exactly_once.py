@@ -69,11 +69,21 @@ def test_a_message_failing_in_a_reprocess_keeps_its_copy(es, conn, s3, cfg):
         es.index(index=cfg.messages_index, id=victim, document=source, refresh=True)
 
 
-def test_a_message_failing_when_its_batch_is_cleared_keeps_its_copy(es, conn, s3, cfg):
-    """A person clears a finished batch (no reconcile in between); one message is gone from the cluster."""
+def test_a_message_failing_when_its_batch_is_cleared_keeps_its_copy(es, conn, s3, cfg, monkeypatch):
+    """The worker dies right after recording its batch (before any cleanup), a person clears the batch (no
+    reconcile in between), and one message is gone from the cluster by then."""
+    from es_export.pipeline import archive
+
     cfg = ndjson(cfg)
     _, batch = support.one_batch(es, conn, cfg, day_params(DAY), run_id="cleared")
-    pipeline.process_batch(es, conn, s3, cfg, batch, run_id="cleared")
+
+    def die(*args, **kwargs):
+        raise Died()
+
+    monkeypatch.setattr(archive, "prune", die)
+    with pytest.raises(Died):
+        pipeline.process_batch(es, conn, s3, cfg, batch, run_id="cleared")
+    monkeypatch.undo()
     (first_file,) = documents(s3, cfg, DAY)
     victim = ids_of(DAY)[6]
     source = es.get(index=cfg.messages_index, id=victim)["_source"]
