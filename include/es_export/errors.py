@@ -27,6 +27,11 @@ class SourceError(ExportError):
     """Elasticsearch holds something we cannot work with (missing index, wrong mapping)."""
 
 
+class PartialResults(TransientError):
+    """The search cluster answered with only part of the data (a shard failed or was missing, or the
+    search timed out): never used, because exporting it would lose messages in silence."""
+
+
 class TrackingError(ExportError):
     """The tracking database is not in the state this step needs."""
 

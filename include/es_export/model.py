@@ -157,12 +157,21 @@ class JobShare:
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """How far an extract got: every id with a timestamp below last_ts_ms is tracked (ids_before of them)."""
+    """How far an extract got: every id with a timestamp below last_ts_ms is tracked (ids_before of them).
+
+    Inside a group of ids that share last_ts_ms, `at_last` of them are tracked too, up to the sort
+    values `search_after` of the point-in-time `pit_id`: while that point-in-time lives (its
+    keep-alive after the last page, also after a crash), a resume continues there instead of reading
+    the whole group again. Without it, the group is read again from its start.
+    """
 
     last_ts_ms: int
     ids_before: int
     ids_new: int
     finished: bool
+    at_last: int = 0
+    pit_id: str | None = None
+    search_after: list[Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from es_export.errors import ConfigError, SourceError
+from es_export.errors import ConfigError, PartialResults, SourceError
 
 
 class PointInTimeGone(Exception):
@@ -90,6 +90,48 @@ class SearchSettings:
             raise ConfigError("choose one authentication: AWS SigV4 (aws_region) or a login/API key, not both")
 
 
+def check_complete(answer: dict[str, Any], what: str) -> dict[str, Any]:
+    """`answer` itself, or PartialResults when a shard failed or the search timed out.
+
+    Both engines answer HTTP 200 with the hits of the shards that answered when a shard is missing,
+    rejected, trips a breaker or times out; the package asks for complete results wherever the API
+    lets it, and checks every answer whatever it asked.
+    """
+    shards = answer.get("_shards") or {}
+    failed = int(shards.get("failed") or 0)
+    if failed or answer.get("timed_out"):
+        failures = shards.get("failures") or []
+        named = "; ".join(f"[{f.get('index')}][{f.get('shard')}] {_reason(f.get('reason'))}" for f in failures[:5])
+        raise PartialResults(
+            f"{what} answered with only part of the data: "
+            + (f"{failed} of {shards.get('total')} shard(s) failed ({named or 'no reason given'})" if failed
+               else "the search timed out")
+            + ". Nothing was recorded from it; the task's retry asks again once the cluster's shards are back "
+            "(check GET _cluster/health and _cat/shards)")
+    return answer
+
+
+def _reason(reason: Any) -> str:
+    if isinstance(reason, dict):
+        return f"{reason.get('type')}: {reason.get('reason')}"
+    return str(reason)
+
+
+# What Elasticsearch and OpenSearch answer when asked for complete results while a shard is missing.
+_MISSING_SHARDS = {"search_phase_execution_exception", "no_shard_available_action_exception"}
+
+
+def _refused(exc: Exception, what: str) -> Exception:
+    """The engine's refusal to answer with partial results (missing shards) as PartialResults; else `exc`."""
+    body = getattr(exc, "body", None) or getattr(exc, "info", None)
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and error.get("type") in _MISSING_SHARDS:
+        return PartialResults(f"{what} was refused because not every shard could answer ({error.get('reason')}); "
+                              "the task's retry asks again once the cluster's shards are back (check GET "
+                              "_cluster/health and _cat/shards)")
+    return exc
+
+
 class SearchClient:
     """What the export asks of a cluster; `ElasticsearchClient` and `OpenSearchClient` implement it."""
 
@@ -108,11 +150,16 @@ class SearchClient:
     def count(self, index: str, query: dict[str, Any]) -> int:
         raise NotImplementedError
 
+    def closed_indices(self, index: str) -> list[str]:
+        """The closed concrete indices behind `index`: a pattern skips them in silence, an alias refuses."""
+        raise NotImplementedError
+
     def open_pit(self, index: str, keep_alive: str) -> str:
         raise NotImplementedError
 
     def search_pit(self, pit_id: str, keep_alive: str, *, query: dict[str, Any], sort: list[Any], size: int,
-                   source: bool | list[str], search_after: list[Any] | None) -> dict[str, Any]:
+                   source: bool | list[str], search_after: list[Any] | None,
+                   track_total_hits: bool = False) -> dict[str, Any]:
         raise NotImplementedError
 
     def close_pit(self, pit_id: str) -> None:
@@ -139,29 +186,55 @@ class ElasticsearchClient(SearchClient):
         return dict(getattr(resp, "body", resp))
 
     def count(self, index: str, query: dict[str, Any]) -> int:
-        return int(self.es.count(index=index, query=query)["count"])
+        # The count API takes no allow_partial_search_results: its _shards decides.
+        what = f"the count of {index!r}"
+        return int(check_complete(dict(self._call(what, self.es.count, index=index, query=query)), what)["count"])
+
+    def closed_indices(self, index: str) -> list[str]:
+        rows = self.es.cat.indices(index=index, expand_wildcards="all", h="index,status", format="json")
+        return sorted(r["index"] for r in getattr(rows, "body", rows) if r.get("status") == "close")
 
     def open_pit(self, index: str, keep_alive: str) -> str:
-        return str(self.es.open_point_in_time(index=index, keep_alive=keep_alive)["id"])
+        what = f"opening a point-in-time over {index!r}"
+        answer = dict(self._call(what, self.es.open_point_in_time, index=index, keep_alive=keep_alive,
+                                 allow_partial_search_results=False))
+        return str(check_complete(answer, what)["id"])
 
     def search_pit(self, pit_id: str, keep_alive: str, *, query: dict[str, Any], sort: list[Any], size: int,
-                   source: bool | list[str], search_after: list[Any] | None) -> dict[str, Any]:
+                   source: bool | list[str], search_after: list[Any] | None,
+                   track_total_hits: bool = False) -> dict[str, Any]:
         from elasticsearch import NotFoundError
 
         try:
-            return dict(self.es.search(pit={"id": pit_id, "keep_alive": keep_alive}, query=query, sort=sort,
-                                       size=size, source=source, search_after=search_after, track_total_hits=False))
+            answer = self._call("a point-in-time search", self.es.search, pit={"id": pit_id, "keep_alive": keep_alive},
+                                query=query, sort=sort, size=size, source=source, search_after=search_after,
+                                track_total_hits=track_total_hits, allow_partial_search_results=False)
         except NotFoundError as exc:
             raise PointInTimeGone(str(exc)) from exc
+        return check_complete(dict(answer), "a point-in-time search")
 
     def close_pit(self, pit_id: str) -> None:
         self.es.close_point_in_time(id=pit_id)
 
     def mget(self, docs: list[dict[str, str]]) -> list[dict[str, Any]]:
-        return list(self.es.mget(docs=docs)["docs"])
+        return _complete_docs(list(self._call("_mget", self.es.mget, docs=docs)["docs"]))
 
     def msearch(self, searches: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return list(self.es.msearch(searches=searches)["responses"])
+        return list(self._call("_msearch", self.es.msearch, searches=_no_partial(searches))["responses"])
+
+    @staticmethod
+    def _call(what: str, method: Any, **kwargs: Any) -> Any:
+        from elasticsearch import ApiError, NotFoundError
+
+        try:
+            return method(**kwargs)
+        except NotFoundError:
+            raise  # a point-in-time gone answers 404 with the same exception type: the caller tells them apart
+        except ApiError as exc:
+            refused = _refused(exc, what)
+            if refused is exc:
+                raise
+            raise refused from exc
 
 
 class OpenSearchClient(SearchClient):
@@ -181,32 +254,80 @@ class OpenSearchClient(SearchClient):
         return dict(self.client.indices.get_field_mapping(index=index, fields=field))
 
     def count(self, index: str, query: dict[str, Any]) -> int:
-        return int(self.client.count(index=index, body={"query": query})["count"])
+        what = f"the count of {index!r}"
+        answer = self._call(what, self.client.count, index=index, body={"query": query})
+        return int(check_complete(dict(answer), what)["count"])
+
+    def closed_indices(self, index: str) -> list[str]:
+        rows = self.client.cat.indices(index=index, expand_wildcards="all", h="index,status", format="json")
+        return sorted(r["index"] for r in rows if r.get("status") == "close")
 
     def open_pit(self, index: str, keep_alive: str) -> str:
-        return str(self.client.create_pit(index=index, params={"keep_alive": keep_alive})["pit_id"])
+        # OpenSearch creates a point-in-time without the missing shards unless told not to.
+        what = f"opening a point-in-time over {index!r}"
+        answer = self._call(what, self.client.create_pit, index=index,
+                            params={"keep_alive": keep_alive, "allow_partial_pit_creation": "false"})
+        return str(check_complete(dict(answer), what)["pit_id"])
 
     def search_pit(self, pit_id: str, keep_alive: str, *, query: dict[str, Any], sort: list[Any], size: int,
-                   source: bool | list[str], search_after: list[Any] | None) -> dict[str, Any]:
+                   source: bool | list[str], search_after: list[Any] | None,
+                   track_total_hits: bool = False) -> dict[str, Any]:
         from opensearchpy import NotFoundError
 
         body: dict[str, Any] = {"pit": {"id": pit_id, "keep_alive": keep_alive}, "query": query, "sort": sort,
-                                "size": size, "_source": source, "track_total_hits": False}
+                                "size": size, "_source": source, "track_total_hits": track_total_hits}
         if search_after is not None:
             body["search_after"] = search_after
         try:
-            return dict(self.client.search(body=body))
+            answer = self._call("a point-in-time search", self.client.search, body=body,
+                                params={"allow_partial_search_results": "false"})
         except NotFoundError as exc:
             raise PointInTimeGone(str(exc)) from exc
+        return check_complete(dict(answer), "a point-in-time search")
 
     def close_pit(self, pit_id: str) -> None:
         self.client.delete_pit(body={"pit_id": [pit_id]})
 
     def mget(self, docs: list[dict[str, str]]) -> list[dict[str, Any]]:
-        return list(self.client.mget(body={"docs": docs})["docs"])
+        return _complete_docs(list(self._call("_mget", self.client.mget, body={"docs": docs})["docs"]))
 
     def msearch(self, searches: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return list(self.client.msearch(body=searches)["responses"])
+        return list(self._call("_msearch", self.client.msearch, body=_no_partial(searches))["responses"])
+
+    @staticmethod
+    def _call(what: str, method: Any, **kwargs: Any) -> Any:
+        from opensearchpy import NotFoundError, TransportError
+
+        try:
+            return method(**kwargs)
+        except NotFoundError:
+            raise
+        except TransportError as exc:
+            refused = _refused(exc, what)
+            if refused is exc:
+                raise
+            raise refused from exc
+
+
+def _no_partial(searches: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """An _msearch body whose every search asks for complete results (its header, the even lines)."""
+    return [{**line, "allow_partial_search_results": False} if i % 2 == 0 else line for i, line in enumerate(searches)]
+
+
+def _complete_docs(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The docs of an _mget, or PartialResults when one could not be read (its shard is missing). A document
+    of an index that no longer exists is not found, as it is."""
+    docs = [{"_index": d.get("_index"), "_id": d.get("_id"), "found": False}
+            if isinstance(d.get("error"), dict) and d["error"].get("type") == "index_not_found_exception" else d
+            for d in docs]
+    errors = [d for d in docs if d.get("error")]
+    if not errors:
+        return docs
+    named = "; ".join(f"{d.get('_index')}/{d.get('_id')}: {_reason(d['error'])}" for d in errors[:3])
+    if any("shard" in str(_reason(d["error"])) for d in errors):
+        raise PartialResults(f"_mget could not read {len(errors)} document(s) ({named}); the task's retry asks "
+                             "again once the cluster's shards are back")
+    raise SourceError(f"_mget could not read {len(errors)} document(s): {named}")
 
 
 def adapt(client: Any) -> SearchClient:

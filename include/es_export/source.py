@@ -16,7 +16,7 @@ from typing import Any
 
 from es_export.config import ExportConfig
 from es_export.errors import SourceError, TransientError
-from es_export.search import PointInTimeGone, SearchClient, adapt, values_of
+from es_export.search import PointInTimeGone, SearchClient, adapt, check_complete, values_of
 
 
 class PointInTimeExpired(TransientError):
@@ -31,10 +31,19 @@ NUMERIC_TYPES = {"long", "integer", "short", "byte", "unsigned_long"}
 
 
 @dataclass(frozen=True)
+class ScanPosition:
+    """Where a scan can continue: its point-in-time and the sort values of the last hit read."""
+
+    pit_id: str
+    search_after: list[Any]
+
+
+@dataclass(frozen=True)
 class IdHit:
     message_id: str
     timestamp: datetime
     index: str | None = None  # the concrete index that holds the message
+    position: ScanPosition | None = None  # where the scan stood after this hit
 
 
 def _range_query(field: str, start: datetime, end: datetime) -> dict:
@@ -53,11 +62,22 @@ def _field_types(client: SearchClient, index: str, field: str) -> dict[str, dict
 
 
 def check_timestamp_field(es: Any, index: str, field: str) -> None:
-    """Refuse an index whose mapping lacks the timestamp field, instead of exporting nothing."""
+    """Refuse an index whose mapping lacks the timestamp field, instead of exporting nothing.
+
+    Every concrete index behind `index` (an alias, a pattern, a data stream's backing indices) must
+    map the field: a range query matches nothing in one that does not, and the count uses the same
+    query, so its messages would be skipped with reconcile agreeing. An empty index is no risk.
+    """
     client = adapt(es)
     if not client.exists(index):
         raise SourceError(f"index {index!r} does not exist on the source cluster; check messages_index in the "
                           "configuration (an index, alias, data stream or pattern)")
+    closed = client.closed_indices(index)
+    if closed:
+        raise SourceError(f"the concrete index(es) {closed[:10]} behind {index!r} are closed, so their messages "
+                          "cannot be read (a pattern would skip them in silence); open them, or leave them out of "
+                          f"messages_index (e.g. '{index},-{closed[0]}')")
+    mappings = client.field_mapping(index, field)
     types = {str(m["type"]) for m in _field_types(client, index, field).values() if m.get("type")}
     if not types:
         raise SourceError(f"index {index!r} has no field {field!r} in its mapping; set timestamp_field in the "
@@ -65,6 +85,12 @@ def check_timestamp_field(es: Any, index: str, field: str) -> None:
     if not types <= DATE_TYPES:
         raise SourceError(f"field {field!r} of index {index!r} is mapped as {sorted(types)}, not as a date; "
                           "map it as date or point timestamp_field to a date field")
+    unmapped = sorted(name for name, m in mappings.items() if not (m.get("mappings") or {}).get(field))
+    holding = [name for name in unmapped if client.count(name, {"match_all": {}})]
+    if holding:
+        raise SourceError(f"the concrete index(es) {holding} behind {index!r} hold documents but do not map "
+                          f"{field!r}, so none of their messages would be exported; map the field there, or "
+                          "narrow messages_index to the indices that hold messages")
 
 
 def count_interval(es: Any, cfg: ExportConfig, start: datetime, end: datetime) -> int:
@@ -79,38 +105,62 @@ def scan(
     page_size: int,
     keep_alive: str,
     source: bool | list[str] = False,
+    *,
+    resume: ScanPosition | None = None,
+    keep_pit_on_error: bool = False,
 ) -> Iterator[dict]:
     """Yield every hit of `query` in `sort` order, page by page, with point-in-time + search_after.
 
     The point-in-time gives a stable view for the whole scan; each response may carry a newer PIT id,
-    which the next request must use. The PIT is closed in `finally`, also when the consumer stops early.
-    The engine's tie-breaker ends the sort, so `search_after` never skips or repeats a hit.
+    which the next request must use (each hit carries it as "_pit"). The engine's tie-breaker ends
+    the sort, so `search_after` never skips or repeats a hit. `resume` continues a scan in its own
+    point-in-time after the hit it names (PointInTimeExpired when that is gone). The PIT is closed
+    in `finally`; with `keep_pit_on_error` only when the scan ended, so a retry can resume in it.
+
+    A scan that makes no progress (a page ending where the last one did, more hits than the
+    point-in-time holds: the sort and the engine disagree) stops with SourceError instead of looping.
     """
     client = adapt(es)
     sort = [*sort, client.tiebreaker]
-    pit_id = client.open_pit(index, keep_alive)
+    pit_id = resume.pit_id if resume else client.open_pit(index, keep_alive)
+    search_after = resume.search_after if resume else None
+    total: int | None = None
+    read = 0
+    ended = False
     try:
-        search_after = None
         while True:
             try:
                 resp = client.search_pit(pit_id, keep_alive, query=query, sort=sort, size=page_size, source=source,
-                                         search_after=search_after)
+                                         search_after=search_after, track_total_hits=total is None)
             except PointInTimeGone as exc:
                 raise PointInTimeExpired(f"the point-in-time over {index!r} expired or was closed "
                                          f"(keep_alive {keep_alive}): {exc}") from exc
             pit_id = resp.get("pit_id", pit_id)
+            if total is None:
+                counted = resp["hits"].get("total") or {}
+                total = int(counted["value"]) if counted.get("relation") == "eq" else -1
             hits = resp["hits"]["hits"]
-            if not hits:
+            read += len(hits)
+            if total >= 0 and read > total:
+                raise SourceError(f"the scan of {index!r} read {read} hits while its point-in-time holds {total}: "
+                                  "the engine does not page the sort in order (mixed date types?); stopped")
+            for hit in hits:
+                hit["_pit"] = pit_id
+            if not hits or len(hits) < page_size:
+                yield from hits
+                ended = True
                 return
+            if hits[-1]["sort"] == search_after:
+                raise SourceError(f"the scan of {index!r} made no progress: a page ended at {search_after}, where "
+                                  "the last one did; stopped instead of asking again")
             yield from hits
-            if len(hits) < page_size:
-                return
             search_after = hits[-1]["sort"]
     finally:
-        try:
-            client.close_pit(pit_id)
-        except Exception:  # noqa: BLE001 - the PIT expires on its own; never mask the real error
-            pass
+        if ended or not keep_pit_on_error:
+            try:
+                client.close_pit(pit_id)
+            except Exception:  # noqa: BLE001 - the PIT expires on its own; never mask the real error
+                pass
 
 
 def epoch_millis(sort_value: Any) -> int:
@@ -118,24 +168,65 @@ def epoch_millis(sort_value: Any) -> int:
     return int(Decimal(str(sort_value)))
 
 
-def stream_ids(es: Any, cfg: ExportConfig, start: datetime, end: datetime) -> Iterator[IdHit]:
-    """The ids (timestamps, concrete indices) of the messages whose timestamp is in [start, end), oldest first."""
+def _timestamp_sort(client: SearchClient, index: str, field: str) -> tuple[list[Any], int]:
+    """The sort of an id scan (its smallest and its largest value, to see a multi-valued timestamp) and
+    how many sort units make a millisecond.
+
+    Indices mapping `date` and `date_nanos` behind one name (a data stream whose timestamp became
+    date_nanos, rolled over) sort as nanoseconds on both engines (`numeric_type`), so the coordinating
+    node compares like with like; Elasticsearch prints a plain `date` in epoch milliseconds itself.
+    """
+    types = {m.get("type") for m in _field_types(client, index, field).values()}
+    if "date_nanos" in types:
+        keys = [{field: {"order": "asc", "mode": mode, "numeric_type": "date_nanos"}} for mode in ("min", "max")]
+        return keys, 1_000_000
+    if client.sort_format:
+        return [{field: {"order": "asc", "mode": mode, "format": "epoch_millis"}} for mode in ("min", "max")], 1
+    return [{field: {"order": "asc", "mode": mode}} for mode in ("min", "max")], 1
+
+
+def stream_ids(es: Any, cfg: ExportConfig, start: datetime, end: datetime, *,
+               resume: ScanPosition | None = None) -> Iterator[IdHit]:
+    """The ids (timestamps, concrete indices) of the messages whose timestamp is in [start, end), oldest first.
+
+    A message has one timestamp: a document whose timestamp field holds several values matches the
+    range of every day one of them falls in, so it is refused, naming it, rather than exported on
+    one day and counted on another.
+    """
     client = adapt(es)
     field = cfg.timestamp_field
-    per_nanos = 1
-    if client.sort_format:
-        sort: list[Any] = [{field: {"order": "asc", "format": "epoch_millis"}}]
-    else:
-        types = {m.get("type") for m in _field_types(client, cfg.messages_index, field).values()}
-        if len(types) > 1:
-            raise SourceError(f"field {field!r} is mapped as {sorted(map(str, types))} in the indices behind "
-                              f"{cfg.messages_index!r}; on OpenSearch give them one date type")
-        per_nanos = 1_000_000 if types == {"date_nanos"} else 1
-        sort = [{field: {"order": "asc"}}]
+    sort, per_ms = _timestamp_sort(client, cfg.messages_index, field)
     for hit in scan(client, cfg.messages_index, _range_query(field, start, end), sort, cfg.scan_page_size,
-                    cfg.pit_keep_alive):
-        millis = epoch_millis(hit["sort"][0]) // per_nanos
-        yield IdHit(hit["_id"], datetime.fromtimestamp(millis / 1000, tz=UTC), hit.get("_index"))
+                    cfg.pit_keep_alive, resume=resume, keep_pit_on_error=True):
+        smallest, largest = hit["sort"][0], hit["sort"][1]
+        if smallest != largest:
+            raise SourceError(f"message {hit['_id']!r} in {hit.get('_index')!r} has several values in {field!r} "
+                              f"(from {smallest} to {largest}); a message needs one timestamp, so the export "
+                              "stops instead of counting it on one day and exporting it on another. Give it one "
+                              "value, or set timestamp_field to a single-valued field")
+        millis = epoch_millis(smallest) // per_ms
+        yield IdHit(hit["_id"], datetime.fromtimestamp(millis / 1000, tz=UTC), hit.get("_index"),
+                    ScanPosition(hit["_pit"], hit["sort"]))
+
+
+def refuse_copies(es: Any, moved: list[tuple[str, str, str]]) -> None:
+    """Refuse messages found in a concrete index other than the one tracked, while the tracked one still holds
+    them: two copies of one id (a shipper's retry across a rollover, an alias over v1 and v2 during a
+    reindex). Exporting either would count two and export one, or move the message between days.
+
+    `moved` holds (message id, tracked index, index just found). One whose tracked index no longer
+    holds it moved (a reindex, a rollover) and is simply followed.
+    """
+    if not moved:
+        return
+    docs = adapt(es).mget([{"_index": old, "_id": mid} for mid, old, _ in moved])
+    held = {(d.get("_index"), d.get("_id")) for d in docs if d.get("found")}
+    copies = [(mid, old, new) for mid, old, new in moved if (old, mid) in held]
+    if copies:
+        named = "; ".join(f"{mid!r} in {old!r} and {new!r}" for mid, old, new in copies[:5])
+        raise SourceError(f"{len(copies)} message id(s) are held by two concrete indices behind the messages index "
+                          f"({named}): one id must be one message. Delete the copy that is wrong (or point "
+                          "messages_index at one of the indices), then run the day again")
 
 
 @dataclass
@@ -264,6 +355,7 @@ def _related_hits(client: SearchClient, cfg: ExportConfig, message_ids: list[str
                 raise SourceError(f"index {index!r} does not exist on the source cluster; check {section}_index "
                                   "in the configuration")
             raise TransientError(f"searching {index!r} for the batch's {section} failed: {reason}")
+        check_complete(result, f"searching {index!r} for the batch's {section}")
         hits = result["hits"]["hits"]
         total = result["hits"]["total"]["value"]
         if total > len(hits):

@@ -92,3 +92,47 @@ def test_a_text_field_without_an_exact_sub_field_is_refused_naming_index_and_fix
     with pytest.raises(SourceError, match="field 'message_id' of index 'h-2024' is mapped as 'text' without an "
                                           "exact \\(keyword\\) sub-field"):
         source.exact_field(Mapped({"h-2024": {"type": "text"}}), "h-*", "message_id")
+
+
+class LoopingClient(search.SearchClient):
+    """An engine whose pages never move on: every search answers the same full page."""
+
+    def __init__(self, total: int):
+        self.total, self.searches = total, 0
+
+    def open_pit(self, index, keep_alive):
+        return "pit"
+
+    def close_pit(self, pit_id):
+        pass
+
+    def search_pit(self, pit_id, keep_alive, *, query, sort, size, source, search_after, track_total_hits=False):
+        self.searches += 1
+        hits = [{"_id": f"m{i}", "sort": [1000, i]} for i in range(size)]
+        total = {"total": {"value": self.total, "relation": "eq"}} if track_total_hits else {}
+        return {"pit_id": pit_id, "hits": {**total, "hits": hits}}
+
+
+@pytest.mark.parametrize(("total", "message"), [
+    pytest.param(1000, "made no progress: a page ended at", id="same-page-again"),
+    pytest.param(15, "read 20 hits while its point-in-time holds 15", id="more-hits-than-the-pit-holds"),
+])
+def test_a_scan_that_makes_no_progress_stops_instead_of_looping(total, message):
+    client = LoopingClient(total)
+    with pytest.raises(SourceError, match=message):
+        list(source.scan(client, "messages", {"match_all": {}}, [], 10, "1m"))
+    assert client.searches <= 2
+
+
+@pytest.mark.parametrize(("answer", "message"), [
+    pytest.param({"_shards": {"total": 4, "successful": 3, "failed": 1, "failures": [
+        {"index": "m-b", "shard": 2, "reason": {"type": "node_not_connected_exception", "reason": "gone"}}]}},
+        "1 of 4 shard\\(s\\) failed \\(\\[m-b\\]\\[2\\] node_not_connected_exception: gone\\)", id="failed-shard"),
+    pytest.param({"timed_out": True, "_shards": {"total": 1, "failed": 0}}, "the search timed out", id="timed-out"),
+])
+def test_a_partial_answer_is_refused_naming_the_shard(answer, message):
+    from es_export.errors import PartialResults
+
+    with pytest.raises(PartialResults, match=message):
+        search.check_complete(answer, "the count of 'm'")
+    assert search.check_complete({"_shards": {"total": 2, "failed": 0}, "count": 3}, "x")["count"] == 3

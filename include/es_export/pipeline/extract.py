@@ -8,7 +8,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,21 +32,29 @@ class ExtractResult:
 
 
 class _IdCounter:
-    """Counts streamed ids so a checkpoint can say exactly how many lie below a timestamp."""
+    """Counts streamed ids so a checkpoint can say exactly how many lie below a timestamp, and how many
+    of those at it were read, up to which position of the scan."""
 
     def __init__(self, cp: Checkpoint) -> None:
-        self.last_ts_ms, self.below, self.at_last, self.new = cp.last_ts_ms, cp.ids_before, 0, cp.ids_new
+        self.last_ts_ms, self.below, self.new = cp.last_ts_ms, cp.ids_before, cp.ids_new
+        self.at_last = cp.at_last if cp.search_after is not None else 0
+        self.position: source.ScanPosition | None = (source.ScanPosition(cp.pit_id, cp.search_after)
+                                                     if cp.pit_id and cp.search_after is not None else None)
 
-    def add(self, ts_ms: int) -> None:
+    def add(self, hit: source.IdHit) -> None:
+        ts_ms = _ms(hit.timestamp)
         if ts_ms > self.last_ts_ms:
             self.below += self.at_last
             self.last_ts_ms, self.at_last = ts_ms, 0
         self.at_last += 1
+        self.position = hit.position
 
     def checkpoint(self, finished: bool = False) -> Checkpoint:
         if finished:
             return Checkpoint(self.last_ts_ms, self.below + self.at_last, self.new, True)
-        return Checkpoint(self.last_ts_ms, self.below, self.new, False)
+        position = self.position
+        return Checkpoint(self.last_ts_ms, self.below, self.new, False, self.at_last,
+                          position.pit_id if position else None, position.search_after if position else None)
 
 
 def _ms(ts: datetime) -> int:
@@ -100,7 +108,9 @@ def extract(es: Any, conn: Any, cfg: ExportConfig, job: Job, part: ExtractSlice 
             reopened += 1
             if reopened > max_reopen:
                 raise
-            cp = tracking.load_checkpoint(conn, job.job_id, part) or cp
+            # A new point-in-time: the group at the position's timestamp is read again from its start.
+            cp = replace(tracking.load_checkpoint(conn, job.job_id, part) or cp, at_last=0, pit_id=None,
+                         search_after=None)
             log.warning("extract job=%s %s: point-in-time expired, reopening at %s (attempt %d)",
                         job.job_id, part.label(), cp.last_ts_ms, reopened)
     if part.count == 1:
@@ -182,26 +192,34 @@ def _extract_from(es: Any, conn: Any, cfg: ExportConfig, job: Job, part: Extract
     tracking.save_checkpoint(conn, job.job_id, cp, part=part, resumed=resumed)
     conn.commit()
     start, end = _bounds(job, part)
-    hits = source.stream_ids(es, cfg, max(_at_ms(cp.last_ts_ms), start), end)
+    if counter.position is not None:
+        log.info("extract job=%s %s: resuming in its point-in-time after %d id(s) at %s", job.job_id, part.label(),
+                 counter.at_last, counter.last_ts_ms)
+    hits = source.stream_ids(es, cfg, max(_at_ms(cp.last_ts_ms), start), end, resume=counter.position)
     for chunk in prefetched(tracking.chunks(hits, cfg.insert_chunk_size)):
-        counter = _write_chunk(conn, job, part, counter, chunk)
+        counter = _write_chunk(es, conn, job, part, counter, chunk)
     final = counter.checkpoint(finished=True)
     tracking.save_checkpoint(conn, job.job_id, final, part=part)
     conn.commit()
     return final
 
 
-def _write_chunk(conn: Any, job: Job, part: ExtractSlice, counter: _IdCounter, chunk: list[Any]) -> _IdCounter:
+def _write_chunk(es: Any, conn: Any, job: Job, part: ExtractSlice, counter: _IdCounter,
+                 chunk: list[Any]) -> _IdCounter:
     """Insert a chunk of ids and the position after it in one transaction; returns the counter after it.
 
     Run again on a deadlock or lock wait timeout: slices inserting into the same unique index
     (or a rerun finding most ids already tracked) can lock each other's gaps.
     """
+    def check_moved(moved: list[tuple[str, str, str]]) -> None:
+        source.refuse_copies(es, moved)
+
     def work(_cur: Any) -> _IdCounter:
         after = copy.copy(counter)  # a failed attempt leaves the caller's counter as it was
-        after.new += tracking.insert_chunk(conn, chunk, dag_id=job.dag_id, run_id=job.run_id)
+        after.new += tracking.insert_chunk(conn, chunk, dag_id=job.dag_id, run_id=job.run_id,
+                                           check_moved=check_moved)
         for hit in chunk:
-            after.add(_ms(hit.timestamp))
+            after.add(hit)
         tracking.save_checkpoint(conn, job.job_id, after.checkpoint(), part=part)
         return after
 

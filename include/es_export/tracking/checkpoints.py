@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from es_export.model import Checkpoint, ExtractSlice
@@ -11,14 +12,15 @@ def load_checkpoint(conn: Any, job_id: int, part: ExtractSlice | None = None) ->
     """The checkpoint of a slice (slice 0 when none is given); None when it has none, or when the
     saved one belongs to another cut of the interval (an earlier attempt with another slice count)."""
     with conn.cursor() as cur:
-        cur.execute("SELECT last_ts_ms, ids_before, ids_new, finished, slice_start_ms, slice_end_ms"
-                    " FROM extract_checkpoints WHERE job_id = %s AND slice_no = %s",
+        cur.execute("SELECT last_ts_ms, ids_before, ids_new, finished, slice_start_ms, slice_end_ms, ids_at_last,"
+                    " pit_id, search_after FROM extract_checkpoints WHERE job_id = %s AND slice_no = %s",
                     (job_id, part.no if part else 0))
         row = cur.fetchone()
     conn.commit()
     if row is None or (part is not None and not part.matches(row[4], row[5], int(row[0]))):
         return None
-    return Checkpoint(int(row[0]), int(row[1]), int(row[2]), bool(row[3]))
+    return Checkpoint(int(row[0]), int(row[1]), int(row[2]), bool(row[3]), int(row[6]), row[7] or None,
+                      json.loads(row[8]) if row[8] else None)
 
 
 def save_checkpoint(conn: Any, job_id: int, cp: Checkpoint, *, part: ExtractSlice | None = None,
@@ -28,11 +30,14 @@ def save_checkpoint(conn: Any, job_id: int, cp: Checkpoint, *, part: ExtractSlic
     with conn.cursor() as cur:
         cur.execute(
             "INSERT INTO extract_checkpoints (job_id, slice_no, slice_start_ms, slice_end_ms, last_ts_ms, ids_before,"
-            " ids_new, finished, resumes) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ids_at_last, ids_new, pit_id, search_after, finished, resumes)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             " ON DUPLICATE KEY UPDATE slice_start_ms = VALUES(slice_start_ms), slice_end_ms = VALUES(slice_end_ms),"
-            " last_ts_ms = VALUES(last_ts_ms), ids_before = VALUES(ids_before), ids_new = VALUES(ids_new),"
+            " last_ts_ms = VALUES(last_ts_ms), ids_before = VALUES(ids_before), ids_at_last = VALUES(ids_at_last),"
+            " ids_new = VALUES(ids_new), pit_id = VALUES(pit_id), search_after = VALUES(search_after),"
             " finished = VALUES(finished), resumes = resumes + VALUES(resumes)",
-            (job_id, *bounds, cp.last_ts_ms, cp.ids_before, cp.ids_new, cp.finished, 1 if resumed else 0),
+            (job_id, *bounds, cp.last_ts_ms, cp.ids_before, cp.at_last, cp.ids_new, cp.pit_id,
+             None if cp.search_after is None else json.dumps(cp.search_after), cp.finished, 1 if resumed else 0),
         )
 
 

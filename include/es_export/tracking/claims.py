@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -11,12 +12,15 @@ from es_export.tracking._sql import in_transaction, time_slices, utc_naive, valu
 from es_export.tracking.jobs import HELD_BY_LIVE_JOB
 
 
-def insert_chunk(conn: Any, hits: list[Any], *, dag_id: str, run_id: str) -> int:
+def insert_chunk(conn: Any, hits: list[Any], *, dag_id: str, run_id: str,
+                 check_moved: Callable[[list[tuple[str, str, str]]], None] | None = None) -> int:
     """INSERT IGNORE one chunk of ids (no commit); returns how many were new.
 
     An id tracked before under another timestamp (its document's time changed in Elasticsearch)
     is re-homed: it takes the new timestamp and becomes pending again, so the run of its new day
-    exports it there and the object of its old day is removed as superseded.
+    exports it there and the object of its old day is removed as superseded. An id found in another
+    concrete index than the one tracked is first given to `check_moved` as (id, tracked index, new
+    index), which raises when both hold it (two copies of one id), before anything is changed.
     """
     params: list[Any] = []
     for hit in hits:
@@ -26,15 +30,20 @@ def insert_chunk(conn: Any, hits: list[Any], *, dag_id: str, run_id: str) -> int
                     " VALUES " + values_sql(len(hits), 5), params)
         new = int(cur.rowcount)
         if new < len(hits):
-            _rehome(cur, hits, dag_id=dag_id, run_id=run_id)
+            _rehome(cur, hits, dag_id=dag_id, run_id=run_id, check_moved=check_moved)
         return new
 
 
-def _rehome(cur: Any, hits: list[Any], *, dag_id: str, run_id: str) -> None:
+def _rehome(cur: Any, hits: list[Any], *, dag_id: str, run_id: str,
+            check_moved: Callable[[list[tuple[str, str, str]]], None] | None) -> None:
     seen = {hit.message_id: hit for hit in hits}
     cur.execute("SELECT id, message_id, message_ts, source_index FROM message_tracking WHERE message_id IN ("
                 + ", ".join(["%s"] * len(seen)) + ")", list(seen))
-    for row_id, message_id, old_ts, old_index in cur.fetchall():
+    found = cur.fetchall()
+    if check_moved is not None:
+        check_moved([(m, old, seen[m].index) for _, m, _, old in found
+                     if m in seen and old and seen[m].index and seen[m].index != old])
+    for row_id, message_id, old_ts, old_index in found:
         hit = seen.get(message_id)
         if hit is None:
             continue

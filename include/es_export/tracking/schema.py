@@ -137,6 +137,11 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
         "ALTER TABLE batch_progress ADD COLUMN receives INT NOT NULL DEFAULT 0 AFTER attempts",
     ]),
+    # Where a scan stands inside a group of equal timestamps: a resume continues in the same point-in-time.
+    (10, "extract position inside a timestamp group", [
+        "ALTER TABLE extract_checkpoints ADD COLUMN ids_at_last BIGINT NOT NULL DEFAULT 0 AFTER ids_before,"
+        " ADD COLUMN pit_id TEXT NULL AFTER ids_new, ADD COLUMN search_after TEXT NULL AFTER pit_id",
+    ]),
 ]
 
 
