@@ -7,7 +7,8 @@ workers that died (expired lease), and exports them again with the same processi
 `es_message_export`. After `max_attempts` a message becomes `dead` and an alert goes out (a log
 line, and an SNS message when `sns_topic_arn` is configured).
 
-Params narrow the selection to one job (`job_id`) or a time range (`start`, `end`);
+Params narrow the selection to the messages one job failed first (`job_id`, the id an alert names)
+or a time range (`start`, `end`);
 `revive_dead` takes dead messages too and gives them a fresh set of attempts.
 
 Beside the retry, `purge_tracking` deletes completed tracking rows older than
@@ -42,7 +43,8 @@ from es_export_airflow.tasks import batch_params, batch_sensor, failing_fast, ra
                   "execution_timeout": timedelta(hours=1)},
     params={
         "job_id": Param(None, type=["null", "integer"], minimum=1,
-                        description="Only messages of this job_runs id. Empty: every job."),
+                        description="Only messages this job_runs id failed first (the job an alert names). "
+                                    "Empty: every job."),
         **range_params("Only messages with a timestamp at or after this (UTC).",
                        "Only messages with a timestamp before this (UTC)."),
         "revive_dead": Param(False, type="boolean", description="Also retry dead messages, with fresh attempts."),
@@ -59,7 +61,7 @@ def es_message_retry():
         """Validate the params and open this run's job_runs row."""
         context = get_current_context()
         with failing_fast():
-            params = RetryParams.resolve(dict(context["params"]))
+            params = RetryParams.resolve(dict(context["params"]), max_batch_size=load_config().max_batch_size)
             with mysql_connection() as conn:
                 job = pipeline.open_retry_job(conn, dag_id=context["dag"].dag_id, run_id=context["run_id"],
                                               params=params)
@@ -77,7 +79,8 @@ def es_message_retry():
 
     @task(multiple_outputs=False, trigger_rule=TriggerRule.ALL_DONE, retries=1)
     def summarize(spec: dict | None) -> dict:
-        """Sweep orphan files, record the outcome, alert on dead messages, fail the run if a batch did not finish."""
+        """Sweep orphan files, record the outcome, alert on dead messages; fail the run when a batch did not
+        finish or a message went dead (failed ones the next retry takes again leave it green)."""
         if not spec:
             raise AirflowFailException("the run stopped before planning (see plan's log); nothing was retried")
         cfg = load_config()
@@ -88,6 +91,10 @@ def es_message_retry():
         if summary.unfinished:
             raise AirflowFailException(f"{summary.unfinished} claimed message(s) were not processed; "
                                        "the next retry run takes them again")
+        if summary.dead:  # a person must act: the run is red (and the failed-run alert fires too)
+            raise AirflowFailException(f"{summary.dead} message(s) ran out of attempts and are dead (reasons in "
+                                       "message_tracking.last_error); fix the cause, then run es_message_retry "
+                                       "with revive_dead=true")
         return {k: v for k, v in vars(summary).items() if k != "dead_messages"}
 
     @task

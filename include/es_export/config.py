@@ -208,9 +208,11 @@ class RunParams:
 
     @classmethod
     def resolve(cls, params: dict[str, Any], interval_start: Any, interval_end: Any,
-                max_range_days: int = 31, extract_slices: int = 1) -> RunParams:
+                max_range_days: int = 31, extract_slices: int = 1,
+                max_batch_size: int = MAX_BATCH_SIZE) -> RunParams:
         """Params of a trigger, falling back to the run's data interval for start and end, and to the
-        configuration's extract_slices."""
+        configuration's extract_slices; a batch_size above the configuration's max_batch_size is refused."""
+        check_batch_size(params.get("batch_size"), max_batch_size)
         start = params.get("start") or interval_start
         end = params.get("end") or interval_end
         if start is None or end is None:
@@ -224,6 +226,13 @@ class RunParams:
             extract_slices=params.get("extract_slices") or extract_slices,
             max_range=timedelta(days=max_range_days),
         )
+
+
+def check_batch_size(batch_size: Any, max_batch_size: int) -> None:
+    if isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size > max_batch_size:
+        raise ConfigError(f"batch_size={batch_size} is above max_batch_size={max_batch_size} (the "
+                          "es_message_export_config Variable); trigger with a batch_size of at most "
+                          f"{max_batch_size}, or raise max_batch_size")
 
 
 @dataclass(frozen=True)
@@ -252,8 +261,9 @@ class RetryParams:
             raise ConfigError(f"revive_dead must be true or false, got {self.revive_dead!r}")
 
     @classmethod
-    def resolve(cls, params: dict[str, Any]) -> RetryParams:
+    def resolve(cls, params: dict[str, Any], max_batch_size: int = MAX_BATCH_SIZE) -> RetryParams:
         """From a trigger's params (empty values mean: no filter)."""
+        check_batch_size(params.get("batch_size"), max_batch_size)
         return cls(job_id=params.get("job_id") or None, start=params.get("start") or None,
                    end=params.get("end") or None, revive_dead=bool(params.get("revive_dead", False)),
                    dispatch=params.get("dispatch") or Dispatch.LOCAL, batch_size=params.get("batch_size") or 500)

@@ -27,6 +27,10 @@ class SourceError(ExportError):
     """Elasticsearch holds something we cannot work with (missing index, wrong mapping)."""
 
 
+class SourceUnavailable(TransientError):
+    """The search cluster could not be reached, timed out or answered 5xx/429: a node down, a restart."""
+
+
 class PartialResults(TransientError):
     """The search cluster answered with only part of the data (a shard failed or was missing, or the
     search timed out): never used, because exporting it would lose messages in silence."""

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from es_export.errors import ConfigError, PartialResults, SourceError
+from es_export.errors import ConfigError, PartialResults, SourceError, SourceUnavailable
 
 
 class PointInTimeGone(Exception):
@@ -375,10 +375,14 @@ def root_info(settings: SearchSettings, *, aws_credentials: Any = None) -> dict[
     try:
         resp = urllib3.PoolManager(**tls).request("GET", url, headers=headers, timeout=30, retries=2)
     except urllib3.exceptions.HTTPError as exc:
-        raise SourceError(f"cannot reach the search cluster at {settings.url}: {type(exc).__name__}: {exc}") from exc
+        raise SourceUnavailable(f"cannot reach the search cluster at {settings.url}: {type(exc).__name__}: {exc}; "
+                                "the task's retry tries again") from exc
     if resp.status in (401, 403):
         raise SourceError(f"the search cluster at {settings.url} refused the credentials (HTTP {resp.status}); "
                           "check the connection's login, API key or IAM permissions")
+    if resp.status >= 500 or resp.status == 429:
+        raise SourceUnavailable(f"GET / of the search cluster at {settings.url} answered HTTP {resp.status} (a node "
+                                "down, restarting or overloaded); the task's retry tries again")
     if resp.status != 200:
         raise SourceError(f"GET / of the search cluster at {settings.url} answered HTTP {resp.status}")
     return dict(json.loads(resp.data))
@@ -447,6 +451,35 @@ def _compatible_with_8_node() -> type:
                                            request_timeout=request_timeout)
 
     return CompatibleWith8
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether an error of either client means the cluster could not answer now (unreachable, timed out,
+    5xx, 429, an auth refusal of IAM included as 401/403 cannot be fixed by splitting a batch either):
+    the one place that tells a cluster's trouble from a problem of the data."""
+    if isinstance(exc, SourceUnavailable | PartialResults):
+        return True
+    try:
+        from elastic_transport import ConnectionError as EsConnectionError
+        from elastic_transport import TransportError as EsTransportError
+        from elasticsearch import ApiError
+    except ImportError:  # pragma: no cover - both clients are installed wherever the package runs
+        EsConnectionError = EsTransportError = ApiError = ()  # type: ignore[misc,assignment]  # noqa: N806
+    if isinstance(exc, EsConnectionError | EsTransportError):
+        return True
+    if isinstance(exc, ApiError):
+        return exc.meta.status >= 500 or exc.meta.status in (401, 403, 429)
+    try:
+        from opensearchpy.exceptions import ConnectionError as OsConnectionError
+        from opensearchpy.exceptions import TransportError as OsTransportError
+    except ImportError:  # pragma: no cover
+        return False
+    if isinstance(exc, OsConnectionError):  # also ConnectionTimeout and SSLError
+        return True
+    if isinstance(exc, OsTransportError):
+        status = exc.status_code
+        return not isinstance(status, int) or status >= 500 or status in (401, 403, 429)
+    return False
 
 
 def values_of(source: dict[str, Any], field: str) -> Iterable[str]:

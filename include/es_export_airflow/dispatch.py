@@ -41,7 +41,7 @@ def sensor_settings() -> dict[str, Any]:
     Read when a DAG file is parsed, so `ES_EXPORT_POKE_SECONDS` (default 30) can be set per process.
     """
     return {"mode": "reschedule", "poke_interval": float(os.environ.get("ES_EXPORT_POKE_SECONDS", "30")),
-            "timeout": BATCH_TIMEOUT.total_seconds()}
+            "timeout": BATCH_TIMEOUT.total_seconds(), "execution_timeout": BATCH_TIMEOUT}
 
 
 def payload(cfg: ExportConfig, batch: dict[str, Any]) -> dict[str, Any]:

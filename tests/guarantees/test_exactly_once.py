@@ -13,7 +13,7 @@ import pytest
 import seed_data
 import support
 from es_export import pipeline, sink, tracking
-from es_export.config import Layout
+from es_export.config import Layout, RetryParams
 from es_export.errors import ConfigError, ReconcileError, StaleAttempt
 from es_export.model import Batch, Outcome, RetryPolicy, Status
 from scenarios import SEED, copies, day_params, documents, export, retry, rows
@@ -361,6 +361,47 @@ def test_a_failing_message_is_retried_with_backoff_then_dead(conn):
     attempt = tracking.start_batch(conn, batch.batch_id)
     tracking.fail_batch(conn, attempt, "still bad", policy=policy)
     assert rows(conn, "SELECT status, attempts, next_attempt_at FROM message_tracking") == (("dead", 2, None),)
+
+
+def test_attempts_count_failures_since_the_last_export(es, conn, s3, cfg):
+    """Exported five times (a run and four reprocess runs), then failing once: failed with a retry time, not dead."""
+    cfg = replace(cfg, max_attempts=5)
+    for _ in range(5):
+        assert export(es, conn, s3, cfg, DAY, reprocess=True).report.status == "completed"
+    victim = ids_of(DAY)[7]
+    source = es.get(index=cfg.messages_index, id=victim)["_source"]
+    try:
+        export(es, conn, s3, cfg, DAY, reprocess=True,
+               before_process=lambda: es.delete(index=cfg.messages_index, id=victim, refresh=True))
+    finally:
+        es.index(index=cfg.messages_index, id=victim, document=source, refresh=True)
+    ((status, attempts, due),) = rows(conn, "SELECT status, attempts, next_attempt_at IS NOT NULL FROM"
+                                            " message_tracking WHERE message_id = %s", victim)
+    assert (status, attempts, due) == ("failed", 1, 1)
+    assert rows(conn, "SELECT DISTINCT attempts FROM message_tracking WHERE message_id <> %s", victim) == ((0,),)
+
+
+def test_the_retry_job_filter_takes_the_messages_a_job_failed_first(conn):
+    first, (batch,) = support.planned_job(conn, 1, run_id="fails-first")
+    tracking.fail_batch(conn, tracking.start_batch(conn, batch.batch_id), "cluster away")
+    rows(conn, "UPDATE message_tracking SET next_attempt_at = UTC_TIMESTAMP(6)")
+    # es_message_retry takes it and fails it again: the message now belongs to the retry's job.
+    retry_job = pipeline.open_retry_job(conn, dag_id="es_message_retry", run_id="r1", params=RetryParams())
+    (again,) = pipeline.plan_retry(conn, cfg_for_plans(), retry_job, batch_size=10)
+    tracking.fail_batch(conn, tracking.start_batch(conn, again.batch_id), "cluster still away")
+    rows(conn, "UPDATE message_tracking SET next_attempt_at = UTC_TIMESTAMP(6)")
+    rows(conn, "UPDATE job_runs SET status = 'failed'")  # both runs ended
+    assert rows(conn, "SELECT job_id, failed_job_id, attempts FROM message_tracking") == (
+        (retry_job.job_id, first.job_id, 2),)
+    by_alert = pipeline.open_retry_job(conn, dag_id="es_message_retry", run_id="r2", params=RetryParams())
+    assert pipeline.plan_retry(conn, cfg_for_plans(), by_alert, batch_size=10, only_job_id=retry_job.job_id) == []
+    assert len(pipeline.plan_retry(conn, cfg_for_plans(), by_alert, batch_size=10, only_job_id=first.job_id)) == 1
+
+
+def cfg_for_plans():
+    from es_export.config import ExportConfig
+
+    return ExportConfig(messages_index="m", history_index="h", status_index="s", audit_index="a", bucket="b")
 
 
 def test_a_message_another_live_run_holds_is_not_claimed_twice(es, conn, s3, cfg):

@@ -115,13 +115,14 @@ def test_missing_message_goes_dead_alerts_and_is_revived(env, es, s3, alert_queu
             assert dr.state == "failed"
             assert query("SELECT status, last_error FROM message_tracking WHERE message_id = %s", gone) == (
                 ("failed", f"message {gone!r} is no longer in index {env['messages_index']!r}"),)
-            # A second attempt (its last) fails too: the message is dead and an alert goes out.
+            # A second attempt (its last) fails too: the message is dead, the retry run is red, alerts go out.
             time.sleep(1.5)
-            assert run_dag("es_message_retry").state == "success"
+            assert run_dag("es_message_retry").state == "failed"
             assert query("SELECT status, attempts FROM message_tracking WHERE message_id = %s", gone) == (("dead", 2),)
-            # One alert of the failed export run (see test_run_alerts.py), one of the dead message.
+            # The failed export run (see test_run_alerts.py), the dead message, and the failed retry run.
             alerts = {m["Subject"]: m["Message"] for m in sns_messages(sqs, queue_url)}
-            assert sorted(alerts) == ["es_message_export: dead messages", "es_message_export: run failed"]
+            assert sorted(alerts) == ["es_message_export: dead messages", "es_message_export: run failed",
+                                      "es_message_retry: run failed"]
             dead = alerts["es_message_export: dead messages"]
             assert repr(gone) in dead and "dead after 2 attempts" in dead
             # Nothing picks up a dead message by itself...
@@ -329,6 +330,25 @@ def test_elasticsearch_stopped_mid_batch_and_restarted(env, es, s3, local_node):
     result = pipeline.process_batch(Elasticsearch(os.environ["ES_URL"]), conn, s3, cfg, batch, run_id=job.run_id)
     conn.close()
     assert (result.attempted, result.completed) == (batch.size, batch.size)
+    assert_day_exported_exactly_once(s3, env, day)
+
+
+def test_a_cluster_down_when_the_run_starts_is_retried_until_it_is_back(env, es, s3, local_node):
+    """Elasticsearch is stopped when the run starts and back 3 s later: the extract's retry finds it, the
+    run ends green with no person acting (it used to fail at once: 'cannot reach the search cluster')."""
+    import threading
+
+    day = SEED.start + timedelta(days=2)
+    stack("stop", "elasticsearch")
+    back = threading.Timer(3, stack, args=("start", "elasticsearch"))
+    back.start()
+    try:
+        dr = run_dag("es_message_export", **day_conf(day))
+    finally:
+        back.join()
+    assert dr.state == "success"
+    tries = {ti.task_id: ti.try_number for ti in dr.get_task_instances()}
+    assert tries["extract"] >= 2, tries
     assert_day_exported_exactly_once(s3, env, day)
 
 

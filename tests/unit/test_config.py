@@ -2,7 +2,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from es_export.config import MAX_MAP_LENGTH, Dispatch, ExportConfig, RunParams, parse_instant
+from es_export.config import MAX_MAP_LENGTH, Dispatch, ExportConfig, RetryParams, RunParams, parse_instant
 from es_export.errors import ConfigError
 
 pytestmark = pytest.mark.unit
@@ -129,3 +129,13 @@ def test_retry_params_have_their_own_type_with_no_range_limit():
         RetryParams(job_id=0)
     with pytest.raises(ConfigError, match="dispatch must be one of"):
         RetryParams(dispatch="carrier-pigeon")
+
+
+@pytest.mark.parametrize("resolve", [
+    pytest.param(lambda p: RunParams.resolve(p, "2024-10-01", "2024-10-02", max_batch_size=5000), id="export"),
+    pytest.param(lambda p: RetryParams.resolve(p, max_batch_size=5000), id="retry"),
+])
+def test_a_batch_size_above_max_batch_size_is_refused_not_lowered(resolve):
+    with pytest.raises(ConfigError, match="batch_size=5001 is above max_batch_size=5000"):
+        resolve({"batch_size": 5001})
+    assert resolve({"batch_size": 5000}).batch_size == 5000

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from es_export import tracking
-from es_export.config import ExportConfig, RetryParams, RunParams
+from es_export.config import ExportConfig, RetryParams, RunParams, check_batch_size
 from es_export.errors import ConfigError
 from es_export.model import Batch, Job
 
@@ -56,7 +56,8 @@ def plan_retry(conn: Any, cfg: ExportConfig, job: Job, *, batch_size: int, only_
 
 
 def _batch_size(cfg: ExportConfig, total: int, batch_size: int) -> int:
-    size = tracking.effective_batch_size(total, min(batch_size, cfg.max_batch_size), cfg.max_batches)
+    check_batch_size(batch_size, cfg.max_batch_size)
+    size = tracking.effective_batch_size(total, batch_size, cfg.max_batches)
     if size > cfg.max_batch_size:
         raise ConfigError(f"{total} messages do not fit in max_batches={cfg.max_batches} batches of at most "
                           f"max_batch_size={cfg.max_batch_size}; export a shorter range (a backfill splits "

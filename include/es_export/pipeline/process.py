@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from es_export import sink, source, tracking
+from es_export import search, sink, source, tracking
 from es_export.config import ExportConfig, Layout
 from es_export.errors import ExportError, StaleAttempt
 from es_export.model import Batch, BatchAttempt, Outcome
@@ -142,17 +142,14 @@ def _upload(s3: Any, cfg: ExportConfig, uploads: list[sink.Upload], outcomes: li
 
 
 # Errors of one request that splitting the batch can isolate: the data of some message (a related
-# document Python cannot handle, a request Elasticsearch refuses as too large). Unreachable nodes,
-# timeouts and missing indices fail every part alike, so they fail the attempt instead.
+# document Python cannot handle, a request the engine refuses as bad or too large). Unreachable
+# nodes, timeouts, 5xx, IAM refusals and missing indices fail every part alike, on Elasticsearch and
+# OpenSearch, so they fail the attempt instead of spending an attempt of every message.
 def _isolatable(exc: Exception) -> bool:
-    from elastic_transport import TransportError
-    from elasticsearch import ApiError
-
-    if isinstance(exc, ExportError | TransportError):
+    if isinstance(exc, ExportError) or search.unavailable(exc):
         return False
-    if isinstance(exc, ApiError):
-        return exc.meta.status in (400, 413)
-    return True
+    status = getattr(getattr(exc, "meta", None), "status", None) or getattr(exc, "status_code", None)
+    return status in (400, 413) if isinstance(status, int) else True
 
 
 def fetch_isolating(es: Any, cfg: ExportConfig, ids: list[str], indices: dict[str, str | None] | None = None

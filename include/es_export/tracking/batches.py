@@ -95,9 +95,12 @@ def note_uploads(conn: Any, attempt: BatchAttempt, keys: list[str]) -> None:
 
 
 # Assignments run left to right: `attempts` is already the new count when status and the next
-# attempt's time are computed.
+# attempt's time are computed. `attempts` counts failures since the message was last exported (an
+# export sets it to 0), so `dead` means max_attempts failures in a row, however often it was exported
+# before; `failed_job_id` keeps the job whose run failed it first (es_message_retry's job_id param).
 _FAIL_ASSIGNMENTS = (
-    "attempts = attempts + 1, status = IF(attempts >= %s, 'dead', 'failed'), lease_expires_at = NULL,"
+    "attempts = attempts + 1, failed_job_id = COALESCE(failed_job_id, job_id),"
+    " status = IF(attempts >= %s, 'dead', 'failed'), lease_expires_at = NULL,"
     " next_attempt_at = IF(status = 'failed',"
     " UTC_TIMESTAMP(6) + INTERVAL LEAST(%s * POW(2, attempts - 1), %s) SECOND, NULL)"
 )
@@ -124,7 +127,7 @@ def record_outcomes(conn: Any, attempt: BatchAttempt, outcomes: Iterable[Outcome
             n = 0
             if done:
                 cur.execute(
-                    "UPDATE message_tracking SET status = %s, attempts = attempts + 1, s3_key = CASE id "
+                    "UPDATE message_tracking SET status = %s, attempts = 0, failed_job_id = NULL, s3_key = CASE id "
                     + " ".join(["WHEN %s THEN %s"] * len(done)) + " END, last_error = NULL,"
                     " lease_expires_at = NULL, next_attempt_at = NULL, exported_at = UTC_TIMESTAMP(6)"
                     " WHERE batch_id = %s AND status = %s AND id IN (" + ", ".join(["%s"] * len(done)) + ")",

@@ -122,8 +122,8 @@ def claim_failed(conn: Any, job: Job, *, only_job_id: int | None = None, start: 
         due += " OR status = %s"
         params.append(Status.DEAD)
     conditions = [due + ")"]
-    if only_job_id is not None:
-        conditions.append("job_id = %s")
+    if only_job_id is not None:  # the job that failed them first: the one an alert names
+        conditions.append("failed_job_id = %s")
         params.append(only_job_id)
     if start is not None:
         conditions.append("message_ts >= %s")

@@ -142,6 +142,13 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "ALTER TABLE extract_checkpoints ADD COLUMN ids_at_last BIGINT NOT NULL DEFAULT 0 AFTER ids_before,"
         " ADD COLUMN pit_id TEXT NULL AFTER ids_new, ADD COLUMN search_after TEXT NULL AFTER pit_id",
     ]),
+    # The job whose run failed a message first: what an alert names, and what es_message_retry's job_id takes.
+    (11, "the job that first failed a message", [
+        "ALTER TABLE message_tracking ADD COLUMN failed_job_id BIGINT NULL AFTER job_id,"
+        " ADD KEY ix_message_tracking_failed_job (failed_job_id)",
+        "UPDATE message_tracking SET failed_job_id = job_id WHERE status IN ('failed', 'dead')"
+        " AND failed_job_id IS NULL",
+    ]),
 ]
 
 
