@@ -6,8 +6,10 @@ cheap) from which everything MWAA's image does not have (requirements/mwaa-3.3.1
 uninstalled; the bundle's requirements are then installed into it with the network switched off for pip, the
 way MWAA's `safe-pip-install` runs (`pip install --constraint <essential pins> -r requirements.txt`).
 
-The wheels are built for this machine's Python here (MWAA's bundle has them for 3.12 on manylinux); PyPI is
-needed only to download them, so this module is an integration test.
+On Python 3.12 (MWAA's, which `make venv` chooses wherever the machine has it) the stand-in installs the
+bundle's own wheels, the cp312 manylinux ones MWAA gets; on another Python, wheels built for it. Then the
+installed image parses both DAGs and exports one batch. PyPI is needed only to download the wheels, so this
+module is an integration test.
 """
 
 import json
@@ -62,9 +64,13 @@ def installed(python: Path) -> dict[str, str]:
     return {canonicalize_name(p["name"]): p["version"] for p in json.loads(out.stdout)}
 
 
+MWAA_PYTHON = sys.version_info[:2] == (3, 12)
+
+
 @pytest.fixture(scope="module")
 def offline_bundle(tmp_path_factory) -> Path:
-    return build(tmp_path_factory.mktemp("bundle"), "current")
+    """MWAA's own bundle on MWAA's Python; elsewhere the same bundle with wheels for this interpreter."""
+    return build(tmp_path_factory.mktemp("bundle"), "3.12" if MWAA_PYTHON else "current")
 
 
 def test_the_image_stand_in_lacks_what_the_bundle_must_bring(mwaa_image):
@@ -74,7 +80,28 @@ def test_the_image_stand_in_lacks_what_the_bundle_must_bring(mwaa_image):
                 "opensearch-py", "elasticsearch", "pytest"} & set(have)
 
 
-def test_requirements_install_from_the_bundle_alone(mwaa_image, offline_bundle, tmp_path):
+# What the installed image runs with the bundle's code alone (plugins.zip's packages on sys.path, as
+# Airflow puts the plugins folder there): one batch of a day, extract to S3, with MWAA's mysqlclient.
+ONE_BATCH = """
+import json, os, sys
+sys.path.insert(0, os.environ["PLUGINS"])
+from datetime import datetime, timedelta, timezone
+from es_export import clients, pipeline, search
+from es_export.config import ExportConfig, RunParams
+cfg = ExportConfig.from_mapping(json.loads(os.environ["EXPORT_CONFIG"]))
+conn = clients.mysql(clients.MySQLSettings.from_env(database=os.environ["TRACKING_DB"]), driver="mysqldb")
+es = search.connect(search.SearchSettings(url=os.environ["ES_URL"]))
+start = datetime.fromisoformat(os.environ["DAY"]).replace(tzinfo=timezone.utc)
+params = RunParams(start=start, end=start + timedelta(days=1))
+job = pipeline.open_job(conn, dag_id="es_message_export", run_id="offline-bundle", params=params)
+pipeline.extract(es, conn, cfg, job)
+(batch,) = pipeline.plan(conn, cfg, job, params)
+result = pipeline.process_batch(es, conn, clients.s3(4), cfg, batch, run_id=job.run_id)
+print(json.dumps({"python": sys.version.split()[0], "completed": result.completed, "size": batch.size}))
+"""
+
+
+def test_requirements_install_from_the_bundle_alone(mwaa_image, offline_bundle, tmp_path, es, s3):
     plugins = tmp_path / "plugins"
     with zipfile.ZipFile(offline_bundle / "plugins.zip") as zf:
         zf.extractall(plugins)
@@ -108,6 +135,29 @@ def test_requirements_install_from_the_bundle_alone(mwaa_image, offline_bundle, 
                          check=False, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "es_message_export" in run.stdout and "es_message_retry" in run.stdout
+
+    # ...and exports a batch with the installed packages alone.
+    from datetime import date
+
+    import seed_data
+    from support import new_tracking_database, own_indices
+
+    seed = seed_data.SeedConfig(messages=20, days=1, start=date(2025, 10, 1), seed=4, large=0)
+    with own_indices(es, seed, "offline") as indices:
+        bucket = f"offline-{tmp_path.name[-8:].lower().replace('_', '-')}"
+        s3.create_bucket(Bucket=bucket)
+        new_tracking_database("tracking_test_offline").close()
+        batch_env = {**env, "PLUGINS": str(plugins), "TRACKING_DB": "tracking_test_offline", "DAY": "2025-10-01",
+                     "EXPORT_CONFIG": json.dumps({**indices, "bucket": bucket}),
+                     **{k: os.environ[k] for k in ("ES_URL", "MYSQL_HOST", "MYSQL_PORT", "MYSQL_USER",
+                                                   "MYSQL_PASSWORD", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
+                                                   "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}}
+        run = subprocess.run([str(python), "-c", ONE_BATCH], capture_output=True, text=True, env=batch_env,
+                             cwd=tmp_path, check=False, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    outcome = json.loads(run.stdout.strip().splitlines()[-1])
+    assert outcome["completed"] == outcome["size"] == len(list(seed_data.ids_for_day(seed, seed.start)))
+    assert outcome["python"].startswith("3.12.") or not MWAA_PYTHON
 
 
 def test_the_mwaa_bundle_carries_wheels_for_python_312_on_manylinux(tmp_path):

@@ -7,6 +7,7 @@ at exactly MWAA's version; otherwise the tests pass on versions MWAA never runs.
 mypy, moto, playwright, ...) are outside the runtime closure and may be at any version.
 """
 
+import sys
 from dataclasses import dataclass
 from importlib import metadata
 
@@ -58,7 +59,8 @@ def test_every_runtime_package_is_pinned_at_mwaas_version():
 def test_the_installed_runtime_packages_are_the_locked_ones():
     """A venv left over from an older lock would test other versions than dev.lock names."""
     lock = read_pins(REQUIREMENTS / "dev.lock")
-    installed = {name: metadata.version(name) for name in runtime_closure(RUNTIME_ROOTS, "3.11")}
+    running = "{}.{}".format(*sys.version_info[:2])
+    installed = {name: metadata.version(name) for name in runtime_closure(RUNTIME_ROOTS, running)}
     assert {name: (version, lock.get(name)) for name, version in installed.items() if lock.get(name) != version} == {}
 
 
