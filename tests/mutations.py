@@ -44,8 +44,8 @@ MUTATIONS = [
     Mutation("tracking/batches.py", "(Status.RUNNING, lease_seconds, batch_id, Status.PENDING, Status.FAILED,",
              "(Status.RUNNING, lease_seconds, batch_id, Status.PENDING, Status.PENDING,",
              "a batch that failed on one receive is exported by the next"),
-    Mutation("tracking/batches.py", '"attempts = attempts + 1, status = IF(attempts >= %s,',
-             '"attempts = attempts + 1, status = IF(attempts > %s,', "a message is dead after max_attempts"),
+    Mutation("tracking/batches.py", '" status = IF(attempts >= %s,', '" status = IF(attempts > %s,',
+             "a message is dead after max_attempts"),
     Mutation("tracking/batches.py", "LEAST(%s * POW(2, attempts - 1), %s)", "LEAST(%s * POW(2, attempts), %s)",
              "the backoff starts at base_seconds"),
     Mutation("tracking/batches.py", '"DELETE FROM object_uploads WHERE batch_id = %s AND attempt = %s",',
@@ -123,13 +123,25 @@ MUTATIONS = [
     Mutation("payload.py", "    if refused:\n", "    if False:\n", "a payload cannot carry settings"),
     Mutation("payload.py", "differ = [name for name, value in expect.items() if actual[name] != value]",
              "differ: list[str] = []", "a payload expecting other settings is refused"),
+    # ---- what the cluster may do (search.py, source.py)
+    Mutation("search.py", "    if failed or answer.get(\"timed_out\"):", "    if False:",
+             "an answer missing a shard is refused, not exported short"),
+    Mutation("search.py", "            allow_partial_search_results=False))",
+             "            allow_partial_search_results=True))", "a point-in-time is never opened without a shard"),
+    Mutation("source.py", "    if copies:\n", "    if False:\n",
+             "one id in two indices is refused, not tracked once and counted twice"),
+    # ---- attempts (tracking/batches.py)
+    Mutation("tracking/batches.py", '"UPDATE message_tracking SET status = %s, attempts = 0, failed_job_id = NULL,',
+             '"UPDATE message_tracking SET status = %s, attempts = attempts + 1, failed_job_id = NULL,',
+             "attempts count failures since the last export"),
+    Mutation("tracking/batches.py", '"attempts = attempts + 1, failed_job_id = COALESCE(failed_job_id, job_id),"',
+             '"attempts = attempts + 1, failed_job_id = job_id,"',
+             "es_message_retry's job_id is the job that failed a message first"),
     # ---- the search range (source.py)
     Mutation("source.py", '"lt": end.isoformat()', '"lte": end.isoformat()', "the interval's end is exclusive"),
     Mutation("source.py", '"gte": start.isoformat()', '"gt": start.isoformat()', "the interval's start is inclusive"),
-    Mutation("source.py", 'per_nanos = 1_000_000 if types == {"date_nanos"} else 1',
-             'per_nanos = 1', "a date_nanos timestamp is tracked at its real time",
-             equivalent="this line is OpenSearch's path (no sort format there); the tier's Elasticsearch node "
-                        "gives the sort value in milliseconds and never takes it"),
+    Mutation("source.py", "        return keys, 1_000_000", "        return keys, 1",
+             "a date_nanos timestamp is tracked at its real time"),
 ]
 
 

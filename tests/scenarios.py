@@ -28,12 +28,13 @@ def day_params(day: date, **kw) -> RunParams:
 
 
 def export(es, conn, s3, cfg, day, *, run_id=None, reprocess=False, batch_size=500, before_process=None,
-           after_process=None) -> Run:
-    """One run of es_message_export over the day, step by step as its tasks call the core."""
+           after_process=None, client=None) -> Run:
+    """One run of es_message_export over the day, step by step as its tasks call the core (the extract
+    through `client` when one is given, e.g. a proxy answering as a lost shard)."""
     params = day_params(day, reprocess=reprocess, batch_size=batch_size)
     job = pipeline.open_job(conn, dag_id="es_message_export", run_id=run_id or f"run-{uuid.uuid4().hex[:8]}",
                             params=params)
-    pipeline.extract(es, conn, cfg, job)
+    pipeline.extract(client or es, conn, cfg, job)
     batches = pipeline.plan(conn, cfg, job, params)
     if before_process:
         before_process()

@@ -14,7 +14,7 @@ import seed_data
 import support
 from es_export import pipeline, sink, tracking
 from es_export.config import Layout, RetryParams
-from es_export.errors import ConfigError, ReconcileError, StaleAttempt
+from es_export.errors import ConfigError, ReconcileError, SourceError, StaleAttempt
 from es_export.model import Batch, Outcome, RetryPolicy, Status
 from scenarios import SEED, copies, day_params, documents, export, retry, rows
 
@@ -415,6 +415,43 @@ def test_a_message_another_live_run_holds_is_not_claimed_twice(es, conn, s3, cfg
     # Once the first run has ended, its unfinished messages are free again.
     rows(conn, "UPDATE job_runs SET status = 'failed' WHERE run_id = 'holder'")
     assert sum(b.size for b in pipeline.plan(conn, cfg, second, params)) == len(ids_of(DAY))
+
+
+# ---------------------------------------------------------------------------- what the cluster may do
+
+
+def test_a_day_counted_or_scanned_without_a_shard_is_never_exported_short(es, conn, s3, cfg):
+    """One index behind the alias answers as a lost shard does: the extract and the count refuse."""
+    from es_export import search
+    from es_export.errors import PartialResults
+    from shard_loss import ShardLossProxy
+
+    alias = f"{cfg.messages_index}-all"
+    es.indices.put_alias(index=cfg.messages_index, name=alias)
+    try:
+        with ShardLossProxy(support.require_env("ES_URL")) as proxy:
+            client = search.connect(search.SearchSettings(url=proxy.url))
+            proxy.lost = {cfg.messages_index}
+            with pytest.raises(PartialResults, match=cfg.messages_index):
+                export(es, conn, s3, replace(cfg, messages_index=alias), DAY, client=client)
+            with pytest.raises(PartialResults, match=cfg.messages_index):
+                pipeline.reconcile(client, conn, s3, cfg, pipeline.open_job(
+                    conn, dag_id="es_message_export", run_id="count", params=day_params(DAY)))
+    finally:
+        es.indices.delete_alias(index=cfg.messages_index, name=alias)
+    assert rows(conn, "SELECT COUNT(*) FROM extract_checkpoints WHERE finished") == ((0,),)
+    assert documents(s3, cfg, DAY) == {}
+
+
+def test_one_id_in_two_indices_is_never_tracked_twice_or_moved(es, conn, s3, cfg):
+    copy = f"{cfg.messages_index}-copy"
+    twin = ids_of(DAY)[8]
+    es.index(index=copy, id=twin, document=es.get(index=cfg.messages_index, id=twin)["_source"], refresh=True)
+    try:
+        with pytest.raises(SourceError, match=f"{twin!r} in '{cfg.messages_index}(-copy)?' and"):
+            export(es, conn, s3, replace(cfg, messages_index=f"{cfg.messages_index}*"), DAY)
+    finally:
+        es.indices.delete(index=copy)
 
 
 # ---------------------------------------------------------------------------- what a sender may do
