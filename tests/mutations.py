@@ -127,7 +127,9 @@ MUTATIONS = [
     Mutation("search.py", "    if failed or answer.get(\"timed_out\"):", "    if False:",
              "an answer missing a shard is refused, not exported short"),
     Mutation("search.py", "            allow_partial_search_results=False))",
-             "            allow_partial_search_results=True))", "a point-in-time is never opened without a shard"),
+             "            allow_partial_search_results=True))", "a point-in-time is never opened without a shard",
+             equivalent="an Elasticsearch point-in-time opened without a shard answers with _shards.failed, which "
+                        "check_complete refuses all the same; the flag only has the engine refuse it first"),
     Mutation("source.py", "    if copies:\n", "    if False:\n",
              "one id in two indices is refused, not tracked once and counted twice"),
     # ---- attempts (tracking/batches.py)
