@@ -20,7 +20,15 @@ EXPORTED_DAYS = AssetAlias("es_message_export_days")
 
 
 def announce_exported_days(context: Any, cfg: ExportConfig, job: Job, report: pipeline.Report) -> list[str]:
-    """Add one asset event per day of the run's interval to the alias; returns their URIs."""
+    """Add one asset event per day of the run's interval to the alias; returns their URIs.
+
+    A run that exported nothing announces nothing: the run that exported the messages did (two runs
+    of one day, or a rerun of a complete day), so a downstream DAG is not triggered again for a day
+    that did not change, and two runs finishing together do not both create the day's asset (which
+    Airflow's API server refuses for one of them with a unique-constraint error, failing that run).
+    """
+    if not report.exported_this_run:
+        return []
     uris = []
     for day in pipeline.days_of(job):
         uri = sink.day_uri(cfg.bucket, cfg.prefix, day)
