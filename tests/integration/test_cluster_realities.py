@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -202,6 +201,22 @@ class Crash(BaseException):
     """The worker is killed mid-extract (no except clause of the package runs)."""
 
 
+def crash_after(monkeypatch, ids: int) -> list[str]:
+    """Kill the first extract once it has streamed `ids` ids; returns every id streamed, resumes included."""
+    read: list[str] = []
+    stream = source.stream_ids
+
+    def counted(*args, **kwargs):
+        for hit in stream(*args, **kwargs):
+            read.append(hit.message_id)
+            if len(read) == ids:
+                raise Crash()
+            yield hit
+
+    monkeypatch.setattr(source, "stream_ids", counted)
+    return read
+
+
 def test_a_resume_inside_a_group_of_equal_timestamps_does_not_read_it_again(es, conn, names, monkeypatch):
     index = f"{names}-same"
     make_index(index, shards=2)
@@ -210,17 +225,7 @@ def test_a_resume_inside_a_group_of_equal_timestamps_does_not_read_it_again(es, 
         load(index, {f"s-{i:06d}": {"timestamp": "2025-09-01T08:00:00Z"} for i in range(start, start + 10_000)})
     cfg = config(index, scan_page_size=1000, insert_chunk_size=1000)
     job = pipeline.open_job(conn, dag_id="es_message_export", run_id="same-ts", params=PARAMS)
-    read = []
-    stream = source.stream_ids
-
-    def counted(*args, **kwargs):
-        for hit in stream(*args, **kwargs):
-            read.append(hit.message_id)
-            if len(read) == 20_000 and not kwargs.get("resume"):
-                raise Crash()
-            yield hit
-
-    monkeypatch.setattr(source, "stream_ids", counted)
+    read = crash_after(monkeypatch, 20_000)
     with pytest.raises(Crash):
         pipeline.extract(es, conn, cfg, job)
     conn.rollback()
@@ -238,17 +243,7 @@ def test_a_group_is_read_again_when_its_point_in_time_is_gone(es, conn, names, m
     load(index, {f"s-{i:04d}": {"timestamp": "2025-09-01T08:00:00Z"} for i in range(300)})
     cfg = config(index, scan_page_size=50, insert_chunk_size=50)
     job = pipeline.open_job(conn, dag_id="es_message_export", run_id="pit-gone", params=PARAMS)
-    stream = source.stream_ids
-    seen = []
-
-    def crashing(*args, **kwargs):
-        for hit in stream(*args, **kwargs):
-            seen.append(hit)
-            if len(seen) == 120:
-                raise Crash()
-            yield hit
-
-    monkeypatch.setattr(source, "stream_ids", crashing)
+    crash_after(monkeypatch, 120)
     with pytest.raises(Crash):
         pipeline.extract(es, conn, cfg, job)
     conn.rollback()
@@ -256,7 +251,7 @@ def test_a_group_is_read_again_when_its_point_in_time_is_gone(es, conn, names, m
     saved = tracking.load_checkpoint(conn, job.job_id)
     assert saved.pit_id and saved.at_last == 100
     es.close_point_in_time(id=saved.pit_id)  # expired meanwhile
-    result = pipeline.extract(es, conn, replace(cfg), job)
+    result = pipeline.extract(es, conn, cfg, job)
     assert result.ids_found == 300 and result.reopened == 1
 
 
