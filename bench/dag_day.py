@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from export_steps import DAY, export_config, fresh_database, index_names, prepare
-from run_bench import DAG_DAY_HEADING
+from run_bench import DAG_DAY_HEADING, NOTES_HEADING
 
 ROOT = Path(__file__).resolve().parents[1]
 DB = "tracking_test_bench_dag"
@@ -100,8 +100,10 @@ def main() -> int:
     print(section)
     if args.out:
         out = Path(args.out)
-        before = out.read_text().partition(DAG_DAY_HEADING)[0].rstrip("\n") if out.exists() else "# Benchmarks"
-        out.write_text(before + "\n\n" + section)
+        text = out.read_text() if out.exists() else "# Benchmarks"
+        before, _, rest = text.partition(DAG_DAY_HEADING)
+        notes = "".join(rest.partition(NOTES_HEADING)[1:])  # the hand-written section after this one: kept
+        out.write_text(before.rstrip("\n") + "\n\n" + section + ("\n" + notes if notes else ""))
     return 0
 
 

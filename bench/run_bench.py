@@ -38,6 +38,7 @@ from sliced_extract import sliced_extract
 
 ROOT = Path(__file__).resolve().parents[1]
 DAG_DAY_HEADING = "## A whole day through the DAG"
+NOTES_HEADING = "## What `make bench` runs, and where the time goes"  # hand-written, after the DAG section
 ELASTICDUMP = ROOT / "bench" / "node_modules" / ".bin" / "elasticdump"
 S3PROXY = ROOT / "bench" / "s3proxy" / "run.sh"
 # S3Proxy 2.6 answers NotImplemented to the flexible-checksum headers botocore sends by default

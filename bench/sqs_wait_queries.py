@@ -8,7 +8,7 @@ the waits of a job share one poll in the triggerer).
 Counts what the tracking server counts: `Questions`, the statements clients sent.
 
 before  one poke of one waiting batch, as a rescheduled sensor runs it in a fresh interpreter:
-        a new connection of the `mysql_tracking` connection (MySqlHook, as `dispatch._wait_for_sqs`),
+        a new connection of the `mysql_tracking` connection (MySqlHook, as `batch_sensor._wait_for_sqs`),
         expire_stalled_batch + batch_state, close. Counted as the delta of SHOW GLOBAL STATUS around
         it (the reading's own statement subtracted; the median of --samples pokes, so another
         client's statement now and then does not count) and on the poke's own connection (SHOW
@@ -108,7 +108,7 @@ def measure_poke(questions: Questions, batch_id: int) -> tuple[int, int]:
     from es_export_airflow.connections import mysql_connection
 
     before = questions.read()
-    with mysql_connection() as conn:  # as dispatch._wait_for_sqs: a new connection per poke
+    with mysql_connection() as conn:  # as batch_sensor._wait_for_sqs: a new connection per poke
         tracking.expire_stalled_batch(conn, batch_id, policy=RetryPolicy())
         tracking.batch_state(conn, batch_id)
         own = session_questions(conn)

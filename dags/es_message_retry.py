@@ -21,15 +21,10 @@ import os
 from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import CronTriggerTimetable, Param, TriggerRule, dag, get_current_context, task
-from airflow.sdk.exceptions import AirflowFailException
 
-from es_export import pipeline
-from es_export.config import RetryParams
-from es_export.model import Job
-from es_export_airflow import alerts, dispatch
-from es_export_airflow.connections import mysql_connection, s3_client
-from es_export_airflow.settings import load_config
-from es_export_airflow.tasks import batch_params, batch_sensor, failing_fast, range_params
+from es_export_airflow import alerts, planning, reconciling
+from es_export_airflow.batch_sensor import process_task
+from es_export_airflow.settings import batch_params, range_params
 
 
 @dag(
@@ -59,52 +54,26 @@ def es_message_retry():
     @task(multiple_outputs=False, retries=0)
     def start_job() -> dict:
         """Validate the params and open this run's job_runs row."""
-        context = get_current_context()
-        with failing_fast():
-            params = RetryParams.resolve(dict(context["params"]), max_batch_size=load_config().max_batch_size)
-            with mysql_connection() as conn:
-                job = pipeline.open_retry_job(conn, dag_id=context["dag"].dag_id, run_id=context["run_id"],
-                                              params=params)
-        return {"job": job.as_dict(), "params": params.as_dict()}
+        return planning.start_retry(get_current_context())
 
     @task
     def plan(spec: dict) -> list[dict]:
         """Claim the failed messages that are due and cut them into batches."""
-        with failing_fast(), mysql_connection() as conn:
-            cfg, params = load_config(), RetryParams.from_dict(spec["params"])
-            batches = pipeline.plan_retry(conn, cfg, Job.from_dict(spec["job"]), batch_size=params.batch_size,
-                                          only_job_id=params.job_id, revive_dead=params.revive_dead,
-                                          start=params.start, end=params.end)
-            return dispatch.hand_out(cfg, batches, run_id=spec["job"]["run_id"], mode=params.dispatch)
+        return planning.plan_retry(spec)
 
     @task(multiple_outputs=False, trigger_rule=TriggerRule.ALL_DONE, retries=1)
     def summarize(spec: dict | None) -> dict:
         """Sweep orphan files, record the outcome, alert on dead messages; fail the run when a batch did not
         finish or a message went dead (failed ones the next retry takes again leave it green)."""
-        if not spec:
-            raise AirflowFailException("the run stopped before planning (see plan's log); nothing was retried")
-        cfg = load_config()
-        with failing_fast(), mysql_connection() as conn:
-            pipeline.sweep_orphans(conn, s3_client(cfg), cfg)
-            summary = pipeline.summarize_retry(conn, Job.from_dict(spec["job"]))
-        alerts.alert_dead(cfg, summary.job_id, summary.dead_messages, get_current_context())
-        if summary.unfinished:
-            raise AirflowFailException(f"{summary.unfinished} claimed message(s) were not processed; "
-                                       "the next retry run takes them again")
-        if summary.dead:  # a person must act: the run is red (and the failed-run alert fires too)
-            raise AirflowFailException(f"{summary.dead} message(s) ran out of attempts and are dead (reasons in "
-                                       "message_tracking.last_error); fix the cause, then run es_message_retry "
-                                       "with revive_dead=true")
-        return {k: v for k, v in vars(summary).items() if k != "dead_messages"}
+        return reconciling.summarize_retry(spec, get_current_context())
 
     @task
     def purge_tracking() -> int:
         """Delete completed tracking rows older than tracking_retention_days, in small chunks."""
-        with failing_fast(), mysql_connection() as conn:
-            return pipeline.purge_tracking(conn, load_config())
+        return reconciling.purge_tracking()
 
     spec = start_job()
-    batch_sensor().expand(batch=plan(spec)) >> summarize(spec)
+    process_task().expand(batch=plan(spec)) >> summarize(spec)
     purge_tracking()  # on its own: a long purge never delays a retry, nor a failed retry the purge
 
 

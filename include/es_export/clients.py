@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from es_export.errors import ConfigError
+from es_export.sink import S3Client
+from es_export.tracking import Connection
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,7 @@ def _verify_identity(value: str) -> bool:
     return flag in ("true", "1", "yes")
 
 
-def mysql(settings: MySQLSettings, *, driver: str = "pymysql") -> Any:
+def mysql(settings: MySQLSettings, *, driver: str = "pymysql") -> Connection:
     """A DB-API connection: PyMySQL (pure Python, as in Lambda) or mysqlclient (`MySQLdb`, as in Airflow)."""
     kwargs: dict[str, Any] = {"host": settings.host, "port": settings.port, "user": settings.user,
                               "password": settings.password, "database": settings.database, "charset": "utf8mb4",
@@ -95,7 +97,7 @@ def s3_config(upload_concurrency: int) -> Any:
     return Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=max(10, upload_concurrency))
 
 
-def s3(upload_concurrency: int, **kwargs: Any) -> Any:
+def s3(upload_concurrency: int, **kwargs: Any) -> S3Client:
     import boto3
 
     return boto3.client("s3", config=s3_config(upload_concurrency), **kwargs)

@@ -86,10 +86,11 @@ class ExportConfig:
     sqs_queue_name: str = "es-export-batches"
     sqs_max_receive: int = 3
     # Completed message_tracking rows older than this many days are deleted (by es_message_retry's
-    # purge_tracking task); 0 or None keeps them for ever. See docs/operations.md#retention.
+    # purge_tracking task); 0 or None keeps them for ever.
+    # See docs/operations.md#retention-how-large-the-tracking-table-stays.
     tracking_retention_days: int | None = 90
     # Time slices of the extract, each its own mapped task with its own point-in-time; a run's
-    # `extract_slices` param overrides it. See docs/operations.md#large-days.
+    # `extract_slices` param overrides it. See docs/operations.md#large-days-a-sliced-extract.
     extract_slices: int = 1
 
     def __post_init__(self) -> None:

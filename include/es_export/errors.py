@@ -1,10 +1,13 @@
 """One exception hierarchy for the package.
 
 `retryable` tells the caller (an Airflow task, the Lambda handler) whether trying the same work
-again can help: a node that is down can come back, a bad parameter cannot.
+again can help: a node that is down can come back, a bad parameter cannot. Errors whose facts a
+caller may act on take them as arguments and build their message once, here.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 
 class ExportError(Exception):
@@ -43,10 +46,45 @@ class TrackingError(ExportError):
 class ExtractIncomplete(TrackingError):
     """A step needs the whole extract, and a slice of it has not finished (e.g. marked success by hand)."""
 
+    def __init__(self, job_id: int, unfinished: Sequence[int], slices: int) -> None:
+        self.job_id, self.unfinished, self.slices = job_id, list(unfinished), slices
+        super().__init__(
+            f"the extract of job {job_id} has not finished slice(s) {self.unfinished} of {slices} (map index(es) "
+            f"{[n - 1 for n in self.unfinished]} of the extract task; see their logs), so nothing was exported; "
+            "clear those extract tasks (not only later ones) so they run to the end")
+
 
 class ReconcileError(ExportError):
-    """The counts of a run do not add up: something was lost or exported short."""
+    """The counts of a run do not add up (`problems`), or messages of it failed: something was lost or
+    exported short."""
+
+    def __init__(self, problems: Sequence[str], *, failed: int = 0, dead: int = 0) -> None:
+        self.problems, self.failed, self.dead = list(problems), failed, dead
+        if self.problems:
+            message = "the export does not add up: " + "; ".join(self.problems)
+        else:
+            message = (f"{failed} message(s) of the interval failed to export and {dead} are dead (reasons in "
+                       "message_tracking.last_error and the run's manifest); es_message_retry re-exports failed "
+                       "ones, dead ones need revive_dead")
+        super().__init__(message)
 
 
 class StaleAttempt(TrackingError):
-    """A newer attempt took the batch over (or the plan replaced it); this attempt's writes are refused."""
+    """A newer attempt took the batch over (or the plan replaced it); this attempt's writes are refused.
+
+    `token` is the refused attempt (None when none had started); `now_at` and `now_status` the batch's
+    attempt and status now, both None when the batch no longer exists.
+    """
+
+    def __init__(self, batch_id: int, token: int | None, *, now_at: int | None = None,
+                 now_status: str | None = None) -> None:
+        self.batch_id, self.token, self.now_at, self.now_status = batch_id, token, now_at, now_status
+        if now_at is not None:
+            message = (f"batch {batch_id} is now at attempt {now_at} ({now_status}); attempt {token}'s results are "
+                       "discarded so no message is counted twice")
+        elif token is not None:
+            message = (f"batch {batch_id} no longer exists (a rerun replaced the plan); attempt {token}'s results "
+                       "are discarded, the rerun exports these messages")
+        else:
+            message = f"batch {batch_id} does not exist in batch_progress; was the plan replaced?"
+        super().__init__(message)

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from es_export.errors import ConfigError, PartialResults, SourceError, SourceUnavailable
+
+if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
 
 
 class PointInTimeGone(Exception):
@@ -170,6 +173,11 @@ class SearchClient:
 
     def msearch(self, searches: list[dict[str, Any]]) -> list[dict[str, Any]]:
         raise NotImplementedError
+
+
+# What a function that reads the cluster takes: a SearchClient, or a bare `elasticsearch` client that
+# `adapt` wraps (as Elasticsearch 9.x).
+Searchable: TypeAlias = "SearchClient | Elasticsearch"
 
 
 class ElasticsearchClient(SearchClient):
@@ -330,7 +338,7 @@ def _complete_docs(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     raise SourceError(f"_mget could not read {len(errors)} document(s): {named}")
 
 
-def adapt(client: Any) -> SearchClient:
+def adapt(client: Searchable) -> SearchClient:
     """A SearchClient as it is, or a bare `elasticsearch` client (or a test's wrapper of one) wrapped."""
     return client if isinstance(client, SearchClient) else ElasticsearchClient(client)
 

@@ -15,7 +15,25 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
+
+T = TypeVar("T")
+
+
+class S3Client(Protocol):
+    """What the package asks of a boto3 S3 client: these calls and nothing else. A Protocol, as boto3 builds
+    its client classes at run time (from `boto3.client("s3")` or Airflow's S3Hook), so there is none to name."""
+
+    exceptions: Any  # the client's error classes: a read catches `exceptions.NoSuchKey`
+
+    def put_object(self, **kwargs: Any) -> dict[str, Any]: ...
+
+    def get_object(self, **kwargs: Any) -> dict[str, Any]: ...
+
+    def delete_object(self, **kwargs: Any) -> dict[str, Any]: ...
+
+    def get_paginator(self, operation_name: str) -> Any: ...  # "list_objects_v2": a listing, page by page
+
 
 # Kept as they are: letters, digits, '-', '_', '.'. Everything else becomes ~HH per UTF-8 byte,
 # which is reversible, and avoids '%', '/', spaces and non-ASCII that S3 tools mishandle.
@@ -84,10 +102,13 @@ def serialise(document: dict[str, Any]) -> bytes:
 
 
 @dataclass(frozen=True)
-class Upload:
+class Upload(Generic[T]):
+    """An object to PUT, tagged with what the caller needs back with its result (for the pipeline: the
+    message of a document, then the list of messages of an object; `bundle_ndjson` turns one into the other)."""
+
     key: str
     body: bytes
-    tag: Any = None  # whatever the caller needs back with the result
+    tag: T
     content_type: str = "application/json"
 
 
@@ -106,10 +127,10 @@ def batch_object_key(prefix: str, day: date, job_id: int, batch_no: int, attempt
     return f"{batch_key_prefix(prefix, day, job_id, batch_no)}a{attempt:03d}-{uuid.uuid4().hex[:8]}{NDJSON_SUFFIX}"
 
 
-def bundle_ndjson(uploads: list[Upload], *, day_of: Any, prefix: str, job_id: int, batch_no: int,
-                  attempt: int) -> list[Upload]:
+def bundle_ndjson(uploads: list[Upload[T]], *, day_of: Callable[[T], date], prefix: str, job_id: int, batch_no: int,
+                  attempt: int) -> list[Upload[list[T]]]:
     """One gzip NDJSON object per day instead of one object per message; tags become lists."""
-    by_day: dict[date, list[Upload]] = {}
+    by_day: dict[date, list[Upload[T]]] = {}
     for u in uploads:
         by_day.setdefault(day_of(u.tag), []).append(u)
     return [
@@ -121,8 +142,8 @@ def bundle_ndjson(uploads: list[Upload], *, day_of: Any, prefix: str, job_id: in
 
 
 @dataclass(frozen=True)
-class UploadResult:
-    upload: Upload
+class UploadResult(Generic[T]):
+    upload: Upload[T]
     error: str | None
 
     @property
@@ -135,15 +156,15 @@ def encryption(sse_kms_key_id: str | None) -> dict[str, str]:
     return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": sse_kms_key_id} if sse_kms_key_id else {}
 
 
-def upload_all(s3: Any, bucket: str, uploads: list[Upload], concurrency: int, *,
-               sse_kms_key_id: str | None = None) -> Iterator[UploadResult]:
+def upload_all(s3: S3Client, bucket: str, uploads: list[Upload[T]], concurrency: int, *,
+               sse_kms_key_id: str | None = None) -> Iterator[UploadResult[T]]:
     """PUT every object with at most `concurrency` requests in flight; one result per upload.
 
     Retries with backoff are the S3 client's (botocore retry config); an upload still failing after
     them comes back with its error instead of stopping the others. With `sse_kms_key_id` every
     object is encrypted with that KMS key (SSE-KMS).
     """
-    def put(upload: Upload) -> UploadResult:
+    def put(upload: Upload[T]) -> UploadResult[T]:
         try:
             extra = {"ContentEncoding": "gzip"} if upload.key.endswith(".gz") else {}
             extra.update(encryption(sse_kms_key_id))
@@ -159,18 +180,18 @@ def upload_all(s3: Any, bucket: str, uploads: list[Upload], concurrency: int, *,
 DATA_SUFFIXES = (".json", NDJSON_SUFFIX)
 
 
-def data_keys(s3: Any, bucket: str, prefix: str) -> Iterator[str]:
+def data_keys(s3: S3Client, bucket: str, prefix: str) -> Iterator[str]:
     """The keys of the data objects (`.json` or `.ndjson.gz`) under `prefix`, listed page by page."""
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         yield from (obj["Key"] for obj in page.get("Contents", []) if obj["Key"].endswith(DATA_SUFFIXES))
 
 
-def count_objects(s3: Any, bucket: str, prefix: str) -> int:
+def count_objects(s3: S3Client, bucket: str, prefix: str) -> int:
     """Number of data objects under `prefix`."""
     return sum(1 for _ in data_keys(s3, bucket, prefix))
 
 
-def _read(s3: Any, bucket: str, key: str) -> bytes | None:
+def _read(s3: S3Client, bucket: str, key: str) -> bytes | None:
     try:
         body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     except s3.exceptions.NoSuchKey:
@@ -178,7 +199,7 @@ def _read(s3: Any, bucket: str, key: str) -> bytes | None:
     return gzip.decompress(body) if key.endswith(".gz") else body
 
 
-def document_ids(s3: Any, bucket: str, key: str) -> list[str]:
+def document_ids(s3: S3Client, bucket: str, key: str) -> list[str]:
     """The message ids of the documents an object holds, in order (empty when it does not exist)."""
     body = _read(s3, bucket, key)
     if body is None:
@@ -186,7 +207,7 @@ def document_ids(s3: Any, bucket: str, key: str) -> list[str]:
     return [json.loads(line)["message_id"] for line in body.splitlines() if line.strip()]
 
 
-def remove_documents(s3: Any, bucket: str, key: str, removable: Callable[[list[str]], set[str]], *,
+def remove_documents(s3: S3Client, bucket: str, key: str, removable: Callable[[list[str]], set[str]], *,
                      sse_kms_key_id: str | None = None) -> list[str]:
     """Remove from an object the documents whose message ids `removable` returns; delete it when none is left.
 
@@ -212,6 +233,7 @@ def remove_documents(s3: Any, bucket: str, key: str, removable: Callable[[list[s
     return [message_id for _, message_id in kept]
 
 
-def put_json(s3: Any, bucket: str, key: str, document: dict[str, Any], *, sse_kms_key_id: str | None = None) -> None:
+def put_json(s3: S3Client, bucket: str, key: str, document: dict[str, Any], *,
+             sse_kms_key_id: str | None = None) -> None:
     body = json.dumps(document, ensure_ascii=False, indent=2, default=str).encode("utf-8")
     s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json", **encryption(sse_kms_key_id))

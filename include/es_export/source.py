@@ -16,7 +16,7 @@ from typing import Any
 
 from es_export.config import ExportConfig
 from es_export.errors import SourceError, TransientError
-from es_export.search import PointInTimeGone, SearchClient, adapt, check_complete, values_of
+from es_export.search import PointInTimeGone, Searchable, SearchClient, adapt, check_complete, values_of
 
 
 class PointInTimeExpired(TransientError):
@@ -61,7 +61,7 @@ def _field_types(client: SearchClient, index: str, field: str) -> dict[str, dict
     return found
 
 
-def check_timestamp_field(es: Any, index: str, field: str) -> None:
+def check_timestamp_field(es: Searchable, index: str, field: str) -> None:
     """Refuse an index whose mapping lacks the timestamp field, instead of exporting nothing.
 
     Every concrete index behind `index` (an alias, a pattern, a data stream's backing indices) must
@@ -93,12 +93,12 @@ def check_timestamp_field(es: Any, index: str, field: str) -> None:
                           "narrow messages_index to the indices that hold messages")
 
 
-def count_interval(es: Any, cfg: ExportConfig, start: datetime, end: datetime) -> int:
+def count_interval(es: Searchable, cfg: ExportConfig, start: datetime, end: datetime) -> int:
     return adapt(es).count(cfg.messages_index, _range_query(cfg.timestamp_field, start, end))
 
 
 def scan(
-    es: Any,
+    es: Searchable,
     index: str,
     query: dict,
     sort: list,
@@ -185,7 +185,7 @@ def _timestamp_sort(client: SearchClient, index: str, field: str) -> tuple[list[
     return [{field: {"order": "asc", "mode": mode}} for mode in ("min", "max")], 1
 
 
-def stream_ids(es: Any, cfg: ExportConfig, start: datetime, end: datetime, *,
+def stream_ids(es: Searchable, cfg: ExportConfig, start: datetime, end: datetime, *,
                resume: ScanPosition | None = None) -> Iterator[IdHit]:
     """The ids (timestamps, concrete indices) of the messages whose timestamp is in [start, end), oldest first.
 
@@ -209,7 +209,7 @@ def stream_ids(es: Any, cfg: ExportConfig, start: datetime, end: datetime, *,
                     ScanPosition(hit["_pit"], hit["sort"]))
 
 
-def refuse_copies(es: Any, moved: list[tuple[str, str, str]]) -> None:
+def refuse_copies(es: Searchable, moved: list[tuple[str, str, str]]) -> None:
     """Refuse messages found in a concrete index other than the one tracked, while the tracked one still holds
     them: two copies of one id (a shipper's retry across a rollover, an alias over v1 and v2 during a
     reindex). Exporting either would count two and export one, or move the message between days.
@@ -242,7 +242,7 @@ class MessageDetails:
 IDS_PER_REQUEST = 10_000
 
 
-def fetch_details(es: Any, cfg: ExportConfig, message_ids: list[str],
+def fetch_details(es: Searchable, cfg: ExportConfig, message_ids: list[str],
                   indices: dict[str, str | None] | None = None) -> dict[str, MessageDetails]:
     """Details of a batch in a few round trips: one `_mget`, one `_msearch` per 10,000 ids (plus pages).
 

@@ -1,12 +1,17 @@
 """The Airflow edge of the export: only DAG files and the plugin import this; the core package
-`es_export` never imports Airflow.
+`es_export` never imports Airflow. In layers, each importing only the ones below it:
 
+    planning     the first tasks of both DAGs: open the job, extract, plan and hand out the batches
+    reconciling  the last tasks: wait for other runs, reconcile, announce; retry summary; purge
+    batch_sensor the mapped `process` sensor and its poke in every dispatch mode
+    dispatch     a batch sent to the processing Lambda (invoke) or its SQS queue
+    alerts       late runs (Deadline Alert), failed runs and dead messages (log line, SNS)
+    triggers     the sqs wait in the triggerer
+    settings     the Variable es_message_export_config, the trigger params, parse-time settings
     connections  Airflow connections -> Elasticsearch, MySQL and S3 clients
-    settings     the Variable es_message_export_config, the trigger params
-    tasks        what the DAGs' tasks share (failing fast, batch labels)
-    dispatch     running a batch here, in the Lambda, or through SQS; waiting for other runs
-    alerts       late runs (Deadline Alert) and dead messages (log line, SNS)
+    failures     core errors retrying cannot fix -> Airflow's fail-without-retry
     metrics      StatsD counters of each batch
-    run_mirror   the listener that mirrors Airflow runs into job_runs
-    status_page  the export status page on the api-server
+    assets       the exported days as asset events
+    run_mirror   the listener that mirrors Airflow runs into job_runs (plugin)
+    status_page  the export status page on the api-server (plugin)
 """

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 from collections.abc import Generator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 from airflow.sdk import Connection
 
-from es_export import clients, search
+from es_export import clients, search, tracking
 from es_export.config import ExportConfig
 from es_export.search import SearchClient, SearchSettings
+from es_export.sink import S3Client
 
 ES_CONN_ID = "elasticsearch_default"
 MYSQL_CONN_ID = "mysql_tracking"
@@ -58,13 +59,15 @@ QUICK_TIMEOUTS = {"connect_timeout": 3, "read_timeout": 5, "write_timeout": 5}
 
 
 @contextmanager
-def mysql_connection(conn_id: str = MYSQL_CONN_ID, *, quick: bool = False) -> Generator[Any, None, None]:
+def mysql_connection(conn_id: str = MYSQL_CONN_ID, *,
+                     quick: bool = False) -> Generator[tracking.Connection, None, None]:
     """A mysqlclient connection of the tracking database from the Airflow connection (MySqlHook: its
     extras `charset`, `ssl`, `ssl_mode`, `iam` apply). `quick`: with QUICK_TIMEOUTS."""
     from airflow.providers.mysql.hooks.mysql import MySqlHook
 
     hook = _quick_mysql_hook(conn_id) if quick else MySqlHook(mysql_conn_id=conn_id)
-    conn = hook.get_conn()
+    # mysqlclient's connection (the hook's type also names mysql-connector's, which the package never uses)
+    conn = cast("tracking.Connection", hook.get_conn())
     try:
         yield conn
     finally:
@@ -90,7 +93,7 @@ def _quick_mysql_hook(conn_id: str, connection: Connection | None = None) -> Any
     return QuickMySqlHook(mysql_conn_id=conn_id, connection=connection)
 
 
-def s3_client(cfg: ExportConfig, conn_id: str = AWS_CONN_ID) -> Any:
+def s3_client(cfg: ExportConfig, conn_id: str = AWS_CONN_ID) -> S3Client:
     """A boto3 S3 client whose retries (standard mode, backoff) cover throttling and 5xx."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 

@@ -5,7 +5,7 @@ BatchesSettledTrigger. In the triggerer (one asyncio loop for all its triggers) 
 one job joins that job's poller: one asyncio task that, every `poll_seconds`, reads the job's
 batch_progress rows with ONE statement (`tracking.progress_of_job`) in a thread, on a connection it
 keeps open, and wakes each trigger whose batch settled (`BatchProgress.settled`). The task then
-resumes, pokes once more (the checks of `dispatch._wait_for_sqs`) and finishes, fails or defers
+resumes, pokes once more (the checks of `batch_sensor._wait_for_sqs`) and finishes, fails or defers
 again. 500 waiting batches cost one query per interval instead of 500 worker interpreters that
 each connect and run two transactions.
 

@@ -27,6 +27,8 @@ from es_export import clients, pipeline, search
 from es_export.config import ExportConfig
 from es_export.errors import ConfigError, StaleAttempt
 from es_export.payload import check_expected, parse
+from es_export.sink import S3Client
+from es_export.tracking import Connection
 
 log = logging.getLogger(__name__)
 
@@ -119,12 +121,12 @@ def _mysql_password() -> str:
     raise ConfigError(f"secret {arn} holds JSON without a 'password' key")
 
 
-def _mysql(database: str) -> Any:
+def _mysql(database: str) -> Connection:
     return clients.mysql(clients.MySQLSettings.from_env(database=database, password=_mysql_password()))
 
 
 @lru_cache(maxsize=1)
-def _elasticsearch() -> Any:
+def _elasticsearch() -> search.SearchClient:
     """Cached per container: warm invocations reuse the connection pool (and the engine detected once).
 
     ES_URL, and ES_USERNAME/ES_PASSWORD or ES_API_KEY, or ES_AWS_REGION for Amazon OpenSearch Service
@@ -137,7 +139,7 @@ def _elasticsearch() -> Any:
 
 
 @lru_cache(maxsize=4)
-def _s3(concurrency: int) -> Any:
+def _s3(concurrency: int) -> S3Client:
     return clients.s3(concurrency)
 
 

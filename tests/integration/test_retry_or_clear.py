@@ -16,7 +16,7 @@ import pytest
 
 import support
 from es_export.config import ExportConfig, RunParams
-from es_export_airflow import dispatch
+from es_export_airflow import batch_sensor
 from seed_data import SeedConfig
 
 pytestmark = pytest.mark.integration
@@ -41,17 +41,17 @@ def test_an_automatic_retry_keeps_the_batch_and_a_clear_exports_it_again(es, s3,
         _, batch = support.one_batch(es, conn, cfg, RunParams(start=start, end=start + timedelta(days=1)),
                                      run_id="roc")
         descriptor = {**batch.as_dict(), "run_id": "roc", "dispatch": "local"}
-        assert dispatch.poke(descriptor, context(1, 2)).xcom_value["completed"] == 10
+        assert batch_sensor.poke(descriptor, context(1, 2)).xcom_value["completed"] == 10
         lost = support.query(DB, "SELECT message_id FROM message_tracking ORDER BY id LIMIT 1")[0][0]
         es.delete(index=cfg.messages_index, id=lost, refresh=True)  # the cluster lost a document since
 
         # The task failed after recording (a metric, an S3 error): Airflow's automatic retry.
-        dispatch.poke(descriptor, context(2, 2))
+        batch_sensor.poke(descriptor, context(2, 2))
         assert support.query(DB, "SELECT attempts, status FROM batch_progress") == ((1, "completed"),)
         assert support.query(DB, "SELECT COUNT(*) FROM message_tracking WHERE status = 'completed'") == ((10,),)
 
         # A person clears the task after that try: max_tries becomes 2 + 2, and try 3 exports it again.
-        dispatch.poke(descriptor, context(3, 4))
+        batch_sensor.poke(descriptor, context(3, 4))
         assert support.query(DB, "SELECT attempts FROM batch_progress") == ((2,),)
         assert support.query(DB, "SELECT status FROM message_tracking WHERE message_id = %s", lost) == (("failed",),)
         conn.close()

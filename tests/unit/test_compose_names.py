@@ -440,7 +440,7 @@ def test_local_paths_in_the_bundle_requirements_resolve_in_the_containers(compos
 
 def test_init_creates_what_the_dags_use(compose):
     from es_export.config import ExportConfig
-    from es_export_airflow.tasks import BATCH_POOL, BATCH_POOL_SLOTS
+    from es_export_airflow.settings import BATCH_POOL, BATCH_POOL_SLOTS
 
     init = compose["services"]["airflow-init"]
     run = commands(init)

@@ -65,7 +65,7 @@ def test_retry_dag_contract(dagbag_and_lookups):
 
 @pytest.mark.parametrize("dag_id", ["es_message_export", "es_message_retry"])
 def test_batches_and_only_batches_run_in_the_batch_pool(dagbag_and_lookups, dag_id):
-    from es_export_airflow.tasks import BATCH_POOL
+    from es_export_airflow.settings import BATCH_POOL
 
     dag = dagbag_and_lookups[0].dags[dag_id]
     pools = {t.task_id: t.pool for t in dag.tasks}
@@ -83,7 +83,7 @@ def test_the_batch_pool_is_named_by_the_environment_at_parse_time(monkeypatch, d
 
 
 def test_make_airflow_creates_the_pool_the_tasks_use():
-    from es_export_airflow.tasks import BATCH_POOL, BATCH_POOL_SLOTS
+    from es_export_airflow.settings import BATCH_POOL, BATCH_POOL_SLOTS
 
     script = (DAGS.parent / "devstack" / "airflow.sh").read_text()
     assert f'instance_setting ES_EXPORT_BATCH_POOL {BATCH_POOL})"' in script
@@ -101,3 +101,17 @@ def test_trigger_form_date_pattern(value, ok):
     from es_export_airflow.settings import DATE_OR_DATETIME
 
     assert bool(re.match(DATE_OR_DATETIME, value)) is ok
+
+
+@pytest.mark.parametrize("path", sorted(DAGS.glob("*.py")), ids=lambda p: p.name)
+def test_a_dag_file_is_wiring(path):
+    """Each task body is a few lines calling the edge (es_export_airflow): no function in a DAG file is
+    over 25 lines, except the DAG function, which stays under 45."""
+    import ast
+
+    functions = [n for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.FunctionDef)]
+    dag_function = path.stem
+    assert dag_function in {f.name for f in functions}
+    too_long = {f.name: f.end_lineno - f.lineno + 1 for f in functions
+                if f.end_lineno - f.lineno + 1 > (44 if f.name == dag_function else 25)}
+    assert too_long == {}

@@ -1,4 +1,4 @@
-"""The MWAA deploy steps in docs/operations.md match what `make mwaa-bundle` builds and do no harm.
+"""The MWAA deploy steps in docs/deploy-mwaa.md match what `make mwaa-bundle` builds and do no harm.
 
 What a reader copies from the guide: no `aws s3 sync --delete` (on a shared DAGs prefix it deletes other
 teams' DAGs), every file deploy/build_mwaa_bundle.py writes is uploaded to its own key (startup.sh included),
@@ -18,8 +18,10 @@ from support import ROOT
 pytestmark = pytest.mark.unit
 
 OPERATIONS = ROOT / "docs" / "operations.md"
+DEPLOY_MWAA = ROOT / "docs" / "deploy-mwaa.md"
 CONFIGURATION = ROOT / "docs" / "configuration.md"
-DOCS = (OPERATIONS, ROOT / "README.md", CONFIGURATION, ROOT / "docs" / "architecture.md")
+DOCS = (OPERATIONS, DEPLOY_MWAA, ROOT / "docs" / "lambda.md", ROOT / "docs" / "development.md", ROOT / "README.md",
+        CONFIGURATION, ROOT / "docs" / "architecture.md")
 BUILDER = ROOT / "deploy" / "build_mwaa_bundle.py"
 BUNDLE = "dist/mwaa/"
 MWAA_HEADING = "## Deploying to Amazon MWAA: `make mwaa-bundle`"
@@ -61,7 +63,7 @@ def commands(block: str) -> list[list[str]]:
 
 
 def mwaa_section() -> str:
-    text = OPERATIONS.read_text()
+    text = DEPLOY_MWAA.read_text()
     start = text.index(MWAA_HEADING)
     end = text.index("\n## ", start + len(MWAA_HEADING))
     return text[start:end]

@@ -33,7 +33,7 @@ import json, sys
 from pathlib import Path
 
 import airflow  # settings.initialize(): the plugins folder joins sys.path here, in every component
-import es_export_airflow.dispatch, es_export_airflow.run_mirror, es_export.pipeline
+import es_export_airflow.batch_sensor, es_export_airflow.run_mirror, es_export.pipeline
 from airflow._shared.module_loading import import_string  # as the triggerer loads a trigger by classpath
 trigger_class = import_string("es_export_airflow.triggers.BatchesSettledTrigger")
 before_parsing = {"es_export": es_export.__file__, "es_export_airflow": es_export_airflow.__file__,

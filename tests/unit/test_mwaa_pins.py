@@ -83,7 +83,7 @@ def test_the_check_names_a_pin_that_leaves_the_constraint_file():
 
 
 def test_python_311_and_312_need_the_same_runtime_packages():
-    """docs/operations.md says the tests' Python 3.11 installs the same runtime packages as MWAA's 3.12:
+    """docs/deploy-mwaa.md says the tests' Python 3.11 installs the same runtime packages as MWAA's 3.12:
     no Requires-Dist marker of the closure picks a backport on one and not the other."""
     assert runtime_closure(RUNTIME_ROOTS, "3.11") ^ runtime_closure(RUNTIME_ROOTS, "3.12") == set()
-    assert "same runtime packages on Python 3.11 and 3.12" in (ROOT / "docs" / "operations.md").read_text()
+    assert "same runtime packages on Python 3.11 and 3.12" in (ROOT / "docs" / "deploy-mwaa.md").read_text()

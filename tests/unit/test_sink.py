@@ -61,7 +61,7 @@ class FlakyS3:
 
 def test_upload_all_reports_each_failure_and_finishes_the_rest():
     s3 = FlakyS3({"k3"})
-    uploads = [sink.Upload(f"k{i}", b"{}") for i in range(6)]
+    uploads = [sink.Upload(f"k{i}", b"{}", tag=None) for i in range(6)]
     results = list(sink.upload_all(s3, "b", uploads, concurrency=3))
     assert [r.upload.key for r in results] == [u.key for u in uploads]
     assert [r.key for r in [r.upload for r in results if not r.ok]] == ["k3"]
@@ -129,8 +129,8 @@ def test_every_put_carries_the_kms_key_or_no_encryption_header(key_id, headers):
     lines = [json.dumps({"message_id": m}).encode() for m in ("a", "b")]
     ndjson = "p/dt=2024-10-01/batch-1.ndjson.gz"
     s3 = RecordingS3({ndjson: gzip.compress(b"\n".join(lines))})
-    uploads = [sink.Upload("p/dt=2024-10-01/m.json", b"{}"), sink.Upload("p/dt=2024-10-01/b.ndjson.gz", b"",
-                                                                        content_type="application/x-ndjson")]
+    uploads = [sink.Upload("p/dt=2024-10-01/m.json", b"{}", tag=None),
+               sink.Upload("p/dt=2024-10-01/b.ndjson.gz", b"", tag=None, content_type="application/x-ndjson")]
     assert all(r.ok for r in sink.upload_all(s3, "b", uploads, concurrency=2, sse_kms_key_id=key_id))
     # the rewrite of an NDJSON file
     assert sink.remove_documents(s3, "b", ndjson, lambda ids: {"b"}, sse_kms_key_id=key_id) == ["a"]

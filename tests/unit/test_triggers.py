@@ -3,7 +3,7 @@
 import pytest
 
 from es_export.model import BatchProgress, Status
-from es_export_airflow import dispatch, tasks
+from es_export_airflow import batch_sensor
 from es_export_airflow.triggers import BatchesSettledTrigger
 
 pytestmark = pytest.mark.unit
@@ -60,11 +60,12 @@ class FakeTask:
     pytest.param({"ti": FakeTI(3, 3)}, False, id="automatic-retry-after-a-clear"),
     pytest.param({"ti": FakeTI(4, 5)}, True, id="cleared-after-try-3"),
     pytest.param({"ti": FakeTI(2, 3), "task_reschedule_count": 3}, False, id="cleared-rescheduled"),
-    pytest.param({"ti": FakeTI(2, 3), tasks.TRIGGER_EVENT: {"settled": "completed"}}, False, id="cleared-resumed"),
+    pytest.param({"ti": FakeTI(2, 3), batch_sensor.TRIGGER_EVENT: {"settled": "completed"}}, False,
+                 id="cleared-resumed"),
 ])
 def test_only_the_first_poke_after_a_clear_counts_as_a_clear(context, cleared):
     # Otherwise an automatic retry, or a poke resumed from the trigger, reopens a finished batch.
-    assert dispatch.first_poke_after_a_clear({**context, "task": FakeTask()}) is cleared
+    assert batch_sensor.first_poke_after_a_clear({**context, "task": FakeTask()}) is cleared
 
 
 @pytest.mark.parametrize("dag_id", ["es_message_export", "es_message_retry"])
@@ -76,5 +77,5 @@ def test_the_process_task_can_resume_from_a_deferral(dag_id):
     from support import parse_dag
 
     process = parse_dag(dag_id).get_task("process")  # mapped: one task per batch
-    assert process.operator_class is tasks.BatchSensor and process.partial_kwargs["mode"] == "reschedule"
-    assert "event" in inspect.signature(tasks.BatchSensor.execute).parameters
+    assert process.operator_class is batch_sensor.BatchSensor and process.partial_kwargs["mode"] == "reschedule"
+    assert "event" in inspect.signature(batch_sensor.BatchSensor.execute).parameters

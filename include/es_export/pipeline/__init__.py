@@ -15,6 +15,7 @@ an Airflow task, the Lambda handler and a test all call the same function.
 from es_export.pipeline.archive import audit_days, prune, sweep_orphans
 from es_export.pipeline.extract import (
     ExtractResult,
+    check_extract_finished,
     extract,
     finish_extract,
     prefetched,
@@ -34,8 +35,8 @@ from es_export.pipeline.retention import purge_tracking
 from es_export.pipeline.retry import RetrySummary, summarize_retry
 
 __all__ = [
-    "BatchResult", "ExtractResult", "Report", "RetrySummary", "audit_days", "days_of", "dead_messages", "extract",
-    "fetch_isolating", "finish_extract", "open_job", "open_retry_job", "others_still_exporting", "plan", "plan_retry",
-    "prefetched", "process_batch", "prune", "purge_tracking", "reconcile", "slices_of", "summarize_retry",
-    "sweep_orphans", "unfinished_slices",
+    "BatchResult", "ExtractResult", "Report", "RetrySummary", "audit_days", "check_extract_finished", "days_of",
+    "dead_messages", "extract", "fetch_isolating", "finish_extract", "open_job", "open_retry_job",
+    "others_still_exporting", "plan", "plan_retry", "prefetched", "process_batch", "prune", "purge_tracking",
+    "reconcile", "slices_of", "summarize_retry", "sweep_orphans", "unfinished_slices",
 ]

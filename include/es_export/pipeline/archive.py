@@ -20,11 +20,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from itertools import islice
-from typing import Any
 
 from es_export import sink, tracking
 from es_export.config import ExportConfig
 from es_export.model import Status
+from es_export.sink import S3Client
+from es_export.tracking import Connection
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 EXAMPLES = 20
 
 
-def prune(conn: Any, s3: Any, cfg: ExportConfig, keys: Iterable[str]) -> int:
+def prune(conn: Connection, s3: S3Client, cfg: ExportConfig, keys: Iterable[str]) -> int:
     """Remove from each object the documents that are no longer live (see the module's rules).
 
     Returns how many documents were removed. A file still being written is left as it is.
@@ -45,7 +46,8 @@ def prune(conn: Any, s3: Any, cfg: ExportConfig, keys: Iterable[str]) -> int:
     return removed
 
 
-def sweep_orphans(conn: Any, s3: Any, cfg: ExportConfig, *, batch_id: int | None = None, limit: int = 1000) -> int:
+def sweep_orphans(conn: Connection, s3: S3Client, cfg: ExportConfig, *, batch_id: int | None = None,
+                  limit: int = 1000) -> int:
     """Prune the files attempts uploaded and will never record (of one batch, or all of them).
 
     An attempt whose lease ran out is first failed as stalled, which fences it: it can no longer
@@ -56,7 +58,7 @@ def sweep_orphans(conn: Any, s3: Any, cfg: ExportConfig, *, batch_id: int | None
     return prune(conn, s3, cfg, tracking.orphan_uploads(conn, batch_id=batch_id, limit=limit))
 
 
-def _prune_one(conn: Any, s3: Any, cfg: ExportConfig, key: str) -> tuple[list[str] | None, int]:
+def _prune_one(conn: Connection, s3: S3Client, cfg: ExportConfig, key: str) -> tuple[list[str] | None, int]:
     """(ids left in the object, None while it is still being written; documents removed)."""
     tracking.object_lock(conn, key)
     try:
@@ -97,7 +99,7 @@ class DayAudit:
     stray_objects: list[str] = field(default_factory=list)  # examples: objects no completed row names
 
 
-def audit_days(conn: Any, s3: Any, cfg: ExportConfig, days: list[date]) -> DayAudit:
+def audit_days(conn: Connection, s3: S3Client, cfg: ExportConfig, days: list[date]) -> DayAudit:
     """Prune every data object of the days, then compare the keys and documents with the completed rows.
 
     Keys are compared as sets, page by page (each page of the listing against the rows that name
@@ -117,7 +119,7 @@ def audit_days(conn: Any, s3: Any, cfg: ExportConfig, days: list[date]) -> DayAu
     return audit
 
 
-def _audit_page(conn: Any, s3: Any, cfg: ExportConfig, keys: list[str], audit: DayAudit) -> int:
+def _audit_page(conn: Connection, s3: S3Client, cfg: ExportConfig, keys: list[str], audit: DayAudit) -> int:
     """Prune and count one page of keys; returns how many of them completed rows name."""
     named = tracking.completed_keys(conn, keys)
     for key in keys:
@@ -142,7 +144,7 @@ def _audit_page(conn: Any, s3: Any, cfg: ExportConfig, keys: list[str], audit: D
     return len(named)
 
 
-def _missing_keys(conn: Any, s3: Any, cfg: ExportConfig, day: date, limit: int) -> list[str]:
+def _missing_keys(conn: Connection, s3: S3Client, cfg: ExportConfig, day: date, limit: int) -> list[str]:
     """Up to `limit` keys that completed rows of the day name and S3 does not hold (a second listing:
     only a day that is already short pays for it)."""
     if limit <= 0:

@@ -16,6 +16,8 @@ from es_export import source, tracking
 from es_export.config import ExportConfig
 from es_export.errors import ConfigError, ExtractIncomplete
 from es_export.model import Checkpoint, ExtractSlice, Job
+from es_export.search import Searchable
+from es_export.tracking import Connection, Cursor
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +84,7 @@ def _bounds(job: Job, part: ExtractSlice) -> tuple[datetime, datetime]:
     return start, end
 
 
-def extract(es: Any, conn: Any, cfg: ExportConfig, job: Job, part: ExtractSlice | None = None, *,
+def extract(es: Searchable, conn: Connection, cfg: ExportConfig, job: Job, part: ExtractSlice | None = None, *,
             max_reopen: int = 3) -> ExtractResult:
     """Stream the ids of the interval (or of one slice of it) out of Elasticsearch into message_tracking.
 
@@ -122,20 +124,23 @@ def extract(es: Any, conn: Any, cfg: ExportConfig, job: Job, part: ExtractSlice 
     return result
 
 
-def unfinished_slices(conn: Any, job: Job, count: int) -> list[int]:
+def unfinished_slices(conn: Connection, job: Job, count: int) -> list[int]:
     """Numbers (from 1) of the slices of the job's extract that have not finished."""
     parts = slices_of(job, count)
     done = tracking.slice_checkpoints(conn, job.job_id, parts)
     return [p.no + 1 for p in parts if not (p.no in done and done[p.no].finished)]
 
 
-def finish_extract(conn: Any, job: Job, count: int) -> tuple[int, int]:
-    """Check that every slice finished and record the sums on the job: (ids found, ids new)."""
+def check_extract_finished(conn: Connection, job: Job, count: int) -> None:
+    """ExtractIncomplete, naming the slices, unless every slice of the job's extract finished."""
     unfinished = unfinished_slices(conn, job, count)
     if unfinished:
-        raise ExtractIncomplete(f"the extract of job {job.job_id} has not finished slice(s) {unfinished} of {count} "
-                                f"(map index(es) {[n - 1 for n in unfinished]} of the extract task); clear those "
-                                "extract tasks (not only later ones) so they run to the end")
+        raise ExtractIncomplete(job.job_id, unfinished, count)
+
+
+def finish_extract(conn: Connection, job: Job, count: int) -> tuple[int, int]:
+    """Check that every slice finished and record the sums on the job: (ids found, ids new)."""
+    check_extract_finished(conn, job, count)
     done = tracking.slice_checkpoints(conn, job.job_id, slices_of(job, count))
     found, new = sum(cp.ids_before for cp in done.values()), sum(cp.ids_new for cp in done.values())
     tracking.update_job(conn, job.job_id, ids_found=found, ids_new=new)
@@ -186,8 +191,8 @@ def prefetched(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
         thread.join(timeout=30)
 
 
-def _extract_from(es: Any, conn: Any, cfg: ExportConfig, job: Job, part: ExtractSlice, cp: Checkpoint, *,
-                  resumed: bool) -> Checkpoint:
+def _extract_from(es: Searchable, conn: Connection, cfg: ExportConfig, job: Job, part: ExtractSlice,
+                  cp: Checkpoint, *, resumed: bool) -> Checkpoint:
     counter = _IdCounter(cp)
     tracking.save_checkpoint(conn, job.job_id, cp, part=part, resumed=resumed)
     conn.commit()
@@ -204,7 +209,7 @@ def _extract_from(es: Any, conn: Any, cfg: ExportConfig, job: Job, part: Extract
     return final
 
 
-def _write_chunk(es: Any, conn: Any, job: Job, part: ExtractSlice, counter: _IdCounter,
+def _write_chunk(es: Searchable, conn: Connection, job: Job, part: ExtractSlice, counter: _IdCounter,
                  chunk: list[Any]) -> _IdCounter:
     """Insert a chunk of ids and the position after it in one transaction; returns the counter after it.
 
@@ -214,7 +219,7 @@ def _write_chunk(es: Any, conn: Any, job: Job, part: ExtractSlice, counter: _IdC
     def check_moved(moved: list[tuple[str, str, str]]) -> None:
         source.refuse_copies(es, moved)
 
-    def work(_cur: Any) -> _IdCounter:
+    def work(_cur: Cursor) -> _IdCounter:
         after = copy.copy(counter)  # a failed attempt leaves the caller's counter as it was
         after.new += tracking.insert_chunk(conn, chunk, dag_id=job.dag_id, run_id=job.run_id,
                                            check_moved=check_moved)

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from es_export import tracking
 from es_export.config import ExportConfig, RetryParams, RunParams, check_batch_size
 from es_export.errors import ConfigError
 from es_export.model import Batch, Job
+from es_export.tracking import Connection
 
 log = logging.getLogger(__name__)
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def open_job(conn: Any, *, dag_id: str, run_id: str, params: RunParams) -> Job:
+def open_job(conn: Connection, *, dag_id: str, run_id: str, params: RunParams) -> Job:
     """Migrate the schema if needed and get the job_runs row of this run."""
     tracking.migrate(conn)
     return tracking.start_job(conn, dag_id=dag_id, run_id=run_id, start=params.start, end=params.end,
@@ -24,7 +24,7 @@ def open_job(conn: Any, *, dag_id: str, run_id: str, params: RunParams) -> Job:
                               reprocess=params.reprocess)
 
 
-def plan(conn: Any, cfg: ExportConfig, job: Job, params: RunParams) -> list[Batch]:
+def plan(conn: Connection, cfg: ExportConfig, job: Job, params: RunParams) -> list[Batch]:
     """Batches of the messages this run must export; at most cfg.max_batches of them."""
     to_export = tracking.claim_for_job(conn, job, reprocess=params.reprocess)
     size = _batch_size(cfg, to_export, params.batch_size)
@@ -34,7 +34,7 @@ def plan(conn: Any, cfg: ExportConfig, job: Job, params: RunParams) -> list[Batc
     return batches
 
 
-def open_retry_job(conn: Any, *, dag_id: str, run_id: str, params: RetryParams) -> Job:
+def open_retry_job(conn: Connection, *, dag_id: str, run_id: str, params: RetryParams) -> Job:
     """The job_runs row of an es_message_retry run; its interval is the time range it retries
     (from the epoch to tomorrow when the run has none)."""
     tracking.migrate(conn)
@@ -43,7 +43,7 @@ def open_retry_job(conn: Any, *, dag_id: str, run_id: str, params: RetryParams) 
                               dispatch=params.dispatch.value, batch_size=params.batch_size, reprocess=False)
 
 
-def plan_retry(conn: Any, cfg: ExportConfig, job: Job, *, batch_size: int, only_job_id: int | None = None,
+def plan_retry(conn: Connection, cfg: ExportConfig, job: Job, *, batch_size: int, only_job_id: int | None = None,
                start: datetime | None = None, end: datetime | None = None, revive_dead: bool = False) -> list[Batch]:
     """Batches of the failed messages whose next attempt is due (and dead ones when reviving)."""
     claimed = tracking.claim_failed(conn, job, only_job_id=only_job_id, start=start, end=end,

@@ -11,8 +11,11 @@ from typing import Any
 from es_export import search, sink, source, tracking
 from es_export.config import ExportConfig, Layout
 from es_export.errors import ExportError, StaleAttempt
-from es_export.model import Batch, BatchAttempt, Outcome
+from es_export.model import Batch, BatchAttempt, Outcome, TrackedMessage
 from es_export.pipeline import archive
+from es_export.search import Searchable
+from es_export.sink import S3Client
+from es_export.tracking import Connection
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +46,7 @@ def build_document(details: source.MessageDetails, *, job_id: int, batch_id: int
     }
 
 
-def process_batch(es: Any, conn: Any, s3: Any, cfg: ExportConfig, batch: Batch, *, run_id: str,
+def process_batch(es: Searchable, conn: Connection, s3: S3Client, cfg: ExportConfig, batch: Batch, *, run_id: str,
                   lease_seconds: int | None = None) -> BatchResult:
     """Export one batch; every message ends completed or failed with its reason.
 
@@ -97,11 +100,12 @@ def process_batch(es: Any, conn: Any, s3: Any, cfg: ExportConfig, batch: Batch, 
 
 
 def _documents(cfg: ExportConfig, attempt: BatchAttempt, details: dict[str, source.MessageDetails],
-               unreadable: dict[str, str], *, run_id: str) -> tuple[list[Outcome], list[sink.Upload]]:
+               unreadable: dict[str, str], *,
+               run_id: str) -> tuple[list[Outcome], list[sink.Upload[list[TrackedMessage]]]]:
     """The objects to upload (tagged with their messages), and the outcomes of messages that cannot be."""
     exported_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     outcomes: list[Outcome] = []
-    uploads: list[sink.Upload] = []
+    uploads: list[sink.Upload[TrackedMessage]] = []  # one document each, tagged with its message
     per_message = cfg.layout is Layout.PER_MESSAGE
     for m in attempt.messages:
         if m.message_id in unreadable:
@@ -127,7 +131,8 @@ def _documents(cfg: ExportConfig, attempt: BatchAttempt, details: dict[str, sour
     return outcomes, [sink.Upload(u.key, u.body, tag=[u.tag]) for u in uploads]
 
 
-def _upload(s3: Any, cfg: ExportConfig, uploads: list[sink.Upload], outcomes: list[Outcome]) -> int:
+def _upload(s3: S3Client, cfg: ExportConfig, uploads: list[sink.Upload[list[TrackedMessage]]],
+            outcomes: list[Outcome]) -> int:
     """PUT every object; each of its messages gets an outcome. Returns the bytes written."""
     written = 0
     for uploaded in sink.upload_all(s3, cfg.bucket, uploads, cfg.upload_concurrency,
@@ -152,7 +157,7 @@ def _isolatable(exc: Exception) -> bool:
     return status in (400, 413) if isinstance(status, int) else True
 
 
-def fetch_isolating(es: Any, cfg: ExportConfig, ids: list[str], indices: dict[str, str | None] | None = None
+def fetch_isolating(es: Searchable, cfg: ExportConfig, ids: list[str], indices: dict[str, str | None] | None = None
                     ) -> tuple[dict[str, source.MessageDetails], dict[str, str]]:
     """The details of `ids`, and for each id whose details cannot be read, why (found by halving)."""
     try:
@@ -170,7 +175,7 @@ def fetch_isolating(es: Any, cfg: ExportConfig, ids: list[str], indices: dict[st
     return {**left, **right}, {**bad_left, **bad_right}
 
 
-def _try_fail_batch(conn: Any, attempt: BatchAttempt, exc: Exception, cfg: ExportConfig) -> None:
+def _try_fail_batch(conn: Connection, attempt: BatchAttempt, exc: Exception, cfg: ExportConfig) -> None:
     try:
         conn.rollback()
         tracking.fail_batch(conn, attempt, f"{type(exc).__name__}: {exc}", policy=cfg.retry_policy())

@@ -12,6 +12,9 @@ from es_export.config import ExportConfig
 from es_export.errors import ReconcileError
 from es_export.model import Job, JobShare, Status
 from es_export.pipeline import archive
+from es_export.search import Searchable
+from es_export.sink import S3Client
+from es_export.tracking import Connection
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +55,17 @@ class Report:
     problems: list[str] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
 
+    def brief(self) -> dict[str, Any]:
+        """The report without its per-message failures (those are in the manifest): what a task returns."""
+        return {k: v for k, v in vars(self).items() if k != "failures"}
 
-def others_still_exporting(conn: Any, job: Job) -> list[JobShare]:
+
+def others_still_exporting(conn: Connection, job: Job) -> list[JobShare]:
     """Messages of the job's interval that other live runs claimed and are still exporting."""
     return tracking.held_by_other_jobs(conn, job)
 
 
-def reconcile(es: Any, conn: Any, s3: Any, cfg: ExportConfig, job: Job) -> Report:
+def reconcile(es: Searchable, conn: Connection, s3: S3Client, cfg: ExportConfig, job: Job) -> Report:
     """Check that the run's counts add up, key by key and document by document; record the outcome, write
     the manifest. Documents no longer live are removed first (es_export.pipeline.archive).
 
@@ -88,17 +95,13 @@ def reconcile(es: Any, conn: Any, s3: Any, cfg: ExportConfig, job: Job) -> Repor
         if not share["this_run"]:
             log.info("reconcile job=%s: %d message(s) of the interval exported by job %s (%s run %s)", job.job_id,
                      share["messages"], share["job_id"], share["dag_id"], share["run_id"])
-    if report.problems:
-        raise ReconcileError("the export does not add up: " + "; ".join(report.problems))
-    if report.failed or report.dead:
-        raise ReconcileError(f"{report.failed} message(s) of the interval failed to export and {report.dead} are dead "
-                             "(reasons in message_tracking.last_error and the run's manifest); es_message_retry "
-                             "re-exports failed ones, dead ones need revive_dead")
+    if report.problems or report.failed or report.dead:
+        raise ReconcileError(report.problems, failed=report.failed, dead=report.dead)
     return report
 
 
-def _count(es: Any, conn: Any, s3: Any, cfg: ExportConfig, job: Job, days: list[date], batches: dict[str, int],
-           held: list[JobShare]) -> Report:
+def _count(es: Searchable, conn: Connection, s3: S3Client, cfg: ExportConfig, job: Job, days: list[date],
+           batches: dict[str, int], held: list[JobShare]) -> Report:
     """What Elasticsearch, tracking and S3 each hold for the interval (and its whole days, for S3)."""
     row = tracking.get_job(conn, job.job_id)
     by_status = tracking.status_counts(conn, job.start, job.end)
@@ -128,7 +131,7 @@ def _count(es: Any, conn: Any, s3: Any, cfg: ExportConfig, job: Job, days: list[
     )
 
 
-def dead_messages(conn: Any, job: Job) -> list[dict[str, Any]]:
+def dead_messages(conn: Connection, job: Job) -> list[dict[str, Any]]:
     """The job's messages that ran out of attempts (for the alert)."""
     return tracking.dead_messages(conn, job.job_id)
 

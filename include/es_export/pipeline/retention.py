@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 from es_export import tracking
 from es_export.config import ExportConfig
+from es_export.tracking import Connection
 
 log = logging.getLogger(__name__)
 
@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 PURGE_ROWS_PER_RUN = 2_000_000
 
 
-def purge_tracking(conn: Any, cfg: ExportConfig, *, max_rows: int = PURGE_ROWS_PER_RUN) -> int:
+def purge_tracking(conn: Connection, cfg: ExportConfig, *, max_rows: int = PURGE_ROWS_PER_RUN) -> int:
     """Delete completed tracking rows older than cfg.tracking_retention_days (0 or None: none);
     returns how many went. See tracking.purge_completed for which rows go."""
     days = cfg.tracking_retention_days

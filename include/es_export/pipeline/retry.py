@@ -9,6 +9,7 @@ from typing import Any
 
 from es_export import tracking
 from es_export.model import Job, Status
+from es_export.tracking import Connection
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +24,12 @@ class RetrySummary:
     unfinished: int
     dead_messages: list[dict[str, Any]]
 
+    def brief(self) -> dict[str, Any]:
+        """The summary without the dead messages (the alert names them): what a task returns."""
+        return {k: v for k, v in vars(self).items() if k != "dead_messages"}
 
-def summarize_retry(conn: Any, job: Job) -> RetrySummary:
+
+def summarize_retry(conn: Connection, job: Job) -> RetrySummary:
     """Outcome of a retry job; records it in job_runs."""
     row = tracking.get_job(conn, job.job_id)
     counts = tracking.job_status_counts(conn, job.job_id)

@@ -1,8 +1,8 @@
 """MySQL tracking: every statement on job_runs, message_tracking, batch_progress, extract_checkpoints.
 
 Works with any DB-API connection that uses the `%s` paramstyle (mysqlclient in Airflow, PyMySQL in
-Lambda). Every statement is parameterised; table and column names are constants of these modules.
-Times are stored as naive UTC DATETIME(6).
+Lambda); `Connection` and `Cursor` say what is asked of it. Every statement is parameterised; table
+and column names are constants of these modules. Times are stored as naive UTC DATETIME(6).
 
     schema       migrations
     jobs         job_runs rows, the Airflow-run mirror, which jobs are live
@@ -16,7 +16,7 @@ Times are stored as naive UTC DATETIME(6).
     retention    completed rows older than a number of days, deleted in small chunks
 """
 
-from es_export.tracking._sql import chunks, in_transaction, utc_naive
+from es_export.tracking._sql import Connection, Cursor, chunks, in_transaction, utc_naive
 from es_export.tracking.batches import (
     batch_state,
     expire_stalled_batch,
@@ -74,8 +74,8 @@ from es_export.tracking.views import (
 )
 
 __all__ = [
-    "LATEST_VERSION", "LIVE_JOB_HOURS", "MIGRATIONS", "batch_counts", "chunks", "batch_state", "claim_failed",
-    "claim_for_job",
+    "LATEST_VERSION", "LIVE_JOB_HOURS", "MIGRATIONS", "Connection", "Cursor", "batch_counts", "chunks", "batch_state",
+    "claim_failed", "claim_for_job",
     "completed_by_job", "completed_objects", "dead_messages", "effective_batch_size", "expire_stalled_batch",
     "fail_batch", "failures", "finish_batch", "get_job", "held_by_other_jobs", "in_transaction", "insert_chunk",
     "job_batches",

@@ -4,12 +4,46 @@ and slices of an interval small enough for one short transaction."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from itertools import islice
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
+
+
+class Cursor(Protocol):
+    """What tracking asks of a DB-API cursor (PyMySQL's, mysqlclient's), always used in a `with` block.
+
+    A Protocol rather than a driver's class, so both drivers (and a test's fake) fit without a common base.
+    """
+
+    rowcount: int
+    lastrowid: int  # read after an INSERT only
+    description: Sequence[Sequence[Any]]  # read after a SELECT only: (name, type, ...) of each column
+
+    def execute(self, query: str, args: Sequence[Any] | None = None) -> object: ...
+
+    def fetchone(self) -> Any: ...  # a tuple, or None past the last row
+
+    def fetchall(self) -> Sequence[tuple[Any, ...]]: ...
+
+    def __enter__(self) -> Cursor: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class Connection(Protocol):
+    """What the package asks of a DB-API connection with the `%s` paramstyle: mysqlclient's (Airflow) or
+    PyMySQL's (Lambda). These four calls and nothing else, so any such driver fits."""
+
+    def cursor(self) -> Cursor: ...
+
+    def commit(self) -> None: ...
+
+    def rollback(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 def utc_naive(value: datetime) -> datetime:
@@ -31,7 +65,7 @@ def values_sql(rows: int, width: int) -> str:
     return ", ".join([one] * rows)
 
 
-def time_slices(conn: Any, start: datetime, end: datetime, max_rows: int) -> Iterator[tuple[datetime, datetime]]:
+def time_slices(conn: Connection, start: datetime, end: datetime, max_rows: int) -> Iterator[tuple[datetime, datetime]]:
     """[low, high) pieces of [start, end) that each hold at most `max_rows` message_tracking rows, in time order.
 
     Found by walking the message_ts index (`max_rows` index entries per piece, never the table), so
@@ -58,7 +92,7 @@ def time_slices(conn: Any, start: datetime, end: datetime, max_rows: int) -> Ite
         low = high
 
 
-def rows(cur: Any) -> list[dict[str, Any]]:
+def rows(cur: Cursor) -> list[dict[str, Any]]:
     """The fetched rows as dicts by column name."""
     names = [d[0] for d in cur.description]
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
@@ -68,7 +102,7 @@ def rows(cur: Any) -> list[dict[str, Any]]:
 LOCK_ERRORS = {1205, 1213}
 
 
-def in_transaction(conn: Any, work: Any, *, attempts: int = 6) -> Any:
+def in_transaction(conn: Connection, work: Callable[[Cursor], T], *, attempts: int = 6) -> T:
     """Run `work(cursor)` in a transaction and commit, again from the start on a deadlock or lock timeout."""
     for attempt in range(attempts):
         try:

@@ -12,24 +12,23 @@ from typing import Any
 
 from es_export.errors import ConfigError, StaleAttempt, TrackingError
 from es_export.model import Batch, BatchAttempt, BatchProgress, Outcome, RetryPolicy, Status, TrackedMessage
-from es_export.tracking._sql import chunks, in_transaction
+from es_export.tracking._sql import Connection, Cursor, chunks, in_transaction
 
 DEFAULT_POLICY = RetryPolicy()
 
 
-def _fence(cur: Any, batch_id: int, token: int) -> None:
+def _fence(cur: Cursor, batch_id: int, token: int) -> None:
     """Lock the batch row; refuse unless `token` is still its running attempt."""
     cur.execute("SELECT attempts, status FROM batch_progress WHERE id = %s FOR UPDATE", (batch_id,))
     row = cur.fetchone()
     if row is None:
-        raise StaleAttempt(f"batch {batch_id} no longer exists (a rerun replaced the plan); attempt {token}'s "
-                           "results are discarded, the rerun exports these messages")
+        raise StaleAttempt(batch_id, token)
     if int(row[0]) != token or row[1] != Status.RUNNING:
-        raise StaleAttempt(f"batch {batch_id} is now at attempt {row[0]} ({row[1]}); attempt {token}'s results "
-                           "are discarded so no message is counted twice")
+        raise StaleAttempt(batch_id, token, now_at=int(row[0]), now_status=row[1])
 
 
-def start_batch(conn: Any, batch_id: int, *, lease_seconds: int = 7200, expect: Batch | None = None) -> BatchAttempt:
+def start_batch(conn: Connection, batch_id: int, *, lease_seconds: int = 7200,
+                expect: Batch | None = None) -> BatchAttempt:
     """Start a new attempt: the batch and its unfinished messages become running under a lease.
 
     The new attempt takes the batch's running messages back at once (the earlier attempt died or
@@ -41,12 +40,12 @@ def start_batch(conn: Any, batch_id: int, *, lease_seconds: int = 7200, expect: 
     from the row is refused before anything changes, so a forged or garbled payload cannot make this
     attempt name, or delete, another batch's files.
     """
-    def work(cur: Any) -> BatchAttempt:
+    def work(cur: Cursor) -> BatchAttempt:
         cur.execute("SELECT attempts, status, job_id, batch_no FROM batch_progress WHERE id = %s FOR UPDATE",
                     (batch_id,))
         row = cur.fetchone()
         if row is None:
-            raise StaleAttempt(f"batch {batch_id} does not exist in batch_progress; was the plan replaced?")
+            raise StaleAttempt(batch_id, None)
         job_id, batch_no = int(row[2]), int(row[3])
         if expect is not None and (expect.job_id, expect.batch_no) != (job_id, batch_no):
             raise ConfigError(
@@ -76,7 +75,7 @@ def start_batch(conn: Any, batch_id: int, *, lease_seconds: int = 7200, expect: 
     return in_transaction(conn, work)
 
 
-def note_uploads(conn: Any, attempt: BatchAttempt, keys: list[str]) -> None:
+def note_uploads(conn: Connection, attempt: BatchAttempt, keys: list[str]) -> None:
     """Record the files this attempt is about to upload (fenced), so one it never records can be swept.
 
     The rows go in the same transaction that finishes the batch (`finish_batch`): a row that is
@@ -85,7 +84,7 @@ def note_uploads(conn: Any, attempt: BatchAttempt, keys: list[str]) -> None:
     if not keys:
         return
 
-    def work(cur: Any) -> None:
+    def work(cur: Cursor) -> None:
         _fence(cur, attempt.batch_id, attempt.token)
         cur.execute("INSERT INTO object_uploads (s3_key, batch_id, attempt) VALUES "
                     + ", ".join(["(%s, %s, %s)"] * len(keys)),
@@ -100,8 +99,8 @@ def note_uploads(conn: Any, attempt: BatchAttempt, keys: list[str]) -> None:
 # before; `failed_job_id` keeps the job whose run failed it first (es_message_retry's job_id param).
 _FAIL_ASSIGNMENTS = (
     "attempts = attempts + 1, failed_job_id = COALESCE(failed_job_id, job_id),"
-    " status = IF(attempts >= %s, 'dead', 'failed'), lease_expires_at = NULL,"
-    " next_attempt_at = IF(status = 'failed',"
+    f" status = IF(attempts >= %s, '{Status.DEAD}', '{Status.FAILED}'), lease_expires_at = NULL,"
+    f" next_attempt_at = IF(status = '{Status.FAILED}',"
     " UTC_TIMESTAMP(6) + INTERVAL LEAST(%s * POW(2, attempts - 1), %s) SECOND, NULL)"
 )
 
@@ -110,7 +109,7 @@ def _fail_params(policy: RetryPolicy) -> list[Any]:
     return [policy.max_attempts, policy.base_seconds, policy.max_seconds]
 
 
-def record_outcomes(conn: Any, attempt: BatchAttempt, outcomes: Iterable[Outcome], *,
+def record_outcomes(conn: Connection, attempt: BatchAttempt, outcomes: Iterable[Outcome], *,
                     policy: RetryPolicy = DEFAULT_POLICY, chunk_size: int = 1000) -> int:
     """Write each message's outcome, fenced by the attempt's token; returns how many rows changed.
 
@@ -122,7 +121,7 @@ def record_outcomes(conn: Any, attempt: BatchAttempt, outcomes: Iterable[Outcome
         done = [o for o in chunk if o.ok]
         failed = [o for o in chunk if not o.ok]
 
-        def work(cur: Any, done: list[Outcome] = done, failed: list[Outcome] = failed) -> int:
+        def work(cur: Cursor, done: list[Outcome] = done, failed: list[Outcome] = failed) -> int:
             _fence(cur, attempt.batch_id, attempt.token)
             n = 0
             if done:
@@ -150,9 +149,9 @@ def record_outcomes(conn: Any, attempt: BatchAttempt, outcomes: Iterable[Outcome
     return changed
 
 
-def finish_batch(conn: Any, attempt: BatchAttempt, *, bytes_written: int = 0) -> dict[str, int]:
+def finish_batch(conn: Connection, attempt: BatchAttempt, *, bytes_written: int = 0) -> dict[str, int]:
     """Close the batch with its counts, read back from message_tracking so they are always true."""
-    def work(cur: Any) -> dict[str, int]:
+    def work(cur: Cursor) -> dict[str, int]:
         _fence(cur, attempt.batch_id, attempt.token)
         cur.execute(
             "SELECT COALESCE(SUM(status = %s), 0), COALESCE(SUM(status IN (%s, %s)), 0), COUNT(*)"
@@ -173,17 +172,17 @@ def finish_batch(conn: Any, attempt: BatchAttempt, *, bytes_written: int = 0) ->
     return in_transaction(conn, work)
 
 
-def fail_batch(conn: Any, attempt: BatchAttempt, error: str, *, policy: RetryPolicy = DEFAULT_POLICY) -> None:
+def fail_batch(conn: Connection, attempt: BatchAttempt, error: str, *, policy: RetryPolicy = DEFAULT_POLICY) -> None:
     """The attempt could not proceed: its running messages each spend an attempt and become failed
     (dead after the last), so a batch that keeps failing ends instead of looping for ever."""
-    def work(cur: Any) -> None:
+    def work(cur: Cursor) -> None:
         _fence(cur, attempt.batch_id, attempt.token)
         _fail_batch_rows(cur, attempt.batch_id, error, policy, statuses=(Status.RUNNING,))
 
     in_transaction(conn, work)
 
 
-def _fail_batch_rows(cur: Any, batch_id: int, error: str, policy: RetryPolicy, *, statuses: tuple[str, ...],
+def _fail_batch_rows(cur: Cursor, batch_id: int, error: str, policy: RetryPolicy, *, statuses: tuple[Status, ...],
                      new_attempt: bool = False) -> None:
     # A stalled batch also moves its attempt counter on (fencing the stalled worker) and forgets it
     # was queued, so the task's retry queues it again.
@@ -200,13 +199,13 @@ def _fail_batch_rows(cur: Any, batch_id: int, error: str, policy: RetryPolicy, *
     )
 
 
-def expire_stalled_batch(conn: Any, batch_id: int, *, policy: RetryPolicy = DEFAULT_POLICY) -> str | None:
+def expire_stalled_batch(conn: Connection, batch_id: int, *, policy: RetryPolicy = DEFAULT_POLICY) -> str | None:
     """Fail a batch whose lease ran out before it finished (its Lambda timed out, ran out of memory or
     never started); returns the reason, or None when the batch is not stalled.
 
     The batch's attempt counter moves on, so the stalled attempt's late writes are refused.
     """
-    def work(cur: Any) -> str | None:
+    def work(cur: Cursor) -> str | None:
         cur.execute("SELECT status, lease_expires_at, lease_expires_at < UTC_TIMESTAMP(6) FROM batch_progress"
                     " WHERE id = %s FOR UPDATE", (batch_id,))
         row = cur.fetchone()
@@ -220,7 +219,7 @@ def expire_stalled_batch(conn: Any, batch_id: int, *, policy: RetryPolicy = DEFA
     return in_transaction(conn, work)
 
 
-def reopen_batch(conn: Any, batch_id: int) -> int:
+def reopen_batch(conn: Connection, batch_id: int) -> int:
     """A person ran a finished batch again (cleared its task): export all of it again.
 
     Its completed and failed messages go back to pending; dead ones stay dead (es_message_retry
@@ -242,7 +241,7 @@ def reopen_batch(conn: Any, batch_id: int) -> int:
     return reopened
 
 
-def mark_dispatched(conn: Any, batch_ids: list[int], *, lease_seconds: int) -> None:
+def mark_dispatched(conn: Connection, batch_ids: list[int], *, lease_seconds: int) -> None:
     """Note the batches were queued; one that no worker starts within `lease_seconds` is stalled."""
     if not batch_ids:
         return
@@ -254,7 +253,7 @@ def mark_dispatched(conn: Any, batch_ids: list[int], *, lease_seconds: int) -> N
     conn.commit()
 
 
-def batch_state(conn: Any, batch_id: int) -> dict[str, Any]:
+def batch_state(conn: Connection, batch_id: int) -> dict[str, Any]:
     """The batch_progress row of a batch, as a dict."""
     with conn.cursor() as cur:
         cur.execute("SELECT id AS batch_id, job_id, batch_no, status, total, completed, failed, bytes_written,"
@@ -268,7 +267,7 @@ def batch_state(conn: Any, batch_id: int) -> dict[str, Any]:
     return state
 
 
-def progress_of_job(conn: Any, job_id: int) -> dict[int, BatchProgress]:
+def progress_of_job(conn: Connection, job_id: int) -> dict[int, BatchProgress]:
     """Every batch of a job, by id, in ONE statement: the poll that all of a job's waiting batches share.
 
     It does not commit (that would be a second statement per poll): run it on an autocommit

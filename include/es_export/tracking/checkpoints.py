@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from es_export.model import Checkpoint, ExtractSlice
+from es_export.tracking._sql import Connection
 
 
-def load_checkpoint(conn: Any, job_id: int, part: ExtractSlice | None = None) -> Checkpoint | None:
+def load_checkpoint(conn: Connection, job_id: int, part: ExtractSlice | None = None) -> Checkpoint | None:
     """The checkpoint of a slice (slice 0 when none is given); None when it has none, or when the
     saved one belongs to another cut of the interval (an earlier attempt with another slice count)."""
     with conn.cursor() as cur:
@@ -23,7 +23,7 @@ def load_checkpoint(conn: Any, job_id: int, part: ExtractSlice | None = None) ->
                       json.loads(row[8]) if row[8] else None)
 
 
-def save_checkpoint(conn: Any, job_id: int, cp: Checkpoint, *, part: ExtractSlice | None = None,
+def save_checkpoint(conn: Connection, job_id: int, cp: Checkpoint, *, part: ExtractSlice | None = None,
                     resumed: bool = False) -> None:
     """Upsert without commit: the caller commits it together with the ids it covers."""
     bounds = (part.no, part.start_ms, part.end_ms) if part else (0, None, None)
@@ -41,7 +41,7 @@ def save_checkpoint(conn: Any, job_id: int, cp: Checkpoint, *, part: ExtractSlic
         )
 
 
-def slice_checkpoints(conn: Any, job_id: int, parts: list[ExtractSlice]) -> dict[int, Checkpoint]:
+def slice_checkpoints(conn: Connection, job_id: int, parts: list[ExtractSlice]) -> dict[int, Checkpoint]:
     """The checkpoints of `parts` that belong to this cut of the interval, by slice number."""
     with conn.cursor() as cur:
         cur.execute("SELECT slice_no, last_ts_ms, ids_before, ids_new, finished, slice_start_ms, slice_end_ms"

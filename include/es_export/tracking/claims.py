@@ -8,11 +8,11 @@ from functools import partial
 from typing import Any
 
 from es_export.model import Batch, Job, Status
-from es_export.tracking._sql import in_transaction, time_slices, utc_naive, values_sql
+from es_export.tracking._sql import Connection, Cursor, in_transaction, time_slices, utc_naive, values_sql
 from es_export.tracking.jobs import HELD_BY_LIVE_JOB
 
 
-def insert_chunk(conn: Any, hits: list[Any], *, dag_id: str, run_id: str,
+def insert_chunk(conn: Connection, hits: list[Any], *, dag_id: str, run_id: str,
                  check_moved: Callable[[list[tuple[str, str, str]]], None] | None = None) -> int:
     """INSERT IGNORE one chunk of ids (no commit); returns how many were new.
 
@@ -34,7 +34,7 @@ def insert_chunk(conn: Any, hits: list[Any], *, dag_id: str, run_id: str,
         return new
 
 
-def _rehome(cur: Any, hits: list[Any], *, dag_id: str, run_id: str,
+def _rehome(cur: Cursor, hits: list[Any], *, dag_id: str, run_id: str,
             check_moved: Callable[[list[tuple[str, str, str]]], None] | None) -> None:
     seen = {hit.message_id: hit for hit in hits}
     cur.execute("SELECT id, message_id, message_ts, source_index FROM message_tracking WHERE message_id IN ("
@@ -67,7 +67,7 @@ def _rehome(cur: Any, hits: list[Any], *, dag_id: str, run_id: str,
 CHUNK_ROWS = 50_000
 
 
-def claim_for_job(conn: Any, job: Job, *, reprocess: bool, chunk_rows: int = CHUNK_ROWS) -> int:
+def claim_for_job(conn: Connection, job: Job, *, reprocess: bool, chunk_rows: int = CHUNK_ROWS) -> int:
     """Give this job the interval's messages that still need exporting; returns how many.
 
     Never taken: a message another live job holds (claimed, or extracted and not yet planned: that
@@ -100,7 +100,7 @@ def claim_for_job(conn: Any, job: Job, *, reprocess: bool, chunk_rows: int = CHU
     return claimed
 
 
-def claim_failed(conn: Any, job: Job, *, only_job_id: int | None = None, start: datetime | None = None,
+def claim_failed(conn: Connection, job: Job, *, only_job_id: int | None = None, start: datetime | None = None,
                  end: datetime | None = None, revive_dead: bool = False, limit: int = 1_000_000,
                  chunk_rows: int = CHUNK_ROWS) -> int:
     """Give this (retry) job the failed messages whose next attempt is due; returns how many.
@@ -145,12 +145,12 @@ def claim_failed(conn: Any, job: Job, *, only_job_id: int | None = None, start: 
     return claimed
 
 
-def _changed(cur: Any, sql: str, params: list[Any]) -> int:
+def _changed(cur: Cursor, sql: str, params: list[Any]) -> int:
     cur.execute(sql, params)
     return int(cur.rowcount)
 
 
-def _drop_unfinished_batches(cur: Any, job_id: int) -> None:
+def _drop_unfinished_batches(cur: Cursor, job_id: int) -> None:
     # Deleting the row also fences any attempt of those batches still running somewhere.
     cur.execute("DELETE FROM batch_progress WHERE job_id = %s AND status <> %s", (job_id, Status.COMPLETED))
 
@@ -161,7 +161,7 @@ def effective_batch_size(total: int, batch_size: int, max_batches: int) -> int:
     return max(batch_size, needed)
 
 
-def plan_batches(conn: Any, job: Job, *, batch_size: int, chunk_rows: int = CHUNK_ROWS) -> list[Batch]:
+def plan_batches(conn: Connection, job: Job, *, batch_size: int, chunk_rows: int = CHUNK_ROWS) -> list[Batch]:
     """Cut the job's claimed, unbatched messages into batches of `batch_size` (keyset over the id).
 
     Only what the claim just took is cut, so the number of batches is at most
@@ -193,7 +193,7 @@ def plan_batches(conn: Any, job: Job, *, batch_size: int, chunk_rows: int = CHUN
     return batches
 
 
-def _page_end(conn: Any, job: Job, after_id: int, rows: int) -> int | None:
+def _page_end(conn: Connection, job: Job, after_id: int, rows: int) -> int | None:
     """The id that ends the next `rows` unbatched messages of the job after `after_id` (None: none left)."""
     with conn.cursor() as cur:
         cur.execute(
@@ -207,7 +207,7 @@ def _page_end(conn: Any, job: Job, after_id: int, rows: int) -> int | None:
     return None if high is None else int(high)
 
 
-def _fill(cur: Any, job: Job, batch_no: int, batch_id: int | None, low: int, high: int) -> tuple[int, int]:
+def _fill(cur: Cursor, job: Job, batch_no: int, batch_id: int | None, low: int, high: int) -> tuple[int, int]:
     """Put the job's unbatched messages with ids in (low, high] into a batch (a new one when batch_id
     is None); returns the batch's id and how many messages went in."""
     if batch_id is None:

@@ -7,13 +7,13 @@ from typing import Any
 
 from es_export.errors import TrackingError
 from es_export.model import AirflowRun, Job, JobShare, Status
-from es_export.tracking._sql import utc_naive
+from es_export.tracking._sql import Connection, utc_naive
 
 # An Airflow DagRunState value, not a message status: what a failed Airflow run reports.
 AIRFLOW_FAILED = "failed"
 
 
-def start_job(conn: Any, *, dag_id: str, run_id: str, start: datetime, end: datetime,
+def start_job(conn: Connection, *, dag_id: str, run_id: str, start: datetime, end: datetime,
               dispatch: str, batch_size: int, reprocess: bool) -> Job:
     """The job_runs row of an Airflow run, created on first use and reused when the run is retried."""
     with conn.cursor() as cur:
@@ -34,7 +34,7 @@ def start_job(conn: Any, *, dag_id: str, run_id: str, start: datetime, end: date
     return Job(job_id, dag_id, run_id, start, end)
 
 
-def mirror_airflow_run(conn: Any, run: AirflowRun) -> None:
+def mirror_airflow_run(conn: Connection, run: AirflowRun) -> None:
     """Record an Airflow run's state on its job_runs row, creating the row if start_job has not yet.
 
     A run that Airflow ended as failed before `reconcile` finished it (a task failed, or a person
@@ -63,7 +63,7 @@ def mirror_airflow_run(conn: Any, run: AirflowRun) -> None:
     conn.commit()
 
 
-def update_job(conn: Any, job_id: int, **fields: Any) -> None:
+def update_job(conn: Connection, job_id: int, **fields: Any) -> None:
     allowed = {"status", "es_count", "ids_found", "ids_new", "batches", "to_export", "completed", "failed",
                "objects", "last_error", "finished_at", "exported_by_others"}
     unknown = set(fields) - allowed
@@ -78,7 +78,7 @@ def update_job(conn: Any, job_id: int, **fields: Any) -> None:
     conn.commit()
 
 
-def get_job(conn: Any, job_id: int) -> dict[str, Any]:
+def get_job(conn: Connection, job_id: int) -> dict[str, Any]:
     with conn.cursor() as cur:
         cur.execute("SELECT * FROM job_runs WHERE id = %s", (job_id,))
         row = cur.fetchone()
@@ -109,7 +109,7 @@ HELD_BY_LIVE_JOB = (
 )
 
 
-def held_by_other_jobs(conn: Any, job: Job) -> list[JobShare]:
+def held_by_other_jobs(conn: Connection, job: Job) -> list[JobShare]:
     """Messages of the job's interval that other live jobs still have to export, by job."""
     with conn.cursor() as cur:
         cur.execute(
@@ -124,7 +124,7 @@ def held_by_other_jobs(conn: Any, job: Job) -> list[JobShare]:
     return shares
 
 
-def completed_by_job(conn: Any, start: datetime, end: datetime) -> list[JobShare]:
+def completed_by_job(conn: Connection, start: datetime, end: datetime) -> list[JobShare]:
     """The interval's completed messages by the job that exported them."""
     with conn.cursor() as cur:
         cur.execute(
@@ -138,7 +138,7 @@ def completed_by_job(conn: Any, start: datetime, end: datetime) -> list[JobShare
     return shares
 
 
-def job_status_counts(conn: Any, job_id: int) -> dict[str, int]:
+def job_status_counts(conn: Connection, job_id: int) -> dict[str, int]:
     """Messages currently owned by a job, by status."""
     with conn.cursor() as cur:
         cur.execute("SELECT status, COUNT(*) FROM message_tracking WHERE job_id = %s GROUP BY status", (job_id,))

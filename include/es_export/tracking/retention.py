@@ -7,7 +7,7 @@ from typing import Any
 
 from es_export.errors import TrackingError
 from es_export.model import Status
-from es_export.tracking._sql import in_transaction, time_slices
+from es_export.tracking._sql import Connection, Cursor, in_transaction, time_slices
 from es_export.tracking.jobs import LIVE_JOB
 
 # Rows one DELETE removes at most, each its own transaction: short enough that runs claiming or
@@ -15,7 +15,7 @@ from es_export.tracking.jobs import LIVE_JOB
 PURGE_CHUNK_ROWS = 10_000
 
 
-def purge_completed(conn: Any, older_than_days: int, chunk_rows: int = PURGE_CHUNK_ROWS, *,
+def purge_completed(conn: Connection, older_than_days: int, chunk_rows: int = PURGE_CHUNK_ROWS, *,
                     max_rows: int | None = None) -> int:
     """Delete the completed messages older than `older_than_days` days; returns how many rows went.
 
@@ -67,6 +67,6 @@ def purge_completed(conn: Any, older_than_days: int, chunk_rows: int = PURGE_CHU
     return purged
 
 
-def _deleted(cur: Any, sql: str, params: tuple[Any, ...]) -> int:
+def _deleted(cur: Cursor, sql: str, params: tuple[Any, ...]) -> int:
     cur.execute(sql, params)
     return int(cur.rowcount)

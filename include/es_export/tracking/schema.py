@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from es_export.errors import TrackingError
+from es_export.model import Status
+from es_export.tracking._sql import Connection, Cursor
 
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (1, "job_runs, message_tracking, batch_progress", [
@@ -146,7 +146,7 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (11, "the job that first failed a message", [
         "ALTER TABLE message_tracking ADD COLUMN failed_job_id BIGINT NULL AFTER job_id,"
         " ADD KEY ix_message_tracking_failed_job (failed_job_id)",
-        "UPDATE message_tracking SET failed_job_id = job_id WHERE status IN ('failed', 'dead')"
+        f"UPDATE message_tracking SET failed_job_id = job_id WHERE status IN ('{Status.FAILED}', '{Status.DEAD}')"
         " AND failed_job_id IS NULL",
     ]),
 ]
@@ -160,7 +160,7 @@ NOPAD_BIN_COLLATIONS = ("utf8mb4_nopad_bin", "utf8mb4_0900_bin")
 _ALREADY_APPLIED = {1050, 1060, 1061}  # table exists, duplicate column, duplicate key
 
 
-def migrate(conn: Any) -> list[int]:
+def migrate(conn: Connection) -> list[int]:
     """Apply the migrations this database lacks, in order; returns the versions applied now."""
     applied_now = []
     with conn.cursor() as cur:
@@ -191,7 +191,7 @@ def migrate(conn: Any) -> list[int]:
     return applied_now
 
 
-def _nopad_bin_collation(cur: Any) -> str:
+def _nopad_bin_collation(cur: Cursor) -> str:
     for name in NOPAD_BIN_COLLATIONS:
         cur.execute("SHOW COLLATION LIKE %s", (name,))
         if cur.fetchall():
@@ -206,7 +206,7 @@ LATEST_VERSION = max(version for version, _, _ in MIGRATIONS)
 _NO_SUCH_TABLE = 1146
 
 
-def schema_version(conn: Any) -> int:
+def schema_version(conn: Connection) -> int:
     """The newest migration the database has (0 for an empty database, read without changing it)."""
     try:
         with conn.cursor() as cur:

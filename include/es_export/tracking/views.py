@@ -7,10 +7,10 @@ from datetime import datetime
 from typing import Any
 
 from es_export.model import Status
-from es_export.tracking._sql import rows, utc_naive
+from es_export.tracking._sql import Connection, rows, utc_naive
 
 
-def status_counts(conn: Any, start: datetime, end: datetime) -> dict[str, int]:
+def status_counts(conn: Connection, start: datetime, end: datetime) -> dict[str, int]:
     """Tracked messages of [start, end) by status."""
     with conn.cursor() as cur:
         cur.execute(
@@ -20,7 +20,7 @@ def status_counts(conn: Any, start: datetime, end: datetime) -> dict[str, int]:
         return {status: int(n) for status, n in cur.fetchall()}
 
 
-def completed_objects(conn: Any, start: datetime, end: datetime) -> int:
+def completed_objects(conn: Connection, start: datetime, end: datetime) -> int:
     """How many distinct objects the completed messages of [start, end) are in (one each, or per batch)."""
     with conn.cursor() as cur:
         cur.execute("SELECT COUNT(DISTINCT s3_key) FROM message_tracking WHERE message_ts >= %s AND message_ts < %s"
@@ -28,7 +28,7 @@ def completed_objects(conn: Any, start: datetime, end: datetime) -> int:
         return int(cur.fetchone()[0])
 
 
-def completed_object_keys(conn: Any, start: datetime, end: datetime, page: int = 5000) -> Iterator[str]:
+def completed_object_keys(conn: Connection, start: datetime, end: datetime, page: int = 5000) -> Iterator[str]:
     """The s3_key of every completed message of [start, end), page by page (a key once per message)."""
     last_id = 0
     while True:
@@ -44,7 +44,7 @@ def completed_object_keys(conn: Any, start: datetime, end: datetime, page: int =
         last_id = int(found[-1][0])
 
 
-def batch_counts(conn: Any, job_id: int) -> dict[str, int]:
+def batch_counts(conn: Connection, job_id: int) -> dict[str, int]:
     with conn.cursor() as cur:
         cur.execute(
             "SELECT COUNT(*), COALESCE(SUM(total), 0), COALESCE(SUM(completed), 0), COALESCE(SUM(failed), 0),"
@@ -57,7 +57,7 @@ def batch_counts(conn: Any, job_id: int) -> dict[str, int]:
             "finished": finished, "bytes_written": written}
 
 
-def failures(conn: Any, job_id: int, limit: int = 1000) -> list[dict[str, Any]]:
+def failures(conn: Connection, job_id: int, limit: int = 1000) -> list[dict[str, Any]]:
     with conn.cursor() as cur:
         cur.execute(
             "SELECT message_id, attempts, last_error FROM message_tracking WHERE job_id = %s AND status IN (%s, %s)"
@@ -67,7 +67,7 @@ def failures(conn: Any, job_id: int, limit: int = 1000) -> list[dict[str, Any]]:
         return [{"message_id": m, "attempts": int(a), "error": e} for m, a, e in cur.fetchall()]
 
 
-def job_of_run(conn: Any, dag_id: str, run_id: str) -> dict[str, Any] | None:
+def job_of_run(conn: Connection, dag_id: str, run_id: str) -> dict[str, Any] | None:
     """The job_runs row of an Airflow run, or None when the run never opened one."""
     with conn.cursor() as cur:
         cur.execute("SELECT * FROM job_runs WHERE dag_id = %s AND run_id = %s", (dag_id, run_id))
@@ -76,14 +76,14 @@ def job_of_run(conn: Any, dag_id: str, run_id: str) -> dict[str, Any] | None:
     return found[0] if found else None
 
 
-def dead_messages(conn: Any, job_id: int, limit: int = 100) -> list[dict[str, Any]]:
+def dead_messages(conn: Connection, job_id: int, limit: int = 100) -> list[dict[str, Any]]:
     with conn.cursor() as cur:
         cur.execute("SELECT message_id, attempts, last_error FROM message_tracking WHERE job_id = %s AND status = %s"
                     " ORDER BY id LIMIT %s", (job_id, Status.DEAD, limit))
         return [{"message_id": m, "attempts": int(a), "error": e} for m, a, e in cur.fetchall()]
 
 
-def recent_jobs(conn: Any, limit: int = 25, dag_ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
+def recent_jobs(conn: Connection, limit: int = 25, dag_ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
     """The latest job_runs rows with their batch progress, newest first; with `dag_ids`, only theirs."""
     ids = None if dag_ids is None else sorted(set(dag_ids))
     if ids == []:  # no DAG, no row (and `IN ()` is not SQL)
@@ -107,7 +107,7 @@ def recent_jobs(conn: Any, limit: int = 25, dag_ids: Iterable[str] | None = None
     return found
 
 
-def job_batches(conn: Any, job_id: int, limit: int = 1000,
+def job_batches(conn: Connection, job_id: int, limit: int = 1000,
                 dag_ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
     """The batches of one job, in order; none if `dag_ids` is given and the job's DAG is not in it."""
     ids = None if dag_ids is None else sorted(set(dag_ids))
@@ -125,7 +125,7 @@ def job_batches(conn: Any, job_id: int, limit: int = 1000,
     return found
 
 
-def problem_messages(conn: Any, limit: int = 100, job_id: int | None = None,
+def problem_messages(conn: Connection, limit: int = 100, job_id: int | None = None,
                      dag_ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
     """Failed and dead messages with their reasons, most recently changed first; with `dag_ids`, only
     those of these DAGs' jobs (message_tracking.dag_id is set with job_id)."""
