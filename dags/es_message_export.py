@@ -1,7 +1,8 @@
 """
 ### Export messages from Elasticsearch to S3
 
-Every day at 00:00 UTC this DAG exports the messages of the previous UTC day: one JSON document
+Every day at 00:00 UTC this DAG starts a run for the previous UTC day; its first task, `settle`, waits
+until the day ended `settle_minutes` ago (60 by default), then it exports that day's messages: one JSON document
 per message (the message, its history, status and audit trail) at
 `s3://<bucket>/<prefix>/dt=YYYY-MM-DD/<encoded message id>.json`, tracked message by message in
 MySQL (`job_runs`, `message_tracking`, `batch_progress`).
@@ -24,7 +25,7 @@ from airflow.sdk.bases.sensor import PokeReturnValue
 
 from es_export.config import MAX_EXTRACT_SLICES
 from es_export_airflow import alerts, assets, planning, reconciling
-from es_export_airflow.batch_sensor import process_task
+from es_export_airflow.batch_sensor import process_task, resumable_sensor_task
 from es_export_airflow.settings import batch_params, range_params, sensor_settings
 
 
@@ -63,6 +64,11 @@ from es_export_airflow.settings import batch_params, range_params, sensor_settin
     doc_md=__doc__,
 )
 def es_message_export():
+    @resumable_sensor_task(task_id="settle", retries=0, **sensor_settings())
+    def settle() -> PokeReturnValue:
+        """Wait until the range to export ended settle_minutes ago (a range that ended longer ago: no wait)."""
+        return planning.settle(get_current_context())
+
     @task(multiple_outputs=False, retries=0)
     def start_job() -> dict:
         """Validate the params, migrate the tracking schema, open the job_runs row."""
@@ -90,6 +96,7 @@ def es_message_export():
         return reconciling.reconcile_export(spec, get_current_context())
 
     spec = start_job()
+    settle() >> spec
     extracted = extract.partial(spec=spec).expand(slice_no=extract_slices(spec))
     batches = plan(spec)
     extracted >> batches

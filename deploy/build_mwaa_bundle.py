@@ -3,11 +3,11 @@
 One copy of the code: the packages `es_export` and `es_export_airflow` travel only in plugins.zip. MWAA unpacks
 it into the plugins folder, which Airflow 3 puts on sys.path in every component (scheduler, DAG processor,
 workers, triggerer, api-server); the DAGs folder is on it only while DAG files are parsed and tasks run, and
-after the plugins folder. So dags/ holds only the two DAG files, and a change to the packages needs a new
+after the plugins folder. So dags/ holds only the three DAG files, and a change to the packages needs a new
 plugins.zip and an environment update, exactly like the plugin.
 
 Layout written to --out (default dist/mwaa):
-    dags/              the two DAG files                                              -> s3://<bucket>/dags/
+    dags/              the three DAG files                                              -> s3://<bucket>/dags/
     plugins.zip        the repo's plugins/ folder + es_export/ + es_export_airflow/   -> s3://<bucket>/plugins.zip
     requirements.txt   the repo's requirements.txt (MWAA's constraint line + pins)    -> s3://<bucket>/requirements.txt
     startup.sh         optional startup script (non-secret env var defaults)         -> s3://<bucket>/startup.sh
@@ -53,6 +53,7 @@ STARTUP_SH = """\
 # PYTHONPATH is not needed (and MWAA refuses to change it): the packages come from plugins.zip.
 export ES_EXPORT_MAX_ACTIVE_RUNS="${ES_EXPORT_MAX_ACTIVE_RUNS:-2}"      # concurrent es_message_export runs
 export ES_RETRY_SCHEDULE="${ES_RETRY_SCHEDULE:-*/15 * * * *}"          # cron of es_message_retry
+export ES_REFRESH_SCHEDULE="${ES_REFRESH_SCHEDULE:-0 * * * *}"         # cron of es_message_refresh ("off": by hand)
 export ES_EXPORT_POKE_SECONDS="${ES_EXPORT_POKE_SECONDS:-30}"           # poke interval of the process sensors
 export ES_EXPORT_DEADLINE_SECONDS="${ES_EXPORT_DEADLINE_SECONDS:-21600}"  # late-run alert after queueing
 export ES_EXPORT_BATCH_POOL="${ES_EXPORT_BATCH_POOL:-es_export_batches}"  # pool of the process tasks: create it

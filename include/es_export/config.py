@@ -14,6 +14,7 @@ from es_export.model import RetryPolicy
 MAX_MAP_LENGTH = 1024  # Airflow's default [core] max_map_length
 MAX_BATCH_SIZE = 20_000  # the batch_size param's limit and max_batch_size's default
 MAX_EXTRACT_SLICES = 32  # each slice is a mapped task holding its own point-in-time
+MAX_SETTLE_MINUTES = 360  # the settle wait must end well within the run's sensor timeout (6 h)
 # S3 keys are at most 1024 bytes: "/dt=YYYY-MM-DD/" (15) + an encoded id of up to 800 + ".json" (5).
 MAX_PREFIX_BYTES = 1024 - 15 - 800 - 5
 
@@ -92,6 +93,20 @@ class ExportConfig:
     # Time slices of the extract, each its own mapped task with its own point-in-time; a run's
     # `extract_slices` param overrides it. See docs/operations.md#large-days-a-sliced-extract.
     extract_slices: int = 1
+    # The scheduled run of a day starts this many minutes after the day ends, so the late writes of its
+    # last hour are in the first export; 0: at once. A run of a range that ended longer ago never waits.
+    settle_minutes: int = 60
+    # es_message_refresh: the field of each related index that holds when a document was written or last
+    # changed (per section "history", "status", "audit" in related_changed_fields, else this one).
+    related_changed_field: str = "timestamp"
+    related_changed_fields: dict[str, str] = field(default_factory=dict)
+    # How far before its watermark a refresh looks again (an index's refresh interval, writers' clocks).
+    refresh_overlap_minutes: int = 5
+    # How many past days a refresh compares with the cluster for late messages; also how far back the
+    # first refresh looks when it has no watermark.
+    refresh_lookback_days: int = 3
+    # A refresh whose watermark is older than this alerts like a failed run; null: never.
+    refresh_max_lag_minutes: int | None = 180
 
     def __post_init__(self) -> None:
         for name in ("messages_index", "history_index", "status_index", "audit_index",
@@ -115,6 +130,7 @@ class ExportConfig:
                      "max_batch_size", "lambda_timeout_seconds", "dispatch_lease_seconds"):
             _positive(name, getattr(self, name))
         _extract_slices(self.extract_slices)
+        self._check_refresh()
         days = self.tracking_retention_days
         if days is not None and (not isinstance(days, int) or isinstance(days, bool) or days < 0):
             raise ConfigError("tracking_retention_days must be a whole number of days (0 or null: keep tracking "
@@ -129,6 +145,28 @@ class ExportConfig:
         if self.max_batches > MAX_MAP_LENGTH:
             raise ConfigError(f"max_batches must be at most {MAX_MAP_LENGTH} (Airflow's max_map_length), "
                               f"got {self.max_batches}")
+
+    def _check_refresh(self) -> None:
+        if not isinstance(self.settle_minutes, int) or isinstance(self.settle_minutes, bool) \
+                or not 0 <= self.settle_minutes <= MAX_SETTLE_MINUTES:
+            raise ConfigError(f"settle_minutes must be a whole number of minutes from 0 to {MAX_SETTLE_MINUTES}, "
+                              f"got {self.settle_minutes!r}")
+        if not isinstance(self.related_changed_field, str) or not self.related_changed_field.strip():
+            raise ConfigError(f"related_changed_field must be a non-empty string, got {self.related_changed_field!r}")
+        fields = self.related_changed_fields
+        if not isinstance(fields, dict) or set(fields) - set(self.related_indices()) \
+                or not all(isinstance(v, str) and v.strip() for v in fields.values()):
+            raise ConfigError("related_changed_fields must map some of "
+                              f"{sorted(self.related_indices())} to a field name, got {fields!r}")
+        for name in ("refresh_overlap_minutes", "refresh_lookback_days"):
+            _positive(name, getattr(self, name))
+        lag = self.refresh_max_lag_minutes
+        if lag is not None:
+            _positive("refresh_max_lag_minutes", lag)
+
+    def changed_field(self, section: str) -> str:
+        """The change-time field of a related index (section "history", "status" or "audit")."""
+        return self.related_changed_fields.get(section, self.related_changed_field)
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any] | None) -> ExportConfig:
@@ -276,4 +314,34 @@ class RetryParams:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RetryParams:
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class RefreshParams:
+    """What one es_message_refresh run takes: changes since its watermark (or since `since`), and how."""
+
+    since: datetime | None = None
+    dispatch: Dispatch = Dispatch.LOCAL
+    batch_size: int = 500
+
+    def __post_init__(self) -> None:
+        if self.since is not None:
+            object.__setattr__(self, "since", parse_instant("since", self.since))
+        object.__setattr__(self, "dispatch", _dispatch(self.dispatch))
+        _positive("batch_size", self.batch_size)
+
+    @classmethod
+    def resolve(cls, params: dict[str, Any], max_batch_size: int = MAX_BATCH_SIZE) -> RefreshParams:
+        """From a trigger's params (an empty `since`: from the watermark)."""
+        check_batch_size(params.get("batch_size"), max_batch_size)
+        return cls(since=params.get("since") or None, dispatch=params.get("dispatch") or Dispatch.LOCAL,
+                   batch_size=params.get("batch_size") or 500)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"since": self.since.isoformat() if self.since else None, "dispatch": self.dispatch.value,
+                "batch_size": self.batch_size}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RefreshParams:
         return cls(**d)

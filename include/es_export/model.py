@@ -92,6 +92,7 @@ class Outcome:
     ok: bool
     s3_key: str | None = None
     error: str | None = None
+    source_version: str | None = None  # of what the object holds (source.version_of)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ streamed with the concrete index that holds it, and its details are fetched from
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -61,36 +62,38 @@ def _field_types(client: SearchClient, index: str, field: str) -> dict[str, dict
     return found
 
 
-def check_timestamp_field(es: Searchable, index: str, field: str) -> None:
+def check_timestamp_field(es: Searchable, index: str, field: str, *, setting: str = "timestamp_field",
+                          index_setting: str = "messages_index") -> None:
     """Refuse an index whose mapping lacks the timestamp field, instead of exporting nothing.
 
     Every concrete index behind `index` (an alias, a pattern, a data stream's backing indices) must
     map the field: a range query matches nothing in one that does not, and the count uses the same
     query, so its messages would be skipped with reconcile agreeing. An empty index is no risk.
+    `setting` and `index_setting` name the configuration keys the messages tell the user to fix.
     """
     client = adapt(es)
     if not client.exists(index):
-        raise SourceError(f"index {index!r} does not exist on the source cluster; check messages_index in the "
+        raise SourceError(f"index {index!r} does not exist on the source cluster; check {index_setting} in the "
                           "configuration (an index, alias, data stream or pattern)")
     closed = client.closed_indices(index)
     if closed:
         raise SourceError(f"the concrete index(es) {closed[:10]} behind {index!r} are closed, so their messages "
                           "cannot be read (a pattern would skip them in silence); open them, or leave them out of "
-                          f"messages_index (e.g. '{index},-{closed[0]}')")
+                          f"{index_setting} (e.g. '{index},-{closed[0]}')")
     mappings = client.field_mapping(index, field)
     types = {str(m["type"]) for m in _field_types(client, index, field).values() if m.get("type")}
     if not types:
-        raise SourceError(f"index {index!r} has no field {field!r} in its mapping; set timestamp_field in the "
-                          "configuration to the field that holds each message's time")
+        raise SourceError(f"index {index!r} has no field {field!r} in its mapping; set {setting} in the "
+                          "configuration to the date field that holds each document's time")
     if not types <= DATE_TYPES:
         raise SourceError(f"field {field!r} of index {index!r} is mapped as {sorted(types)}, not as a date; "
-                          "map it as date or point timestamp_field to a date field")
+                          f"map it as date or point {setting} to a date field")
     unmapped = sorted(name for name, m in mappings.items() if not (m.get("mappings") or {}).get(field))
     holding = [name for name in unmapped if client.count(name, {"match_all": {}})]
     if holding:
         raise SourceError(f"the concrete index(es) {holding} behind {index!r} hold documents but do not map "
                           f"{field!r}, so none of their messages would be exported; map the field there, or "
-                          "narrow messages_index to the indices that hold messages")
+                          f"narrow {index_setting} to the indices that hold these documents")
 
 
 def count_interval(es: Searchable, cfg: ExportConfig, start: datetime, end: datetime) -> int:
@@ -363,3 +366,35 @@ def _related_hits(client: SearchClient, cfg: ExportConfig, message_ids: list[str
             hits = list(scan(client, index, queries[section], [], cfg.details_page_size, cfg.pit_keep_alive,
                              source=True))
         yield section, hits
+
+
+def check_changed_fields(es: Searchable, cfg: ExportConfig) -> None:
+    """Refuse to refresh when a related index has no date field telling when its documents changed: a
+    refresh of it would find no change at all, in silence."""
+    for section, index in cfg.related_indices().items():
+        setting = (f"related_changed_fields.{section}" if section in cfg.related_changed_fields
+                   else "related_changed_field (or related_changed_fields." + section + ")")
+        try:
+            check_timestamp_field(es, index, cfg.changed_field(section), setting=setting,
+                                  index_setting=f"{section}_index")
+        except SourceError as exc:
+            raise SourceError(f"the {section} index cannot be refreshed: {exc}") from None
+
+
+def changed_message_ids(es: Searchable, cfg: ExportConfig, start: datetime, end: datetime) -> Iterator[str]:
+    """The message ids named by related documents (history, status, audit) written or changed in
+    [start, end) by their change-time field; an id comes once per document that names it."""
+    client = adapt(es)
+    for section, index in cfg.related_indices().items():
+        query = _range_query(cfg.changed_field(section), start, end)
+        for hit in scan(client, index, query, [], cfg.scan_page_size, cfg.pit_keep_alive,
+                        source=[cfg.message_id_field]):
+            yield from values_of(hit.get("_source") or {}, cfg.message_id_field)
+
+
+def version_of(details: MessageDetails) -> str:
+    """A digest of what the source holds about a message (its document and related documents): equal
+    digests, equal objects (apart from the export metadata), so an unchanged message is not rewritten."""
+    text = json.dumps({"message": details.message, "related": details.related}, ensure_ascii=False,
+                      separators=(",", ":"), default=str)
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()

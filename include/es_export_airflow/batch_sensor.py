@@ -40,7 +40,7 @@ def process_task() -> Any:
     """The mapped `process` task of both DAGs: a sensor in reschedule mode that exports its batch here,
     in the Lambda, or waits deferred (in the triggerer) for the Lambda behind SQS. Made per DAG file
     parse, so its poke interval (ES_EXPORT_POKE_SECONDS) and its pool (ES_EXPORT_BATCH_POOL) are read then."""
-    @batch_sensor_task(task_id="process", map_index_template="batch {{ batch_label }}", pool=batch_pool(),
+    @resumable_sensor_task(task_id="process", map_index_template="batch {{ batch_label }}", pool=batch_pool(),
                        **sensor_settings())
     def process(batch: dict) -> PokeReturnValue:
         """Export one batch: here (local), in the Lambda (lambda), or wait for the Lambda behind SQS (sqs)."""
@@ -57,7 +57,7 @@ def batch_label(batch: dict[str, Any]) -> str:
     return f"{batch['batch_no']} (id {batch['batch_id']}, {batch['size']} msgs)"
 
 
-class BatchSensor(DecoratedSensorOperator):
+class ResumableSensor(DecoratedSensorOperator):
     """`@task.sensor` whose poke may defer (`context["task"].defer(..., method_name="execute")`).
 
     Airflow resumes a deferred task by calling `method_name(context, event=<the trigger's payload>)`;
@@ -71,9 +71,9 @@ class BatchSensor(DecoratedSensorOperator):
         return super().execute(context)
 
 
-def batch_sensor_task(**kwargs: Any) -> Any:
-    """`@task.sensor` with BatchSensor as its operator."""
-    return task_decorator_factory(multiple_outputs=False, decorated_operator_class=BatchSensor, **kwargs)
+def resumable_sensor_task(**kwargs: Any) -> Any:
+    """`@task.sensor` with ResumableSensor as its operator."""
+    return task_decorator_factory(multiple_outputs=False, decorated_operator_class=ResumableSensor, **kwargs)
 
 
 def poke(batch: dict[str, Any], context: Any) -> PokeReturnValue:

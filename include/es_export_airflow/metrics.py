@@ -7,6 +7,7 @@ Metric names, under Airflow's StatsD prefix (`airflow.` by default):
   es_export.bytes_written       counter, bytes written to S3
   es_export.batch_duration      timer, seconds one batch took (ms in StatsD)
   es_export.batches             counter, batches finished
+  es_export.refresh_lag_seconds gauge, how far es_message_refresh's watermark is behind now (alarm on it)
 """
 
 from __future__ import annotations
@@ -43,3 +44,7 @@ def report_batch(batch: dict[str, Any], result: dict[str, Any], *, dag_id: str) 
     stats.incr("es_export.batches", 1, tags=tags)
     stats.timing("es_export.batch_duration", timedelta(seconds=record["seconds"]), tags=tags)
     return record
+
+
+def report_refresh_lag(seconds: float, *, dag_id: str) -> None:
+    stats.gauge("es_export.refresh_lag_seconds", seconds, tags={"dag_id": dag_id})

@@ -1,16 +1,21 @@
-"""The first steps of a run, one function per task: open the job, extract the ids, plan the batches and
-hand them out (in sqs mode the batches are queued then).
+"""The first steps of a run, one function per task: wait for the day to settle, open the job, extract the
+ids, plan the batches and hand them out (in sqs mode the batches are queued then).
 
 `start_*` returns the run's spec, which the later tasks receive through XCom: {"job": ..., "params": ...}.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import MutableMapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+from airflow.sdk.bases.sensor import BaseSensorOperator, PokeReturnValue
+
 from es_export import pipeline
-from es_export.config import Dispatch, ExportConfig, RetryParams, RunParams
+from es_export.config import Dispatch, ExportConfig, RefreshParams, RetryParams, RunParams
 from es_export.model import Batch, Job
 from es_export_airflow.connections import elasticsearch_client, mysql_connection
 from es_export_airflow.dispatch import send_to_sqs
@@ -18,6 +23,22 @@ from es_export_airflow.failures import failing_fast
 from es_export_airflow.settings import load_config, run_params
 
 Spec = dict[str, Any]
+
+log = logging.getLogger(__name__)
+
+
+def settle(context: MutableMapping[str, Any]) -> PokeReturnValue:
+    """Done once the range to export ended `settle_minutes` ago (at once for a range that ended longer
+    ago); until then the task waits deferred, in the triggerer. Bad params fail here, before any work."""
+    with failing_fast():
+        cfg = load_config()
+        until = run_params(context, cfg).end + timedelta(minutes=cfg.settle_minutes)
+    if datetime.now(UTC) >= until:
+        return PokeReturnValue(is_done=True)
+    log.info("the range ends at %s; waiting until %s (settle_minutes=%d) so its late writes are in the export",
+             until - timedelta(minutes=cfg.settle_minutes), until.isoformat(), cfg.settle_minutes)
+    task: BaseSensorOperator = context["task"]
+    task.defer(trigger=DateTimeTrigger(moment=until), method_name="execute")
 
 
 def start_export(context: MutableMapping[str, Any]) -> Spec:
@@ -38,6 +59,32 @@ def start_retry(context: MutableMapping[str, Any]) -> Spec:
             job = pipeline.open_retry_job(conn, dag_id=context["dag"].dag_id, run_id=context["run_id"],
                                           params=params)
     return {"job": job.as_dict(), "params": params.as_dict()}
+
+
+def start_refresh(context: MutableMapping[str, Any]) -> Spec:
+    """Validate the refresh params and open the run's job over its window of change times."""
+    with failing_fast():
+        cfg = load_config()
+        params = RefreshParams.resolve(dict(context["params"]), max_batch_size=cfg.max_batch_size)
+        with mysql_connection() as conn:
+            job = pipeline.open_refresh_job(conn, cfg, dag_id=context["dag"].dag_id, run_id=context["run_id"],
+                                            params=params)
+    return {"job": job.as_dict(), "params": params.as_dict()}
+
+
+def find_changes(spec: Spec) -> dict[str, Any]:
+    """Take the exported messages whose source changed in the run's window, and the late ones."""
+    with failing_fast(), mysql_connection() as conn:
+        found = pipeline.find_changes(elasticsearch_client(), conn, load_config(), Job.from_dict(spec["job"]))
+    return vars(found)
+
+
+def plan_refresh(spec: Spec) -> list[dict[str, Any]]:
+    """Cut what find_changes took into batches and hand them out."""
+    with failing_fast(), mysql_connection() as conn:
+        cfg, params, job = load_config(), RefreshParams.from_dict(spec["params"]), Job.from_dict(spec["job"])
+        batches = pipeline.plan_taken(conn, cfg, job, batch_size=params.batch_size)
+        return hand_out(cfg, batches, job=job, mode=params.dispatch)
 
 
 def extract_slice_numbers(spec: Spec) -> list[int]:

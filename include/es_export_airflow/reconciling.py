@@ -1,10 +1,12 @@
 """The last steps of a run, one function per task: wait for other runs exporting part of the interval,
-reconcile and announce the exported days (export); summarize the retry; purge old tracking rows."""
+reconcile and announce the exported days (export); summarize the retry and the refresh; purge old
+tracking rows."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import MutableMapping
+from datetime import UTC, datetime
 from typing import Any
 
 from airflow.sdk.bases.sensor import PokeReturnValue
@@ -14,7 +16,7 @@ from es_export import pipeline
 from es_export.config import RunParams
 from es_export.model import Job
 from es_export.tracking import Connection
-from es_export_airflow import alerts, assets
+from es_export_airflow import alerts, assets, metrics
 from es_export_airflow.connections import elasticsearch_client, mysql_connection, s3_client
 from es_export_airflow.failures import failing_fast
 from es_export_airflow.planning import Spec
@@ -28,7 +30,8 @@ def reconcile_export(spec: Spec | None, context: MutableMapping[str, Any]) -> Po
     document and write the manifest; alert on dead messages; announce the exported days. Fails the run
     on any gap, on failed messages, and when the run stopped before its extract finished."""
     if not spec:  # a skip here would turn the run green although nothing was exported
-        raise AirflowFailException("the run stopped before extract (see start_job's log); nothing was exported")
+        raise AirflowFailException("the run stopped before extract (see the log of settle or start_job); nothing was "
+                                   "exported")
     job = Job.from_dict(spec["job"])
     with failing_fast(), mysql_connection() as conn:
         cfg = load_config()
@@ -66,6 +69,30 @@ def summarize_retry(spec: Spec | None, context: MutableMapping[str, Any]) -> dic
         raise AirflowFailException(f"{summary.dead} message(s) ran out of attempts and are dead (reasons in "
                                    "message_tracking.last_error); fix the cause, then run es_message_retry "
                                    "with revive_dead=true")
+    return summary.brief()
+
+
+def summarize_refresh(spec: Spec | None, found: dict[str, Any] | None) -> dict[str, Any]:
+    """Record the outcome and move the watermark; report how far behind it is (a gauge); fail the run when
+    the search for changes or a batch did not finish (the watermark then stays), or when the watermark is
+    older than refresh_max_lag_minutes (the failed-run alert then says the archive is falling behind)."""
+    if not spec:
+        raise AirflowFailException("the run stopped before it looked for changes (see start_job's log)")
+    job = Job.from_dict(spec["job"])
+    with failing_fast(), mysql_connection() as conn:
+        cfg = load_config()
+        summary = pipeline.finish_refresh(conn, job, found)
+    if summary.watermark:
+        lag = (datetime.now(UTC) - datetime.fromisoformat(summary.watermark)).total_seconds()
+        metrics.report_refresh_lag(lag, dag_id=job.dag_id)
+    if found is None or summary.unfinished:
+        raise AirflowFailException(f"the search for changes failed (see find_changes' log) or {summary.unfinished} "
+                                   "message(s) this refresh took were not exported; the watermark stays, so the next "
+                                   "run looks at the same changes again")
+    if summary.lag_minutes > (cfg.refresh_max_lag_minutes or float("inf")):
+        raise AirflowFailException(f"the archive is {summary.lag_minutes:.0f} minutes behind its source (watermark "
+                                   f"{summary.watermark}), more than refresh_max_lag_minutes="
+                                   f"{cfg.refresh_max_lag_minutes}; see the logs of earlier es_message_refresh runs")
     return summary.brief()
 
 

@@ -24,7 +24,7 @@ from es_export import tracking
 from es_export.model import AirflowRun
 from es_export_airflow.connections import mysql_connection
 
-DAG_IDS = {"es_message_export", "es_message_retry"}
+DAG_IDS = {"es_message_export", "es_message_retry", "es_message_refresh"}
 # MySQL errors of a schema older than the listener: no such table, unknown column.
 SCHEMA_MISSING = {1146, 1054}
 

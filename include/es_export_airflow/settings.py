@@ -72,3 +72,10 @@ def sensor_settings() -> dict[str, Any]:
     """
     return {"mode": "reschedule", "poke_interval": float(os.environ.get("ES_EXPORT_POKE_SECONDS", "30")),
             "timeout": BATCH_TIMEOUT.total_seconds(), "execution_timeout": BATCH_TIMEOUT}
+
+
+def refresh_schedule() -> str | None:
+    """es_message_refresh's cron expression: ES_REFRESH_SCHEDULE, read when the DAG file is parsed (hourly by
+    default; "off" or "none": only runs triggered by hand)."""
+    value = os.environ.get("ES_REFRESH_SCHEDULE", "0 * * * *").strip()
+    return None if value.lower() in ("off", "none", "null", "") else value

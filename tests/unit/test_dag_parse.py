@@ -45,8 +45,8 @@ def test_export_dag_contract(dagbag_and_lookups):
     assert dag.params["reprocess"] is False
     assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"
     assert dag.catchup is False
-    assert [t.task_id for t in dag.topological_sort()] == ["start_job", "extract_slices", "extract", "plan", "process",
-                                                           "reconcile"]
+    assert [t.task_id for t in dag.topological_sort()] == ["settle", "start_job", "extract_slices", "extract", "plan",
+                                                           "process", "reconcile"]
     assert dag.get_task("process").map_index_template
     # reconcile waits for every extract slice itself: plan is upstream_failed as soon as one slice fails.
     assert {"extract", "process"} <= dag.get_task("reconcile").upstream_task_ids
@@ -63,7 +63,23 @@ def test_retry_dag_contract(dagbag_and_lookups):
     assert purge.upstream_task_ids == set() and purge.downstream_task_ids == set()
 
 
-@pytest.mark.parametrize("dag_id", ["es_message_export", "es_message_retry"])
+def test_refresh_dag_contract(dagbag_and_lookups):
+    dag = dagbag_and_lookups[0].dags["es_message_refresh"]
+    assert set(dag.params) == {"since", "dispatch", "batch_size"}
+    assert dag.max_active_runs == 1 and dag.catchup is False
+    assert type(dag.timetable).__name__ == "CronTriggerTimetable" and dag.timetable.expression == "0 * * * *"
+    assert [t.task_id for t in dag.topological_sort()] == ["start_job", "find_changes", "plan", "process", "summarize"]
+    assert dag.get_task("summarize").upstream_task_ids == {"start_job", "find_changes", "process"}
+
+
+def test_the_refresh_schedule_can_be_turned_off(monkeypatch):
+    from support import parse_dag
+
+    monkeypatch.setenv("ES_REFRESH_SCHEDULE", "off")
+    assert type(parse_dag("es_message_refresh").timetable).__name__ == "NullTimetable"
+
+
+@pytest.mark.parametrize("dag_id", ["es_message_export", "es_message_retry", "es_message_refresh"])
 def test_batches_and_only_batches_run_in_the_batch_pool(dagbag_and_lookups, dag_id):
     from es_export_airflow.settings import BATCH_POOL
 

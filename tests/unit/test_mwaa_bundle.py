@@ -20,8 +20,8 @@ from support import ROOT, build_mwaa_bundle
 
 pytestmark = pytest.mark.unit
 
-DAG_IDS = {"es_message_export", "es_message_retry"}
-DAG_FILES = {"es_message_export.py", "es_message_retry.py"}
+DAG_IDS = {"es_message_export", "es_message_retry", "es_message_refresh"}
+DAG_FILES = {"es_message_export.py", "es_message_retry.py", "es_message_refresh.py"}
 PACKAGES = ("es_export", "es_export_airflow")
 MWAA_CONSTRAINT_URL = "https://raw.githubusercontent.com/apache/airflow/constraints-3.3.1/constraints-3.12.txt"
 

@@ -71,11 +71,11 @@ def test_only_the_first_poke_after_a_clear_counts_as_a_clear(context, cleared):
 @pytest.mark.parametrize("dag_id", ["es_message_export", "es_message_retry"])
 def test_the_process_task_can_resume_from_a_deferral(dag_id):
     """Airflow resumes a deferred task with execute(context, event=...): the plain @task.sensor refuses
-    the event (TypeError), BatchSensor takes it."""
+    the event (TypeError), ResumableSensor takes it."""
     import inspect
 
     from support import parse_dag
 
     process = parse_dag(dag_id).get_task("process")  # mapped: one task per batch
-    assert process.operator_class is batch_sensor.BatchSensor and process.partial_kwargs["mode"] == "reschedule"
-    assert "event" in inspect.signature(batch_sensor.BatchSensor.execute).parameters
+    assert process.operator_class is batch_sensor.ResumableSensor and process.partial_kwargs["mode"] == "reschedule"
+    assert "event" in inspect.signature(batch_sensor.ResumableSensor.execute).parameters

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from es_export import tracking
 from es_export.config import ExportConfig, RetryParams, RunParams, check_batch_size
 from es_export.errors import ConfigError
-from es_export.model import Batch, Job
+from es_export.model import Batch, Job, Status
 from es_export.tracking import Connection
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,16 @@ def plan_retry(conn: Connection, cfg: ExportConfig, job: Job, *, batch_size: int
     batches = tracking.plan_batches(conn, job, batch_size=size)
     tracking.update_job(conn, job.job_id, batches=len(batches), to_export=claimed, ids_found=claimed)
     log.info("retry job=%s claimed=%d batches=%d revive_dead=%s", job.job_id, claimed, len(batches), revive_dead)
+    return batches
+
+
+def plan_taken(conn: Connection, cfg: ExportConfig, job: Job, *, batch_size: int) -> list[Batch]:
+    """Batches of what the job took already (es_message_refresh's find_changes)."""
+    taken = tracking.job_status_counts(conn, job.job_id).get(Status.PENDING, 0)
+    size = _batch_size(cfg, taken, batch_size)
+    batches = tracking.plan_batches(conn, job, batch_size=size)
+    tracking.update_job(conn, job.job_id, batches=len(batches), to_export=taken, ids_found=taken)
+    log.info("refresh job=%s taken=%d batches=%d", job.job_id, taken, len(batches))
     return batches
 
 

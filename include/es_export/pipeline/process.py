@@ -76,7 +76,7 @@ def process_batch(es: Searchable, conn: Connection, s3: S3Client, cfg: ExportCon
     except Exception as exc:
         _try_fail_batch(conn, attempt, exc, cfg)
         raise
-    written = _upload(s3, cfg, uploads, outcomes)
+    written = _upload(s3, cfg, uploads, outcomes, {mid: source.version_of(d) for mid, d in details.items()})
     try:
         tracking.record_outcomes(conn, attempt, outcomes, policy=cfg.retry_policy())
         counts = tracking.finish_batch(conn, attempt, bytes_written=written)
@@ -132,15 +132,17 @@ def _documents(cfg: ExportConfig, attempt: BatchAttempt, details: dict[str, sour
 
 
 def _upload(s3: S3Client, cfg: ExportConfig, uploads: list[sink.Upload[list[TrackedMessage]]],
-            outcomes: list[Outcome]) -> int:
-    """PUT every object; each of its messages gets an outcome. Returns the bytes written."""
+            outcomes: list[Outcome], versions: dict[str, str]) -> int:
+    """PUT every object; each of its messages gets an outcome, with the version of the source it holds.
+    Returns the bytes written."""
     written = 0
     for uploaded in sink.upload_all(s3, cfg.bucket, uploads, cfg.upload_concurrency,
                                    sse_kms_key_id=cfg.sse_kms_key_id):
         written += len(uploaded.upload.body) if uploaded.ok else 0
         for m in uploaded.upload.tag:
             if uploaded.ok:
-                outcomes.append(Outcome(m.row_id, m.message_id, True, s3_key=uploaded.upload.key))
+                outcomes.append(Outcome(m.row_id, m.message_id, True, s3_key=uploaded.upload.key,
+                                        source_version=versions.get(m.message_id)))
             else:
                 outcomes.append(Outcome(m.row_id, m.message_id, False, error=uploaded.error))
     return written

@@ -58,6 +58,18 @@ from es_export.tracking.objects import (
     stalled_upload_batches,
     upload_state,
 )
+from es_export.tracking.refresh import (
+    RefreshRow,
+    advance_watermark,
+    claim_changed,
+    day_in_progress,
+    forget_rechecks,
+    note_recheck,
+    rechecks,
+    refresh_rows,
+    tracked_per_day,
+    watermark,
+)
 from es_export.tracking.retention import purge_completed
 from es_export.tracking.schema import LATEST_VERSION, MIGRATIONS, migrate, schema_version
 from es_export.tracking.views import (
@@ -85,4 +97,6 @@ __all__ = [
     "slice_checkpoints", "start_batch", "start_job", "status_counts", "update_job", "utc_naive",
     "completed_elsewhere", "completed_keys", "completed_object_keys", "forget_upload", "note_uploads",
     "orphan_uploads", "stalled_upload_batches", "upload_state",
+    "RefreshRow", "advance_watermark", "claim_changed", "day_in_progress", "forget_rechecks", "note_recheck",
+    "rechecks", "refresh_rows", "tracked_per_day", "watermark",
 ]

@@ -127,10 +127,12 @@ def record_outcomes(conn: Connection, attempt: BatchAttempt, outcomes: Iterable[
             if done:
                 cur.execute(
                     "UPDATE message_tracking SET status = %s, attempts = 0, failed_job_id = NULL, s3_key = CASE id "
+                    + " ".join(["WHEN %s THEN %s"] * len(done)) + " END, source_version = CASE id "
                     + " ".join(["WHEN %s THEN %s"] * len(done)) + " END, last_error = NULL,"
                     " lease_expires_at = NULL, next_attempt_at = NULL, exported_at = UTC_TIMESTAMP(6)"
                     " WHERE batch_id = %s AND status = %s AND id IN (" + ", ".join(["%s"] * len(done)) + ")",
-                    [Status.COMPLETED, *[v for o in done for v in (o.row_id, o.s3_key)], attempt.batch_id,
+                    [Status.COMPLETED, *[v for o in done for v in (o.row_id, o.s3_key)],
+                     *[v for o in done for v in (o.row_id, o.source_version)], attempt.batch_id,
                      Status.RUNNING, *[o.row_id for o in done]],
                 )
                 n += cur.rowcount

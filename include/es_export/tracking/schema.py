@@ -149,6 +149,22 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         f"UPDATE message_tracking SET failed_job_id = job_id WHERE status IN ('{Status.FAILED}', '{Status.DEAD}')"
         " AND failed_job_id IS NULL",
     ]),
+    # source_version: a digest of the source documents a message's object holds, so es_message_refresh
+    # rewrites exactly the objects whose source changed. refresh_state: up to when each refresh brought
+    # the archive up to date. refresh_recheck: messages being exported while their documents changed.
+    (12, "source versions, the refresh watermark", [
+        "ALTER TABLE message_tracking ADD COLUMN source_version CHAR(32) CHARACTER SET ascii NULL AFTER s3_key",
+        """CREATE TABLE IF NOT EXISTS refresh_state (
+            name VARCHAR(64) NOT NULL PRIMARY KEY,
+            watermark DATETIME(6) NOT NULL,
+            job_id BIGINT NULL,
+            updated_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6)
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
+        """CREATE TABLE IF NOT EXISTS refresh_recheck (
+            message_id VARCHAR(512) CHARACTER SET utf8mb4 COLLATE {nopad_bin} NOT NULL PRIMARY KEY,
+            noted_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
+    ]),
 ]
 
 

@@ -1,0 +1,124 @@
+"""What es_message_refresh keeps in MySQL: its watermark, the messages to look at again, and which
+exported messages it takes to rewrite."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+from es_export.model import Job, Status
+from es_export.tracking._sql import Connection, Cursor, in_transaction, utc_naive, values_sql
+from es_export.tracking.jobs import HELD_BY_LIVE_JOB
+
+
+@dataclass(frozen=True)
+class RefreshRow:
+    """The tracking row of a message some related document of which changed."""
+
+    row_id: int
+    message_id: str
+    job_id: int | None
+    status: str
+    source_version: str | None
+    index: str | None
+    held: bool  # another live job holds it, or a worker is exporting it right now
+
+
+def watermark(conn: Connection, name: str) -> datetime | None:
+    """Up to when (UTC) the refresh `name` has brought every exported message up to date; None before its first run."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT watermark FROM refresh_state WHERE name = %s", (name,))
+        row = cur.fetchone()
+    conn.commit()
+    return row[0].replace(tzinfo=UTC) if row else None
+
+
+def advance_watermark(conn: Connection, name: str, to: datetime, *, job_id: int) -> None:
+    """Move the watermark forward to `to` (never back: an older run finishing late changes nothing)."""
+    def work(cur: Cursor) -> None:
+        cur.execute("INSERT INTO refresh_state (name, watermark, job_id) VALUES (%s, %s, %s) ON DUPLICATE KEY UPDATE"
+                    " job_id = IF(VALUES(watermark) > watermark, VALUES(job_id), job_id),"
+                    " watermark = GREATEST(watermark, VALUES(watermark))", (name, utc_naive(to), job_id))
+    in_transaction(conn, work)
+
+
+def note_recheck(conn: Connection, message_ids: Iterable[str]) -> None:
+    """Messages the next refresh looks at whatever its window: a worker was exporting them when their
+    documents changed, so its object may hold the state from before the change."""
+    ids = sorted(set(message_ids))
+    if ids:
+        in_transaction(conn, lambda cur: cur.execute(
+            "INSERT IGNORE INTO refresh_recheck (message_id) VALUES " + values_sql(len(ids), 1), ids))
+
+
+def rechecks(conn: Connection) -> list[str]:
+    with conn.cursor() as cur:
+        cur.execute("SELECT message_id FROM refresh_recheck ORDER BY message_id")
+        ids = [r[0] for r in cur.fetchall()]
+    conn.commit()
+    return ids
+
+
+def forget_rechecks(conn: Connection, message_ids: list[str]) -> None:
+    if message_ids:
+        in_transaction(conn, lambda cur: cur.execute(
+            "DELETE FROM refresh_recheck WHERE message_id IN (" + ", ".join(["%s"] * len(message_ids)) + ")",
+            message_ids))
+
+
+def refresh_rows(conn: Connection, job: Job, message_ids: list[str]) -> list[RefreshRow]:
+    """The tracking rows of these ids (ids never tracked have none)."""
+    if not message_ids:
+        return []
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT id, message_id, job_id, status, source_version, source_index, (status = %s OR " + HELD_BY_LIVE_JOB
+            + ") FROM message_tracking WHERE message_id IN (" + ", ".join(["%s"] * len(message_ids)) + ")",
+            [Status.RUNNING, job.job_id, job.job_id, *message_ids])
+        rows = [RefreshRow(int(r[0]), r[1], r[2], r[3], r[4], r[5], bool(r[6])) for r in cur.fetchall()]
+    conn.commit()
+    return rows
+
+
+def claim_changed(conn: Connection, job: Job, row_ids: list[int]) -> int:
+    """Give the refresh job these messages to export (again); returns how many it took.
+
+    Only rows still completed or pending and held by no other live job are taken: one an export run
+    or a worker took meanwhile is exported by it, with the same current state.
+    """
+    if not row_ids:
+        return 0
+
+    def work(cur: Cursor) -> int:
+        cur.execute(
+            "UPDATE message_tracking SET job_id = %s, batch_id = NULL, status = %s, dag_id = %s, run_id = %s,"
+            " lease_expires_at = NULL WHERE id IN (" + ", ".join(["%s"] * len(row_ids)) + ") AND status IN (%s, %s)"
+            " AND NOT " + HELD_BY_LIVE_JOB,
+            [job.job_id, Status.PENDING, job.dag_id, job.run_id, *row_ids, Status.COMPLETED, Status.PENDING,
+             job.job_id, job.job_id])
+        return int(cur.rowcount)
+    return in_transaction(conn, work)
+
+
+def tracked_per_day(conn: Connection, start: date, end: date) -> dict[date, int]:
+    """Tracked messages per UTC day of [start, end)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT DATE(message_ts), COUNT(*) FROM message_tracking WHERE message_ts >= %s"
+                    " AND message_ts < %s GROUP BY DATE(message_ts)",
+                    (datetime(start.year, start.month, start.day), datetime(end.year, end.month, end.day)))
+        counts: dict[date, int] = {row[0]: int(row[1]) for row in cur.fetchall()}
+    conn.commit()
+    return counts
+
+
+def day_in_progress(conn: Connection, job: Job, day: date) -> bool:
+    """Whether another live job still exports messages of this day (an export run, a backfill)."""
+    low = datetime(day.year, day.month, day.day)
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM message_tracking WHERE message_ts >= %s AND message_ts < %s + INTERVAL 1 DAY"
+                    " AND status IN (%s, %s) AND " + HELD_BY_LIVE_JOB + " LIMIT 1",
+                    (low, low, Status.PENDING, Status.RUNNING, job.job_id, job.job_id))
+        busy = cur.fetchone() is not None
+    conn.commit()
+    return busy

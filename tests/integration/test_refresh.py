@@ -1,0 +1,204 @@
+"""es_message_refresh on the real stack: a late history entry, a status changed in place, a new audit entry
+and a late message reach the archive after one refresh; only those objects are rewritten; a second
+refresh rewrites nothing; a change written while a batch fetches is picked up by the next refresh; a
+refresh that stops half way loses nothing and rewrites nothing twice."""
+
+import gzip
+import json
+import uuid
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+import support
+from es_export import pipeline, source, tracking
+from es_export.config import ExportConfig, RefreshParams
+from seed_data import SeedConfig
+
+pytestmark = pytest.mark.integration
+
+SEED = SeedConfig(messages=40, days=1, start=date(2025, 3, 4), seed=11, large=0)
+DAY = SEED.start
+LOOKBACK = (date.today() - DAY).days + 2  # the seeded day is a past day the refresh compares for late messages
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@pytest.fixture()
+def world(es, s3, airflow_db):
+    """Own indices (the status index maps an updated_at), bucket and tracking database; Airflow pointed at
+    them; yields (config dict, database, bucket)."""
+    database = f"tracking_test_refresh_{uuid.uuid4().hex[:6]}"
+    bucket = f"refresh-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    support.reset_database(database)
+    with support.own_indices(es, SEED, "r") as indices, pytest.MonkeyPatch.context() as mp:
+        es.indices.put_mapping(index=indices["status_index"], properties={"updated_at": {"type": "date"}})
+        config = {**indices, "bucket": bucket, "related_changed_fields": {"status": "updated_at"},
+                  "refresh_lookback_days": LOOKBACK, "settle_minutes": 0}
+        support.point_airflow_at(mp, config, database)
+        mp.setenv("ES_EXPORT_POKE_SECONDS", "1")
+        yield config, database, bucket
+
+
+def export_day(config, layout):
+    run = support.run_dag("es_message_export", start=DAY.isoformat(), end=(DAY + timedelta(days=1)).isoformat())
+    assert run.state == "success"
+
+
+def refresh(**params):
+    return support.run_dag("es_message_refresh", **params)
+
+
+def documents(s3, bucket):
+    """message id -> (its document without the export metadata, the key holding it, that object's ETag)."""
+    out = {}
+    for key in support.s3_keys(s3, bucket, "messages/dt="):
+        obj = s3.get_object(Bucket=bucket, Key=key)
+        body = obj["Body"].read()
+        lines = gzip.decompress(body).splitlines() if key.endswith(".gz") else [body]
+        for line in lines:
+            doc = json.loads(line)
+            doc.pop("export")
+            assert doc["message_id"] not in out, f"{doc['message_id']} is in two objects"
+            out[doc["message_id"]] = (doc, key, obj["ETag"])
+    return out
+
+
+def three_of(es, config, ids):
+    """Three exported messages, the second one with a status document."""
+    status = es.search(index=config["status_index"], query={"terms": {"message_id": ids}}, size=1,
+                       sort=["message_id"])["hits"]["hits"][0]["_source"]["message_id"]
+    others = [m for m in ids if m != status]
+    return [others[0], status, others[1]]
+
+
+def change_three_and_add_a_late_one(es, config, ids):
+    """A history entry for the first of `three_of(ids)`, its status document updated in place for the
+    second, an audit entry for the third, and a late message on the exported day; returns the late id."""
+    a, b, c = three_of(es, config, ids)
+    es.index(index=config["history_index"], document={"message_id": a, "timestamp": now_iso(), "event": "read"})
+    status = es.search(index=config["status_index"], query={"term": {"message_id": b}}, size=1)["hits"]["hits"][0]
+    es.update(index=config["status_index"], id=status["_id"], doc={"status": "read", "updated_at": now_iso()})
+    es.index(index=config["audit_index"], document={"message_id": c, "timestamp": now_iso(), "note": "checked"})
+    late = f"late-{uuid.uuid4().hex[:6]}"
+    es.index(index=config["messages_index"], id=late,
+             document={"message_id": late, "timestamp": f"{DAY.isoformat()}T23:59:58Z", "body": "delayed"})
+    es.index(index=config["history_index"], document={"message_id": late, "timestamp": now_iso(), "event": "sent"})
+    for key in ("messages_index", "history_index", "status_index", "audit_index"):
+        es.indices.refresh(index=config[key])
+    return late
+
+
+@pytest.mark.parametrize("layout", ["per_message", "ndjson_gzip"])
+def test_changed_and_late_messages_reach_the_archive_and_nothing_else_is_rewritten(es, s3, world, layout):
+    config, database, bucket = world
+    with support.config_changed(config, layout=layout):
+        export_day(config, layout)
+        before = documents(s3, bucket)
+        ids = three_of(es, config, sorted(before))
+        late = change_three_and_add_a_late_one(es, config, sorted(before))
+        run = refresh()
+        assert run.state == "success"
+        after = documents(s3, bucket)
+        changed = set(ids[:3]) | {late}
+        assert set(after) == set(before) | {late}  # every message once, the late one added
+        assert after[ids[0]][0]["history"][-1]["event"] == "read"
+        assert any(s.get("status") == "read" and s.get("updated_at") for s in after[ids[1]][0]["status"])
+        assert after[ids[2]][0]["audit"][-1]["note"] == "checked"
+        assert after[late][0]["message"]["body"] == "delayed"
+        # The others: the same document in the same object; per message, the same ETag (never PUT again).
+        # An NDJSON file is rewritten without the changed messages' old documents, so only its key counts.
+        width = 2 if layout == "ndjson_gzip" else 3
+        assert {m for m in before if after[m][:width] != before[m][:width]} == changed - {late}
+        if layout == "ndjson_gzip":  # the new file(s) hold exactly the changed messages
+            new_keys = {after[m][1] for m in after} - {before[m][1] for m in before}
+            assert {m for m in after if after[m][1] in new_keys} == changed
+        summary = run.get_task_instance("summarize").xcom_pull(task_ids="summarize")
+        assert summary["found"]["rewritten"] == 3 and summary["found"]["late"] == 1
+        assert summary["completed"] == 4 and summary["watermark"]
+
+        again = refresh()  # from the watermark less the overlap: sees the same changes, rewrites nothing
+        assert again.state == "success"
+        assert documents(s3, bucket) == after
+        found = again.get_task_instance("summarize").xcom_pull(task_ids="summarize")["found"]
+        assert found["rewritten"] == 0 and found["unchanged"] >= 3 and found["late"] == 0
+
+        check = export_day(config, layout)  # the day's own run: reconcile agrees, late message included
+        assert check is None
+
+
+def refresh_by_steps(es, conn, s3, cfg, *, run_id, stop_after_batches=None):
+    """A refresh run as its tasks run it, in this process; `stop_after_batches`: the run dies after that many
+    batches (its job is then failed, as Airflow's listener records a failed run). Returns the summary."""
+    job = pipeline.open_refresh_job(conn, cfg, dag_id="es_message_refresh", run_id=run_id, params=RefreshParams())
+    found = pipeline.find_changes(es, conn, cfg, job)
+    batches = pipeline.plan_taken(conn, cfg, job, batch_size=1)
+    for n, batch in enumerate(batches):
+        if stop_after_batches is not None and n >= stop_after_batches:
+            tracking.update_job(conn, job.job_id, status="failed")
+            return None
+        pipeline.process_batch(es, conn, s3, cfg, batch, run_id=run_id)
+    return pipeline.finish_refresh(conn, job, vars(found))
+
+
+@pytest.fixture()
+def exported(es, s3, world):
+    """The seeded day exported; (ExportConfig, an open tracking connection, the ids)."""
+    config, database, bucket = world
+    export_day(config, "per_message")
+    conn = support.connect(database)
+    try:
+        yield ExportConfig.from_mapping(config), conn, sorted(documents(s3, bucket))
+    finally:
+        conn.close()
+
+
+def test_a_refresh_that_stops_half_way_loses_nothing_and_rewrites_nothing_twice(es, s3, exported):
+    cfg, conn, exported_ids = exported
+    original = documents(s3, cfg.bucket)
+    ids = three_of(es, cfg.__dict__, exported_ids)
+    late = change_three_and_add_a_late_one(es, cfg.__dict__, exported_ids)
+    changed = set(ids[:3]) | {late}
+    assert refresh_by_steps(es, conn, s3, cfg, run_id="refresh-dies", stop_after_batches=2) is None
+    halfway = documents(s3, cfg.bucket)
+    done_first = {m for m in changed if m in halfway and (m not in original or halfway[m][2] != original[m][2])}
+    assert len(done_first) == 2
+    summary = refresh_by_steps(es, conn, s3, cfg, run_id="refresh-again")
+    after = documents(s3, cfg.bucket)
+    assert set(after) == set(original) | {late}
+    assert {m for m in done_first if after[m][2] != halfway[m][2]} == set()  # not rewritten twice
+    assert all(after[m][2] != original[m][2] for m in changed - done_first - {late})  # the rest done now
+    assert {m for m in original if after[m][2] != original[m][2]} == changed - {late}  # nothing else
+    assert after[ids[0]][0]["history"][-1]["event"] == "read" and after[late][0]["message"]["body"] == "delayed"
+    assert summary.unfinished == 0 and summary.failed == 0 and summary.watermark
+
+
+def test_a_change_written_while_a_batch_fetches_is_picked_up_by_the_next_refresh(es, s3, exported, monkeypatch):
+    cfg, conn, ids = exported
+    target = ids[5]
+    es.index(index=cfg.history_index, document={"message_id": target, "timestamp": now_iso(), "event": "first"},
+             refresh=True)
+    real_fetch = source.fetch_details
+    fetches = []
+
+    def fetch_then_write(es_, cfg_, message_ids, indices=None):
+        details = real_fetch(es_, cfg_, message_ids, indices)
+        fetches.append(target in message_ids)
+        if fetches.count(True) == 2 and fetches[-1]:  # the batch's fetch (the first is find_changes')
+            es.index(index=cfg.history_index, refresh=True,  # written right after the batch read it
+                     document={"message_id": target, "timestamp": now_iso(), "event": "during"})
+        return details
+
+    with monkeypatch.context() as mp:
+        mp.setattr(source, "fetch_details", fetch_then_write)
+        first = refresh_by_steps(es, conn, s3, cfg, run_id="refresh-during")
+    assert first.completed == 1
+    events = [h.get("event") for h in documents(s3, cfg.bucket)[target][0]["history"]]
+    assert "first" in events and "during" not in events
+    second = refresh_by_steps(es, conn, s3, cfg, run_id="refresh-after")
+    assert second.completed == 1
+    events = [h.get("event") for h in documents(s3, cfg.bucket)[target][0]["history"]]
+    assert "during" in events
