@@ -81,7 +81,7 @@ def summarize_refresh(spec: Spec | None, found: dict[str, Any] | None) -> dict[s
     job = Job.from_dict(spec["job"])
     with failing_fast(), mysql_connection() as conn:
         cfg = load_config()
-        summary = pipeline.finish_refresh(conn, job, found)
+        summary = pipeline.finish_refresh(conn, s3_client(cfg), cfg, job, found)
     if summary.watermark:
         lag = (datetime.now(UTC) - datetime.fromisoformat(summary.watermark)).total_seconds()
         metrics.report_refresh_lag(lag, dag_id=job.dag_id)

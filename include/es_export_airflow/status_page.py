@@ -83,7 +83,8 @@ def _read(conn: Any, limit: int, job_id: int | None, dag_ids: set[str]) -> dict[
     return {"dag_ids": sorted(dag_ids),
             "jobs": tracking.recent_jobs(conn, limit, dag_ids=dag_ids),
             "batches": tracking.job_batches(conn, job_id, dag_ids=dag_ids) if job_id is not None else [],
-            "problems": tracking.problem_messages(conn, 100, job_id=job_id, dag_ids=dag_ids)}
+            "problems": tracking.problem_messages(conn, 100, job_id=job_id, dag_ids=dag_ids),
+            "freshness": tracking.freshness(conn)}
 
 
 @app.get("/jobs.json")
@@ -140,6 +141,18 @@ def _batch_row(b: dict[str, Any]) -> str:
                                              "started_at", "finished_at", "last_error")) + "</tr>")
 
 
+def _freshness(data: dict[str, Any]) -> str:
+    """The refresh watermark(s), and per day when its objects were last brought up to date."""
+    fresh = data.get("freshness") or {"watermarks": [], "days": []}
+    marks = "; ".join(f"{m['dag_id']}: up to date to {m['watermark']}" for m in fresh["watermarks"]) \
+        or "no refresh has finished yet"
+    rows = "".join("<tr>" + _cell(d["day"]) + _cell(d["refreshed_at"]) + _cell(d["rewritten"]) + _cell(d["job_id"])
+                   + "</tr>" for d in fresh["days"]) or '<tr><td colspan="4">none yet</td></tr>'
+    return (f"<h2>Freshness</h2><p id=\"watermark\">{html.escape(marks)}</p><table id=\"freshness\">"
+            "<tr><th>day</th><th>last brought up to date</th><th>messages the last refresh rewrote</th><th>job</th>"
+            f"</tr>{rows}</table>")
+
+
 def _problem_row(m: dict[str, Any]) -> str:
     return ("<tr>" + _cell(m["message_id"]) + _status_cell(m["status"])
             + _cell(m["attempts"]) + _cell(m["job_id"]) + _cell(m["batch_id"]) + _cell(m["last_error"])
@@ -183,6 +196,7 @@ def render(data: dict[str, Any], job_id: int | None) -> str:
 <th>Airflow state</th><th>try</th><th>dispatch</th><th>batches done</th><th>to export</th><th>exported</th>
 <th>exported by other runs</th><th>failed</th><th>bytes</th><th>last error</th><th></th></tr>{jobs}</table>
 {batches}
+{_freshness(data)}
 <h2>Failed and dead messages ({html.escape(scope)}{' · <a href="?">all jobs</a>' if job_id is not None else ''})</h2>
 <table id="problems"><tr><th>message id</th><th>status</th><th>attempts</th><th>job</th><th>batch</th>
 <th>reason</th><th>next attempt</th></tr>{problems}</table>

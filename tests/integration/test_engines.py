@@ -83,12 +83,16 @@ def drop_awkward_day(url: str, suffix: str) -> None:
     http.request("DELETE", f"{url}/cmp-*-{suffix}?ignore_unavailable=true")
 
 
-def run_export(monkeypatch, url: str, config: dict, extract_slices: int = 1):
+def point_airflow_at(monkeypatch, url: str, config: dict) -> None:
     host, port = url.removeprefix("http://").rsplit(":", 1)
     monkeypatch.setenv("AIRFLOW_CONN_ELASTICSEARCH_DEFAULT", json.dumps(
         {"conn_type": "elasticsearch", "host": host, "port": int(port), "schema": "http"}))
     monkeypatch.setenv("AIRFLOW_VAR_ES_MESSAGE_EXPORT_CONFIG", json.dumps(config))
     monkeypatch.setenv("AIRFLOW_CONN_MYSQL_TRACKING", support.mysql_connection(DB))
+
+
+def run_export(monkeypatch, url: str, config: dict, extract_slices: int = 1):
+    point_airflow_at(monkeypatch, url, config)
     return support.run_dag("es_message_export", start=DAY.isoformat(), end=(DAY + timedelta(days=1)).isoformat(),
                            batch_size=50, extract_slices=extract_slices)
 
@@ -179,6 +183,32 @@ def shard_loss_outcomes(url: str, engine: str, suffix: str) -> dict[str, str]:
     return outcomes
 
 
+def refresh_outcome(s3, url: str, config: dict) -> dict:
+    """After the day's export: a history entry for one message, its status document updated in place for
+    another, a late message in the data stream; then es_message_refresh. What changed on S3, and how."""
+    from datetime import UTC, datetime
+
+    http = urllib3.PoolManager()
+    before = documents(s3, config["bucket"], config["prefix"])
+    now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    status = call(http, url, "POST", f"/{config['status_index']}/_search",
+                  {"size": 1, "sort": [{"message_id": "asc"}]})["hits"]["hits"][0]
+    a, b = sorted(set(before) - {status["_source"]["message_id"]})[0], status["_source"]["message_id"]
+    call(http, url, "POST", f"/{config['history_index']}/_doc", {"message_id": a, "@timestamp": now, "event": "read"})
+    call(http, url, "POST", f"/{config['status_index']}/_update/{status['_id']}",
+         {"doc": {"status": "read", "updated_at": now}})
+    late = f"late/{uuid.uuid4().hex[:4]}"
+    call(http, url, "POST", f"/{config['messages_index']}/_create/{late.replace('/', '%2F')}",
+         {"message_id": late, "@timestamp": f"{DAY.isoformat()}T12:00:00Z", "body": "delayed"})
+    call(http, url, "POST", "/_refresh")
+    run = support.run_dag("es_message_refresh")
+    after = documents(s3, config["bucket"], config["prefix"])
+    return {"state": run.state, "changed": sorted(m for m in before if after.get(m) != before[m]),
+            "expected": sorted([a, b]), "late": late in after,
+            "history_event": after[a]["history"][-1].get("event"),
+            "status_read": any(x.get("status") == "read" for x in after[b]["status"])}
+
+
 @pytest.fixture(scope="module")
 def exports(s3, airflow_db):
     """The day exported from every engine in both layouts: (engine, layout) -> (run state, documents)."""
@@ -201,6 +231,14 @@ def exports(s3, airflow_db):
                                      SLICES[layout])
                 results[engine, layout] = (run.state, documents(s3, bucket, prefix),
                                            support.query(DB, "SELECT source_index FROM message_tracking LIMIT 1"))
+                if layout == LAYOUTS[-1]:  # last: the refresh changes the source the other layout read
+                    with pytest.MonkeyPatch.context() as mp:
+                        config = {**names, "bucket": bucket, "prefix": prefix, "layout": layout,
+                                  "related_changed_field": "@timestamp",
+                                  "related_changed_fields": {"status": "updated_at"}, "settle_minutes": 0,
+                                  "refresh_lookback_days": (date.today() - DAY).days + 2}
+                        point_airflow_at(mp, url, config)
+                        results[engine, "refresh"] = refresh_outcome(s3, url, config)
             results[engine, "shard_loss"] = shard_loss_outcomes(url, engine, suffix)
         finally:
             if engine != "es9":
@@ -221,10 +259,18 @@ def test_a_lost_shard_fails_the_extract_count_and_details_on_every_engine(export
     assert outcomes["details unreachable"].startswith("ConnectionError"), outcomes["details unreachable"]
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_refresh_brings_changed_and_late_messages_to_the_archive_on_every_engine(exports, engine):
+    outcome = exports[engine, "refresh"]
+    assert outcome["state"] == "success", outcome
+    assert outcome["changed"] == outcome["expected"] and outcome["late"], outcome
+    assert outcome["history_event"] == "read" and outcome["status_read"], outcome
+
+
 def test_every_engine_exports_the_day_in_both_layouts(exports):
     ids = sorted(seed_data.ids_for_day(SEED, DAY))
     assert any(" " in i or "/" in i for i in ids)  # the awkward ids are in the day
-    for (engine, layout), (state, docs, concrete) in ((k, v) for k, v in exports.items() if k[1] != "shard_loss"):
+    for (engine, layout), (state, docs, concrete) in ((k, v) for k, v in exports.items() if k[1] in LAYOUTS):
         assert state == "success", f"{engine} {layout}"
         assert sorted(docs) == ids, f"{engine} {layout}"
         # The messages were read from the data stream's backing indices, not from its name.
@@ -235,5 +281,5 @@ def test_the_documents_are_the_same_on_every_engine(exports):
     reference = exports["es9", "per_message"][1]
     # The dynamically mapped history index still links every history document to its message.
     assert sum(len(d["history"]) for d in reference.values()) > 0
-    for (engine, layout), (_, docs, _) in ((k, v) for k, v in exports.items() if k[1] != "shard_loss"):
+    for (engine, layout), (_, docs, _) in ((k, v) for k, v in exports.items() if k[1] in LAYOUTS):
         assert docs == reference, f"{engine} {layout} differs from Elasticsearch 9 per_message"

@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 import support
-from es_export import pipeline, source, tracking
+from es_export import pipeline, sink, source, tracking
 from es_export.config import ExportConfig, RefreshParams
 from seed_data import SeedConfig
 
@@ -118,7 +118,17 @@ def test_changed_and_late_messages_reach_the_archive_and_nothing_else_is_rewritt
             assert {m for m in after if after[m][1] in new_keys} == changed
         summary = run.get_task_instance("summarize").xcom_pull(task_ids="summarize")
         assert summary["found"]["rewritten"] == 3 and summary["found"]["late"] == 1
-        assert summary["completed"] == 4 and summary["watermark"]
+        assert summary["completed"] == 4 and summary["watermark"] and summary["days"] == {DAY.isoformat(): 4}
+        manifest = json.loads(s3.get_object(Bucket=bucket, Key=sink.manifest_key(
+            "messages", "es_message_refresh", run.run_id))["Body"].read())
+        assert manifest["days"] == summary["days"] and manifest["found"]["late"] == 1
+        conn = support.connect(database)
+        try:
+            fresh = tracking.freshness(conn)
+        finally:
+            conn.close()
+        assert fresh["days"][0]["day"] == DAY.isoformat() and fresh["days"][0]["rewritten"] == 4
+        assert fresh["watermarks"][0]["watermark"] == summary["watermark"]
 
         again = refresh()  # from the watermark less the overlap: sees the same changes, rewrites nothing
         assert again.state == "success"
@@ -141,7 +151,7 @@ def refresh_by_steps(es, conn, s3, cfg, *, run_id, stop_after_batches=None):
             tracking.update_job(conn, job.job_id, status="failed")
             return None
         pipeline.process_batch(es, conn, s3, cfg, batch, run_id=run_id)
-    return pipeline.finish_refresh(conn, job, vars(found))
+    return pipeline.finish_refresh(conn, s3, cfg, job, vars(found))
 
 
 @pytest.fixture()
@@ -202,3 +212,57 @@ def test_a_change_written_while_a_batch_fetches_is_picked_up_by_the_next_refresh
     assert second.completed == 1
     events = [h.get("event") for h in documents(s3, cfg.bucket)[target][0]["history"]]
     assert "during" in events
+
+
+@pytest.mark.parametrize("mode", ["lambda", "sqs"])
+def test_the_refresh_runs_its_batches_in_the_lambda_too(es, s3, world, mode):
+    """The refresh's batches go through the processing Lambda (invoked, or behind its SQS queue) as the
+    export's do: the changed messages rewritten, the others not."""
+    config, database, bucket = world
+    export_day(config, "per_message")
+    before = documents(s3, bucket)
+    late = change_three_and_add_a_late_one(es, config, sorted(before))
+    changed = set(three_of(es, config, sorted(before))) | {late}
+    with support.local_lambda(f"es-refresh-{mode}", export_config={k: v for k, v in config.items()
+                                                                   if k.endswith("_index") or k == "bucket"},
+                              database=database) as function, pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AIRFLOW_CONN_AWS_DEFAULT", function.aws_connection())
+        with support.config_changed(config, **function.airflow_config()):
+            run = refresh(dispatch=mode, batch_size=1)
+    assert run.state == "success"
+    after = documents(s3, bucket)
+    assert {m for m in before if after[m] != before[m]} == changed - {late} and late in after
+    rows = support.query(database, "SELECT COUNT(*) FROM message_tracking WHERE status <> 'completed'"
+                                   " OR source_version IS NULL")
+    assert rows[0][0] == 0
+
+
+@pytest.mark.parametrize("layout", ["per_message", "ndjson_gzip"])
+def test_a_message_deleted_from_the_cluster_stays_in_the_archive_until_it_is_erased(es, s3, world, layout):
+    import os
+    import subprocess
+    import sys
+
+    config, database, bucket = world
+    with support.config_changed(config, layout=layout):
+        export_day(config, layout)
+        before = documents(s3, bucket)
+        gone = sorted(before)[7]
+        es.index(index=config["history_index"], refresh=True,
+                 document={"message_id": gone, "timestamp": now_iso(), "event": "erasure requested"})
+        es.delete(index=config["messages_index"], id=gone, refresh=True)
+        run = refresh()
+        assert run.state == "success"
+        assert run.get_task_instance("summarize").xcom_pull(task_ids="summarize")["found"]["deleted_in_source"] == 1
+        kept = documents(s3, bucket)
+        assert kept[gone][0] == before[gone][0]  # an archive keeps what it took
+
+        env = {**os.environ, "EXPORT_CONFIG": json.dumps({**config, "layout": layout}), "MYSQL_DB": database}
+        out = subprocess.run([sys.executable, "-m", "es_export.erase", gone], env=env, capture_output=True,
+                             text=True, check=False)
+        assert out.returncode == 0, out.stderr
+        after = documents(s3, bucket)
+        assert set(after) == set(before) - {gone}
+        assert all(after[m][0] == before[m][0] for m in after)
+        assert support.query(database, "SELECT COUNT(*) FROM message_tracking WHERE message_id = %s", gone)[0][0] == 0
+        export_day(config, layout)  # the day's run agrees: the cluster, tracking and S3 all lack it

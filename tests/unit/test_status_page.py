@@ -43,6 +43,16 @@ def test_empty_tables_say_so():
     assert "no jobs yet" in page and "job 3" in page
 
 
+def test_the_page_shows_how_fresh_each_day_is():
+    fresh = {"watermarks": [{"dag_id": "es_message_refresh", "watermark": "2026-12-06T10:00:00+00:00", "job_id": 9}],
+             "days": [{"day": "2026-12-05", "refreshed_at": "2026-12-06T10:00:03+00:00", "rewritten": 17,
+                       "job_id": 9}]}
+    page = status_page.render({"jobs": [], "problems": [], "freshness": fresh}, None)
+    assert "es_message_refresh: up to date to 2026-12-06T10:00:00+00:00" in page
+    assert "<td>2026-12-05</td><td>2026-12-06T10:00:03+00:00</td><td>17</td>" in page
+    assert "no refresh has finished yet" in status_page.render({"jobs": [], "problems": []}, None)
+
+
 def test_one_job_shows_its_batches():
     batch = {"id": 4, "batch_no": 1, "status": "failed", "total": 150, "completed": 149, "failed": 1, "attempts": 2,
              "bytes_written": 99, "last_error": "ConnectionError: <es down>", "started_at": None, "finished_at": None}
@@ -51,7 +61,7 @@ def test_one_job_shows_its_batches():
     assert "ConnectionError: &lt;es down&gt;" in page
 
 
-EXPORT, RETRY = "es_message_export", "es_message_retry"
+EXPORT, RETRY, REFRESH = "es_message_export", "es_message_retry", "es_message_refresh"
 
 
 class OnlyRetryAuthManager(SimpleAuthManager):
@@ -85,10 +95,10 @@ def client(monkeypatch):
 
 
 @pytest.mark.parametrize("role", [pytest.param(r, id=r) for r in ("viewer", "user", "op", "admin")])
-def test_every_simple_auth_manager_role_reads_both_dags(client, role):
+def test_every_simple_auth_manager_role_reads_every_export_dag(client, role):
     c = client(role)
     assert c.get("/jobs.json").status_code == 200 and c.get("/").status_code == 200
-    assert c.snapshots == [{EXPORT, RETRY}, {EXPORT, RETRY}]
+    assert c.snapshots == [{EXPORT, RETRY, REFRESH}, {EXPORT, RETRY, REFRESH}]
 
 
 @pytest.mark.parametrize("path", [pytest.param("/", id="page"), pytest.param("/jobs.json", id="json"),
@@ -98,7 +108,7 @@ def test_a_user_who_may_read_no_dag_gets_403_and_why(client, role, path):
     c = client(role)
     resp = c.get(path)
     assert resp.status_code == 403
-    assert "You may read none of the export DAGs (es_message_export, es_message_retry)" in resp.text
+    assert "You may read none of the export DAGs (es_message_export, es_message_refresh, es_message_retry)" in resp.text
     assert "manual__" not in resp.text and c.snapshots == []  # the tracking tables were not even read
 
 

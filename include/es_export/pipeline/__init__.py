@@ -13,7 +13,7 @@ an Airflow task, the Lambda handler and a test all call the same function.
     retention  completed tracking rows older than the retention, purged
 """
 
-from es_export.pipeline.archive import audit_days, prune, sweep_orphans
+from es_export.pipeline.archive import audit_days, erase, prune, sweep_orphans
 from es_export.pipeline.extract import (
     ExtractResult,
     check_extract_finished,
@@ -37,7 +37,7 @@ from es_export.pipeline.retention import purge_tracking
 from es_export.pipeline.retry import RetrySummary, summarize_retry
 
 __all__ = [
-    "RefreshFound", "RefreshSummary", "plan_taken", "find_changes", "finish_refresh", "open_refresh_job",
+    "RefreshFound", "RefreshSummary", "erase", "plan_taken", "find_changes", "finish_refresh", "open_refresh_job",
     "BatchResult", "ExtractResult", "Report", "RetrySummary", "audit_days", "check_extract_finished", "days_of",
     "dead_messages", "extract", "fetch_isolating", "finish_extract", "open_job", "open_retry_job",
     "others_still_exporting", "plan", "plan_retry", "prefetched", "process_batch", "prune", "purge_tracking",

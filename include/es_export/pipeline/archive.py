@@ -23,6 +23,7 @@ from itertools import islice
 
 from es_export import sink, tracking
 from es_export.config import ExportConfig
+from es_export.errors import ConfigError
 from es_export.model import Status
 from es_export.sink import S3Client
 from es_export.tracking import Connection
@@ -83,6 +84,45 @@ def _prune_one(conn: Connection, s3: S3Client, cfg: ExportConfig, key: str) -> t
         return left, len(before) - len(left)
     finally:
         tracking.object_unlock(conn, key)
+
+
+def erase(conn: Connection, s3: S3Client, cfg: ExportConfig, message_id: str, day: date | None = None) -> list[str]:
+    """Remove a message from the archive for good (an erasure request): its document from every object of
+    its day (the live one and any older copy), then its tracking row. Returns the keys that held it.
+
+    The day comes from its tracking row, or `day` when retention purged the row. A message a live run
+    holds is refused (ConfigError): erase it once that run ended. Delete it from the cluster first, or
+    the next export or refresh of its day puts it back.
+    """
+    row = tracking.erasable(conn, message_id)
+    if row is None and day is None:
+        raise ConfigError(f"message {message_id!r} has no tracking row (never exported, or purged by retention); "
+                          "give its day (UTC) to find its documents")
+    day = row.message_ts.date() if row else day
+    assert day is not None
+    keys = sorted({sink.object_key(cfg.prefix, day, message_id)}
+                  | set(sink.data_keys(s3, cfg.bucket, sink.day_prefix(cfg.prefix, day) + "batch-")))
+    held = [key for key in keys if _remove_message(conn, s3, cfg, key, message_id)]
+    tracking.forget_message(conn, message_id)
+    log.info("erased message %r: removed from %d object(s) %s, its tracking row deleted", message_id, len(held),
+             held[:5])
+    return held
+
+
+def _remove_message(conn: Connection, s3: S3Client, cfg: ExportConfig, key: str, message_id: str) -> bool:
+    """Remove one message's document from one object, under its lock; whether the object held it."""
+    seen: list[str] = []
+
+    def removable(ids: list[str]) -> set[str]:
+        seen.extend(i for i in ids if i == message_id)
+        return set(seen)
+
+    tracking.object_lock(conn, key)
+    try:
+        sink.remove_documents(s3, cfg.bucket, key, removable, sse_kms_key_id=cfg.sse_kms_key_id)
+    finally:
+        tracking.object_unlock(conn, key)
+    return bool(seen)
 
 
 @dataclass

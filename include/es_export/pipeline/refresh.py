@@ -23,11 +23,12 @@ from datetime import UTC, date, datetime, timedelta
 from itertools import islice
 from typing import Any
 
-from es_export import source, tracking
+from es_export import sink, source, tracking
 from es_export.config import ExportConfig, RefreshParams
 from es_export.model import Job, Status
 from es_export.pipeline.process import fetch_isolating
 from es_export.search import Searchable
+from es_export.sink import S3Client
 from es_export.tracking import Connection, RefreshRow
 
 log = logging.getLogger(__name__)
@@ -175,15 +176,17 @@ class RefreshSummary:
     watermark: str | None
     lag_minutes: float
     found: dict[str, Any] | None
+    days: dict[str, int]  # day -> messages of it this run exported
 
     def brief(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def finish_refresh(conn: Connection, job: Job, found: dict[str, Any] | None) -> RefreshSummary:
-    """Record the run's outcome. The watermark moves to the run's start only when the search for changes
-    finished (`found`) and nothing the run took is unfinished; a failed message is left to
-    es_message_retry, which exports its state at that time."""
+def finish_refresh(conn: Connection, s3: S3Client, cfg: ExportConfig, job: Job,
+                   found: dict[str, Any] | None) -> RefreshSummary:
+    """Record the run's outcome (job_runs, the days it brought up to date, its manifest). The watermark
+    moves to the run's start only when the search for changes finished (`found`) and nothing the run
+    took is unfinished; a failed message is left to es_message_retry, which exports its state then."""
     counts = tracking.job_status_counts(conn, job.job_id)
     unfinished = counts.get(Status.PENDING, 0) + counts.get(Status.RUNNING, 0)
     if found is not None and not unfinished:
@@ -193,10 +196,12 @@ def finish_refresh(conn: Connection, job: Job, found: dict[str, Any] | None) -> 
     failed = counts.get(Status.FAILED, 0) + counts.get(Status.DEAD, 0)
     summary = RefreshSummary(job.job_id, job.start.isoformat(), job.end.isoformat(), sum(counts.values()),
                              counts.get(Status.COMPLETED, 0), failed, unfinished, mark.isoformat() if mark else None,
-                             round(lag, 1), found)
+                             round(lag, 1), found, tracking.record_refreshed_days(conn, job))
     ok = found is not None and not unfinished and not failed
     tracking.update_job(conn, job.job_id, status=Status.COMPLETED if ok else Status.FAILED,
                         completed=summary.completed, failed=failed, ids_new=int((found or {}).get("late") or 0),
                         finished_at=tracking.utc_naive(datetime.now(UTC)))
+    sink.put_json(s3, cfg.bucket, sink.manifest_key(cfg.prefix, job.dag_id, job.run_id), asdict(summary),
+                  sse_kms_key_id=cfg.sse_kms_key_id)
     log.info("refresh summary %s", summary)
     return summary

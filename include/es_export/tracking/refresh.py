@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
+from es_export.errors import ConfigError
 from es_export.model import Job, Status
 from es_export.tracking._sql import Connection, Cursor, in_transaction, utc_naive, values_sql
 from es_export.tracking.jobs import HELD_BY_LIVE_JOB
@@ -122,3 +123,56 @@ def day_in_progress(conn: Connection, job: Job, day: date) -> bool:
         busy = cur.fetchone() is not None
     conn.commit()
     return busy
+
+
+@dataclass(frozen=True)
+class ErasableRow:
+    message_ts: datetime
+
+
+def erasable(conn: Connection, message_id: str) -> ErasableRow | None:
+    """The message's tracking row, for an erasure; ConfigError while a live run holds the message."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT message_ts, status = %s OR " + HELD_BY_LIVE_JOB + ", job_id FROM message_tracking"
+                    " WHERE message_id = %s", (Status.RUNNING, 0, 0, message_id))
+        row = cur.fetchone()
+    conn.commit()
+    if row is None:
+        return None
+    if row[1]:
+        raise ConfigError(f"message {message_id!r} is being exported by job {row[2]} right now; erase it once that "
+                          "run ended (nothing was changed)")
+    return ErasableRow(row[0])
+
+
+def forget_message(conn: Connection, message_id: str) -> None:
+    in_transaction(conn, lambda cur: cur.execute("DELETE FROM message_tracking WHERE message_id = %s", (message_id,)))
+
+
+def record_refreshed_days(conn: Connection, job: Job) -> dict[str, int]:
+    """Note, per day of the messages the refresh job exported, when and how many; returns day -> count."""
+    def work(cur: Cursor) -> dict[str, int]:
+        cur.execute("SELECT DATE(message_ts), COUNT(*) FROM message_tracking FORCE INDEX (ix_message_tracking_job)"
+                    " WHERE job_id = %s AND status = %s GROUP BY DATE(message_ts)", (job.job_id, Status.COMPLETED))
+        days = {row[0]: int(row[1]) for row in cur.fetchall()}
+        if days:
+            cur.execute("INSERT INTO refresh_days (day, refreshed_at, rewritten, job_id) VALUES "
+                        + values_sql(len(days), 4) + " ON DUPLICATE KEY UPDATE refreshed_at = VALUES(refreshed_at),"
+                        " rewritten = VALUES(rewritten), job_id = VALUES(job_id)",
+                        [v for day, n in days.items() for v in (day, utc_naive(datetime.now(UTC)), n, job.job_id)])
+        return {day.isoformat(): n for day, n in sorted(days.items())}
+    return in_transaction(conn, work)
+
+
+def freshness(conn: Connection, limit: int = 14) -> dict[str, object]:
+    """The refresh watermarks, and the days most recently brought up to date (what the status page shows)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT name, watermark, job_id FROM refresh_state ORDER BY name")
+        marks = [{"dag_id": n, "watermark": w.replace(tzinfo=UTC).isoformat(), "job_id": j}
+                 for n, w, j in cur.fetchall()]
+        cur.execute("SELECT day, refreshed_at, rewritten, job_id FROM refresh_days ORDER BY day DESC LIMIT %s",
+                    (limit,))
+        days = [{"day": d.isoformat(), "refreshed_at": t.replace(tzinfo=UTC).isoformat(), "rewritten": int(n),
+                 "job_id": j} for d, t, n, j in cur.fetchall()]
+    conn.commit()
+    return {"watermarks": marks, "days": days}

@@ -151,7 +151,8 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
     ]),
     # source_version: a digest of the source documents a message's object holds, so es_message_refresh
     # rewrites exactly the objects whose source changed. refresh_state: up to when each refresh brought
-    # the archive up to date. refresh_recheck: messages being exported while their documents changed.
+    # the archive up to date; refresh_days: when each day was last brought up to date, how many messages
+    # that rewrote. refresh_recheck: messages being exported while their documents changed.
     (12, "source versions, the refresh watermark", [
         "ALTER TABLE message_tracking ADD COLUMN source_version CHAR(32) CHARACTER SET ascii NULL AFTER s3_key",
         """CREATE TABLE IF NOT EXISTS refresh_state (
@@ -159,6 +160,12 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             watermark DATETIME(6) NOT NULL,
             job_id BIGINT NULL,
             updated_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6)
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
+        """CREATE TABLE IF NOT EXISTS refresh_days (
+            day DATE NOT NULL PRIMARY KEY,
+            refreshed_at DATETIME(6) NOT NULL,
+            rewritten BIGINT NOT NULL,
+            job_id BIGINT NOT NULL
         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin""",
         """CREATE TABLE IF NOT EXISTS refresh_recheck (
             message_id VARCHAR(512) CHARACTER SET utf8mb4 COLLATE {nopad_bin} NOT NULL PRIMARY KEY,
