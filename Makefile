@@ -91,6 +91,7 @@ N ?= 100000
 bench: up
 	npm ci --prefix bench --no-audit --no-fund --silent
 	@$(WITH_ENV) PYTHONPATH=include:devstack:bench $(PY) bench/run_bench.py --messages $(N) $(BENCH_ARGS)
+	@$(WITH_ENV) PYTHONPATH=include:devstack:bench $(PY) bench/refresh_day.py --messages $(N) --out BENCHMARKS.md
 
 lint: venv
 	$(VENV)/bin/ruff check .

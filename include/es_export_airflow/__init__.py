@@ -1,8 +1,8 @@
 """The Airflow edge of the export: only DAG files and the plugin import this; the core package
 `es_export` never imports Airflow. In layers, each importing only the ones below it:
 
-    planning     the first tasks of both DAGs: open the job, extract, plan and hand out the batches
-    reconciling  the last tasks: wait for other runs, reconcile, announce; retry summary; purge
+    planning     the first tasks of the DAGs: settle, open the job, extract or find changes, plan, hand out
+    reconciling  the last tasks: wait for other runs, reconcile, announce; retry and refresh summaries; purge
     batch_sensor the mapped `process` sensor and its poke in every dispatch mode
     dispatch     a batch sent to the processing Lambda (invoke) or its SQS queue
     alerts       late runs (Deadline Alert), failed runs and dead messages (log line, SNS)

@@ -140,10 +140,11 @@ def test_changed_and_late_messages_reach_the_archive_and_nothing_else_is_rewritt
         assert check is None
 
 
-def refresh_by_steps(es, conn, s3, cfg, *, run_id, stop_after_batches=None):
+def refresh_by_steps(es, conn, s3, cfg, *, run_id, stop_after_batches=None, since=None):
     """A refresh run as its tasks run it, in this process; `stop_after_batches`: the run dies after that many
     batches (its job is then failed, as Airflow's listener records a failed run). Returns the summary."""
-    job = pipeline.open_refresh_job(conn, cfg, dag_id="es_message_refresh", run_id=run_id, params=RefreshParams())
+    job = pipeline.open_refresh_job(conn, cfg, dag_id="es_message_refresh", run_id=run_id,
+                                    params=RefreshParams(since=since))
     found = pipeline.find_changes(es, conn, cfg, job)
     batches = pipeline.plan_taken(conn, cfg, job, batch_size=1)
     for n, batch in enumerate(batches):
@@ -266,3 +267,49 @@ def test_a_message_deleted_from_the_cluster_stays_in_the_archive_until_it_is_era
         assert all(after[m][0] == before[m][0] for m in after)
         assert support.query(database, "SELECT COUNT(*) FROM message_tracking WHERE message_id = %s", gone)[0][0] == 0
         export_day(config, layout)  # the day's run agrees: the cluster, tracking and S3 all lack it
+
+
+def test_a_change_while_a_worker_exports_the_message_is_looked_at_again_by_the_next_refresh(es, s3, world, exported,
+                                                                                            monkeypatch):
+    """The refresh finds the change while another run's batch holds the message (running): it leaves it
+    to that batch, which read the message before the change, and notes it; the next refresh looks at it
+    again although the change is before its window, and rewrites it."""
+    from es_export.config import RunParams
+
+    cfg, conn, ids = exported
+    target = ids[3]
+    rerun = RunParams(start=datetime(DAY.year, DAY.month, DAY.day, tzinfo=UTC),
+                      end=datetime(DAY.year, DAY.month, DAY.day, tzinfo=UTC) + timedelta(days=1),
+                      batch_size=500, reprocess=True)
+    job = pipeline.open_job(conn, dag_id="es_message_export", run_id="rerun-while-changing", params=rerun)
+    pipeline.extract(es, conn, cfg, job)
+    (batch,) = pipeline.plan(conn, cfg, job, rerun)
+    real_fetch = source.fetch_details
+    during = {}
+
+    def fetch_then_change_and_refresh(es_, cfg_, message_ids, indices=None):
+        details = real_fetch(es_, cfg_, message_ids, indices)
+        if target in message_ids and not during:
+            during["at"] = datetime.now(UTC)
+            es.index(index=cfg.history_index, refresh=True,
+                     document={"message_id": target, "timestamp": now_iso(), "event": "while exporting"})
+            with monkeypatch.context() as inner:
+                inner.setattr(source, "fetch_details", real_fetch)
+                other = support.connect(world[1])
+                try:
+                    during["summary"] = refresh_by_steps(es, other, s3, cfg, run_id="refresh-during-export")
+                finally:
+                    other.close()
+        return details
+
+    with monkeypatch.context() as mp:
+        mp.setattr(source, "fetch_details", fetch_then_change_and_refresh)
+        pipeline.process_batch(es, conn, s3, cfg, batch, run_id=job.run_id)
+    tracking.update_job(conn, job.job_id, status="completed")
+    assert during["summary"].found["left_to_others"] >= 1
+    assert "while exporting" not in [h.get("event") for h in documents(s3, cfg.bucket)[target][0]["history"]]
+
+    after_the_change = datetime.now(UTC)  # the next window does not hold the change: only the recheck finds it
+    later = refresh_by_steps(es, conn, s3, cfg, run_id="refresh-after-export", since=after_the_change)
+    assert later.completed == 1
+    assert "while exporting" in [h.get("event") for h in documents(s3, cfg.bucket)[target][0]["history"]]

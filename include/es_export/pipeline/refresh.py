@@ -80,10 +80,11 @@ def find_changes(es: Searchable, conn: Connection, cfg: ExportConfig, job: Job) 
     source.check_changed_fields(es, cfg)
     rechecked = tracking.rechecks(conn)
     found = RefreshFound()
+    held: set[str] = set()  # noted for the next run again: not forgotten below
     ids = _chained(rechecked, source.changed_message_ids(es, cfg, job.start, job.end))
     for chunk in _chunks(ids, cfg.details_page_size):
-        found.add(_take_changed(es, conn, cfg, job, chunk))
-    tracking.forget_rechecks(conn, rechecked)
+        found.add(_take_changed(es, conn, cfg, job, chunk, held))
+    tracking.forget_rechecks(conn, [m for m in rechecked if m not in held])
     late_days = _late_days(es, conn, cfg, job, job.end.date())
     found.late_days = [d.isoformat() for d in late_days]
     for day in late_days:
@@ -103,12 +104,14 @@ def _chunks(ids: Iterator[str], size: int) -> Iterator[list[str]]:
         yield chunk
 
 
-def _take_changed(es: Searchable, conn: Connection, cfg: ExportConfig, job: Job, ids: list[str]) -> RefreshFound:
+def _take_changed(es: Searchable, conn: Connection, cfg: ExportConfig, job: Job, ids: list[str],
+                  held_ids: set[str]) -> RefreshFound:
     tracked = tracking.refresh_rows(conn, job, ids)
     found = RefreshFound(messages_changed=len(ids), untracked=len(ids) - len(tracked))
     rows = [r for r in tracked if r.job_id != job.job_id]  # this job's own were taken by an earlier try
     held = [r for r in rows if r.held]
     tracking.note_recheck(conn, [r.message_id for r in held])
+    held_ids.update(r.message_id for r in held)
     exported = [r for r in rows if not r.held and r.status == Status.COMPLETED]
     # Pending and held by no live job: a run that stopped before exporting it (an earlier refresh, too).
     orphaned = [r for r in rows if not r.held and r.status == Status.PENDING]
