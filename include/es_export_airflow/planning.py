@@ -67,8 +67,8 @@ def start_refresh(context: MutableMapping[str, Any]) -> Spec:
         cfg = load_config()
         params = RefreshParams.resolve(dict(context["params"]), max_batch_size=cfg.max_batch_size)
         with mysql_connection() as conn:
-            job = pipeline.open_refresh_job(conn, cfg, dag_id=context["dag"].dag_id, run_id=context["run_id"],
-                                            params=params)
+            job = pipeline.open_refresh_job(elasticsearch_client(), conn, cfg, dag_id=context["dag"].dag_id,
+                                            run_id=context["run_id"], params=params)
     return {"job": job.as_dict(), "params": params.as_dict()}
 
 

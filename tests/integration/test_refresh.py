@@ -143,7 +143,7 @@ def test_changed_and_late_messages_reach_the_archive_and_nothing_else_is_rewritt
 def refresh_by_steps(es, conn, s3, cfg, *, run_id, stop_after_batches=None, since=None):
     """A refresh run as its tasks run it, in this process; `stop_after_batches`: the run dies after that many
     batches (its job is then failed, as Airflow's listener records a failed run). Returns the summary."""
-    job = pipeline.open_refresh_job(conn, cfg, dag_id="es_message_refresh", run_id=run_id,
+    job = pipeline.open_refresh_job(es, conn, cfg, dag_id="es_message_refresh", run_id=run_id,
                                     params=RefreshParams(since=since))
     found = pipeline.find_changes(es, conn, cfg, job)
     batches = pipeline.plan_taken(conn, cfg, job, batch_size=1)
@@ -313,3 +313,19 @@ def test_a_change_while_a_worker_exports_the_message_is_looked_at_again_by_the_n
     later = refresh_by_steps(es, conn, s3, cfg, run_id="refresh-after-export", since=after_the_change)
     assert later.completed == 1
     assert "while exporting" in [h.get("event") for h in documents(s3, cfg.bucket)[target][0]["history"]]
+
+
+def test_a_related_index_without_its_change_time_field_is_refused_when_the_run_starts(es, world):
+    from es_export.errors import SourceError
+
+    config, database, bucket = world
+    bad = ExportConfig.from_mapping({**config, "related_changed_fields": {"status": "changed_on"}})
+    with pytest.raises(SourceError, match=r"the status index cannot be refreshed: index '[^']+' has no field "
+                                          r"'changed_on' in its mapping; set related_changed_fields.status"):
+        source.check_changed_fields(es, bad)
+    with support.config_changed(config, related_changed_fields={"status": "changed_on"}):
+        run = refresh()
+    assert run.state == "failed"
+    start = run.get_task_instance("start_job")
+    assert start.state == "failed" and run.get_task_instance("find_changes").state == "upstream_failed"
+    assert support.query(database, "SELECT COUNT(*) FROM job_runs WHERE dag_id = 'es_message_refresh'")[0][0] == 0

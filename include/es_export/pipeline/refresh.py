@@ -65,9 +65,11 @@ def window_start(conn: Connection, cfg: ExportConfig, dag_id: str, params: Refre
     return mark - timedelta(minutes=cfg.refresh_overlap_minutes)
 
 
-def open_refresh_job(conn: Connection, cfg: ExportConfig, *, dag_id: str, run_id: str, params: RefreshParams,
-                     now: datetime | None = None) -> Job:
-    """Migrate the schema if needed and open the run's job; its interval is the window of change times."""
+def open_refresh_job(es: Searchable, conn: Connection, cfg: ExportConfig, *, dag_id: str, run_id: str,
+                     params: RefreshParams, now: datetime | None = None) -> Job:
+    """Refuse related indices without a change-time field, migrate the schema if needed and open the run's
+    job; its interval is the window of change times."""
+    source.check_changed_fields(es, cfg)
     tracking.migrate(conn)
     end = now or datetime.now(UTC)
     start = min(window_start(conn, cfg, dag_id, params, end), end - timedelta(microseconds=1))
@@ -77,7 +79,6 @@ def open_refresh_job(conn: Connection, cfg: ExportConfig, *, dag_id: str, run_id
 
 def find_changes(es: Searchable, conn: Connection, cfg: ExportConfig, job: Job) -> RefreshFound:
     """Take the exported messages whose source changed in the job's window, and the late ones."""
-    source.check_changed_fields(es, cfg)
     rechecked = tracking.rechecks(conn)
     found = RefreshFound()
     held: set[str] = set()  # noted for the next run again: not forgotten below
