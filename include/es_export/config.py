@@ -102,8 +102,7 @@ class ExportConfig:
     related_changed_fields: dict[str, str] = field(default_factory=dict)
     # How far before its watermark a refresh looks again (an index's refresh interval, writers' clocks).
     refresh_overlap_minutes: int = 5
-    # How many past days a refresh compares with the cluster for late messages; also how far back the
-    # first refresh looks when it has no watermark.
+    # How many past days a refresh compares with the cluster for late messages.
     refresh_lookback_days: int = 3
     # A refresh whose watermark is older than this alerts like a failed run; null: never.
     refresh_max_lag_minutes: int | None = 180

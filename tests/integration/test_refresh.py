@@ -43,7 +43,8 @@ def world(es, s3, airflow_db):
         yield config, database, bucket
 
 
-def export_day(config, layout):
+def export_day():
+    """The seeded day through es_message_export, as Airflow is pointed (Variable, connections)."""
     run = support.run_dag("es_message_export", start=DAY.isoformat(), end=(DAY + timedelta(days=1)).isoformat())
     assert run.state == "success"
 
@@ -96,7 +97,7 @@ def change_three_and_add_a_late_one(es, config, ids):
 def test_changed_and_late_messages_reach_the_archive_and_nothing_else_is_rewritten(es, s3, world, layout):
     config, database, bucket = world
     with support.config_changed(config, layout=layout):
-        export_day(config, layout)
+        export_day()
         before = documents(s3, bucket)
         ids = three_of(es, config, sorted(before))
         late = change_three_and_add_a_late_one(es, config, sorted(before))
@@ -136,8 +137,7 @@ def test_changed_and_late_messages_reach_the_archive_and_nothing_else_is_rewritt
         found = again.get_task_instance("summarize").xcom_pull(task_ids="summarize")["found"]
         assert found["rewritten"] == 0 and found["unchanged"] >= 3 and found["late"] == 0
 
-        check = export_day(config, layout)  # the day's own run: reconcile agrees, late message included
-        assert check is None
+        export_day()  # the day's own run: reconcile agrees, the late message included
 
 
 def refresh_by_steps(es, conn, s3, cfg, *, run_id, stop_after_batches=None, since=None):
@@ -159,7 +159,7 @@ def refresh_by_steps(es, conn, s3, cfg, *, run_id, stop_after_batches=None, sinc
 def exported(es, s3, world):
     """The seeded day exported; (ExportConfig, an open tracking connection, the ids)."""
     config, database, bucket = world
-    export_day(config, "per_message")
+    export_day()
     conn = support.connect(database)
     try:
         yield ExportConfig.from_mapping(config), conn, sorted(documents(s3, bucket))
@@ -220,7 +220,7 @@ def test_the_refresh_runs_its_batches_in_the_lambda_too(es, s3, world, mode):
     """The refresh's batches go through the processing Lambda (invoked, or behind its SQS queue) as the
     export's do: the changed messages rewritten, the others not."""
     config, database, bucket = world
-    export_day(config, "per_message")
+    export_day()
     before = documents(s3, bucket)
     late = change_three_and_add_a_late_one(es, config, sorted(before))
     changed = set(three_of(es, config, sorted(before))) | {late}
@@ -246,7 +246,7 @@ def test_a_message_deleted_from_the_cluster_stays_in_the_archive_until_it_is_era
 
     config, database, bucket = world
     with support.config_changed(config, layout=layout):
-        export_day(config, layout)
+        export_day()
         before = documents(s3, bucket)
         gone = sorted(before)[7]
         es.index(index=config["history_index"], refresh=True,
@@ -266,7 +266,7 @@ def test_a_message_deleted_from_the_cluster_stays_in_the_archive_until_it_is_era
         assert set(after) == set(before) - {gone}
         assert all(after[m][0] == before[m][0] for m in after)
         assert support.query(database, "SELECT COUNT(*) FROM message_tracking WHERE message_id = %s", gone)[0][0] == 0
-        export_day(config, layout)  # the day's run agrees: the cluster, tracking and S3 all lack it
+        export_day()  # the day's run agrees: the cluster, tracking and S3 all lack it
 
 
 def test_a_change_while_a_worker_exports_the_message_is_looked_at_again_by_the_next_refresh(es, s3, world, exported,

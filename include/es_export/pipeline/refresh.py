@@ -55,13 +55,12 @@ class RefreshFound:
 
 
 def window_start(conn: Connection, cfg: ExportConfig, dag_id: str, params: RefreshParams, now: datetime) -> datetime:
-    """Where a run's window starts: `since`, else the watermark less the overlap, else (first run)
-    `refresh_lookback_days` ago."""
+    """Where a run's window starts: `since`, else the watermark less the overlap, else (the first run) the
+    overlap before now. The first run does not look further back on its own: every message exported
+    before the package kept digests would be rewritten; `since` does that once, when asked."""
     if params.since is not None:
         return params.since
-    mark = tracking.watermark(conn, dag_id)
-    if mark is None:
-        return now - timedelta(days=cfg.refresh_lookback_days)
+    mark = tracking.watermark(conn, dag_id) or now
     return mark - timedelta(minutes=cfg.refresh_overlap_minutes)
 
 
