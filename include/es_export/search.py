@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
+from urllib.parse import urlsplit, urlunsplit
 
 from es_export.errors import ConfigError, PartialResults, SourceError, SourceUnavailable
 
@@ -67,6 +68,12 @@ def check_supported(engine: Engine) -> None:
                       "Elasticsearch 8.x and 9.x and OpenSearch 2.4 to 3.x")
 
 
+def redact(url: str) -> str:
+    """`url` without its user info (`user:password@`): what any message or log line may show of a URL."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2])) if "@" in parts.netloc else url
+
+
 @dataclass(frozen=True)
 class SearchSettings:
     """How to reach the cluster. Auth: basic (username/password), an API key, or AWS SigV4
@@ -81,10 +88,23 @@ class SearchSettings:
     aws_region: str | None = None
     aws_service: str = "es"
     request_timeout: float = 120
+    # A password or API key over plain http:// crosses the network readable: refused unless this says the
+    # network is trusted (ES_ALLOW_HTTP_CREDENTIALS, the connection's extra allow_http_credentials).
+    allow_http_credentials: bool = False
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("http://", "https://")):
-            raise ConfigError(f"the search URL must start with http:// or https://, got {self.url!r}")
+            raise ConfigError(f"the search URL must start with http:// or https://, got {redact(self.url)!r}")
+        if "@" in urlsplit(self.url).netloc:
+            raise ConfigError(f"the search URL {redact(self.url)} carries a user name or password, which the client "
+                              "would not send and every error would print; give them as the login and password "
+                              "(the Airflow connection's, or ES_USERNAME/ES_PASSWORD or ES_SECRET_ARN for the "
+                              "Lambda) and leave them out of the URL")
+        if self.url.startswith("http://") and (self.password or self.api_key) and not self.allow_http_credentials:
+            raise ConfigError(f"the search URL {self.url} is plain http://, so its password or API key would cross "
+                              "the network unencrypted; use https://, or, on a network you trust, say so with the "
+                              "connection's extra allow_http_credentials=true (ES_ALLOW_HTTP_CREDENTIALS=true for "
+                              "the Lambda)")
         if self.aws_service == "aoss":
             raise ConfigError("OpenSearch Serverless (service 'aoss') is refused: it has no point-in-time and no "
                               "_mget across indices, which the export needs; use a managed OpenSearch domain "
@@ -380,19 +400,20 @@ def root_info(settings: SearchSettings, *, aws_credentials: Any = None) -> dict[
     tls: dict[str, Any] = {"cert_reqs": "CERT_REQUIRED" if settings.verify_certs else "CERT_NONE"}
     if settings.ca_certs:
         tls["ca_certs"] = settings.ca_certs
+    shown = redact(settings.url)
     try:
         resp = urllib3.PoolManager(**tls).request("GET", url, headers=headers, timeout=30, retries=2)
     except urllib3.exceptions.HTTPError as exc:
-        raise SourceUnavailable(f"cannot reach the search cluster at {settings.url}: {type(exc).__name__}: {exc}; "
+        raise SourceUnavailable(f"cannot reach the search cluster at {shown}: {type(exc).__name__}: {exc}; "
                                 "the task's retry tries again") from exc
     if resp.status in (401, 403):
-        raise SourceError(f"the search cluster at {settings.url} refused the credentials (HTTP {resp.status}); "
+        raise SourceError(f"the search cluster at {shown} refused the credentials (HTTP {resp.status}); "
                           "check the connection's login, API key or IAM permissions")
     if resp.status >= 500 or resp.status == 429:
-        raise SourceUnavailable(f"GET / of the search cluster at {settings.url} answered HTTP {resp.status} (a node "
+        raise SourceUnavailable(f"GET / of the search cluster at {shown} answered HTTP {resp.status} (a node "
                                 "down, restarting or overloaded); the task's retry tries again")
     if resp.status != 200:
-        raise SourceError(f"GET / of the search cluster at {settings.url} answered HTTP {resp.status}")
+        raise SourceError(f"GET / of the search cluster at {shown} answered HTTP {resp.status}")
     return dict(json.loads(resp.data))
 
 

@@ -24,7 +24,8 @@ def elasticsearch_client(conn_id: str | None = None) -> SearchClient:
 
     The connection (`elasticsearch_default`, or the one ES_EXPORT_SEARCH_CONN_ID names, e.g. an
     `opensearch` connection): host, port, schema `http`/`https`, login/password; extras
-    `api_key`, `ca_certs`, `verify_certs`, `request_timeout`, and for Amazon OpenSearch Service
+    `api_key`, `ca_certs`, `verify_certs`, `request_timeout`, `allow_http_credentials` (a login over
+    plain http is refused without it), and for Amazon OpenSearch Service
     `aws_region` (SigV4, service `es`; credentials of the `aws_default` connection, or of
     `aws_conn_id`).
     """
@@ -37,7 +38,8 @@ def elasticsearch_client(conn_id: str | None = None) -> SearchClient:
         url=url, username=conn.login or None, password=conn.password or None, api_key=extra.get("api_key"),
         ca_certs=extra.get("ca_certs"), verify_certs=_flag(extra.get("verify_certs", True)),
         aws_region=extra.get("aws_region"), aws_service=extra.get("aws_service", "es"),
-        request_timeout=float(extra.get("request_timeout", 120)))
+        request_timeout=float(extra.get("request_timeout", 120)),
+        allow_http_credentials=_flag(extra.get("allow_http_credentials", False)))
     credentials = None
     if settings.aws_region:
         from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook

@@ -103,22 +103,45 @@ def _required(name: str) -> str:
     return value
 
 
-@lru_cache(maxsize=1)
-def _mysql_password() -> str:
-    """From Secrets Manager when MYSQL_SECRET_ARN is set (fetched once per container), else MYSQL_PASSWORD."""
-    arn = os.environ.get("MYSQL_SECRET_ARN")
-    if not arn:
-        return _required("MYSQL_PASSWORD")
+@lru_cache(maxsize=4)
+def _secret(arn: str) -> dict[str, str]:
+    """A Secrets Manager secret (fetched once per container): JSON keys, or a plain string as "password"."""
     import boto3
 
     secret = boto3.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
     try:
         value = json.loads(secret)
     except json.JSONDecodeError:
-        return secret
-    if isinstance(value, dict) and "password" in value:
-        return str(value["password"])
-    raise ConfigError(f"secret {arn} holds JSON without a 'password' key")
+        return {"password": secret}
+    if not isinstance(value, dict):
+        raise ConfigError(f"secret {arn} must hold a string or a JSON object")
+    return {k: str(v) for k, v in value.items()}
+
+
+def _mysql_password() -> str:
+    """From Secrets Manager when MYSQL_SECRET_ARN is set (MYSQL_PASSWORD is then ignored), else MYSQL_PASSWORD."""
+    arn = os.environ.get("MYSQL_SECRET_ARN")
+    if not arn:
+        return _required("MYSQL_PASSWORD")
+    secret = _secret(arn)
+    if "password" not in secret:
+        raise ConfigError(f"secret {arn} holds JSON without a 'password' key")
+    return secret["password"]
+
+
+def _search_credentials() -> dict[str, str | None]:
+    """ES_SECRET_ARN's secret (JSON with username and password, or api_key) when set, else ES_USERNAME,
+    ES_PASSWORD or ES_API_KEY: a secret keeps them out of the function's configuration, which anyone
+    allowed lambda:GetFunctionConfiguration reads."""
+    arn = os.environ.get("ES_SECRET_ARN")
+    if arn:
+        secret = _secret(arn)
+        if not (secret.get("api_key") or secret.get("password")):
+            raise ConfigError(f"secret {arn} must hold JSON with username and password, or with api_key")
+        return {"username": secret.get("username"), "password": secret.get("password"),
+                "api_key": secret.get("api_key")}
+    return {"username": os.environ.get("ES_USERNAME") or None, "password": os.environ.get("ES_PASSWORD") or None,
+            "api_key": os.environ.get("ES_API_KEY") or None}
 
 
 def _mysql(database: str) -> Connection:
@@ -129,13 +152,16 @@ def _mysql(database: str) -> Connection:
 def _elasticsearch() -> search.SearchClient:
     """Cached per container: warm invocations reuse the connection pool (and the engine detected once).
 
-    ES_URL, and ES_USERNAME/ES_PASSWORD or ES_API_KEY, or ES_AWS_REGION for Amazon OpenSearch Service
-    (SigV4 with the function's execution role); ES_CA_CERTS for a private CA.
+    ES_URL, and ES_SECRET_ARN (or ES_USERNAME/ES_PASSWORD or ES_API_KEY), or ES_AWS_REGION for Amazon
+    OpenSearch Service (SigV4 with the function's execution role); ES_CA_CERTS for a private CA;
+    ES_ALLOW_HTTP_CREDENTIALS=true to send a login over plain http:// on a network you trust.
     """
+    login = _search_credentials()
     return search.connect(search.SearchSettings(
-        url=_required("ES_URL"), username=os.environ.get("ES_USERNAME") or None,
-        password=os.environ.get("ES_PASSWORD") or None, api_key=os.environ.get("ES_API_KEY") or None,
-        ca_certs=os.environ.get("ES_CA_CERTS") or None, aws_region=os.environ.get("ES_AWS_REGION") or None))
+        url=_required("ES_URL"), username=login["username"], password=login["password"], api_key=login["api_key"],
+        ca_certs=os.environ.get("ES_CA_CERTS") or None,
+        aws_region=os.environ.get("ES_AWS_REGION") or None,
+        allow_http_credentials=os.environ.get("ES_ALLOW_HTTP_CREDENTIALS", "").strip().lower() == "true"))
 
 
 @lru_cache(maxsize=4)

@@ -96,7 +96,7 @@ def test_the_lambda_exports_a_batch_over_tls(es, s3, database, monkeypatch):
         for key, value in tls_env(MYSQL_SSL_CA=support.require_env("STACK_MYSQL_TLS_CA")).items():
             monkeypatch.setenv(key, value)
         monkeypatch.setenv("EXPORT_CONFIG", json.dumps({**indices, "bucket": cfg.bucket}))
-        handler._mysql_password.cache_clear()
+        handler._secret.cache_clear()
         result = handler.process({"batch": {**batch.as_dict(), "run_id": "tls"}})
         assert result["completed"] == batch.size == 12
         assert tracking.status_counts(conn, start, start + timedelta(days=1)) == {"completed": 12}

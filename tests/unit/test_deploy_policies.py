@@ -69,13 +69,18 @@ def test_the_function_may_do_what_a_batch_does_and_use_the_key_only_when_one_is_
     assert actions(kms) == KMS_ACTIONS and kms["Resource"] == {"Ref": "KmsKeyArn"}
     conditional = {s["If"][0]: s["If"] for s in
                    template["Resources"]["ProcessorFunction"]["Properties"]["Policies"][0]["Statement"] if "If" in s}
-    assert set(conditional) == {"HasKmsKey", "UsesSigV4"}
+    assert set(conditional) == {"HasKmsKey", "UsesSigV4", "HasEsSecret"}
     assert all(branches[2] == {"Ref": "AWS::NoValue"} for branches in conditional.values())
     # What the search client sends to an OpenSearch domain: GET, HEAD (index exists), POST, DELETE (a PIT).
     assert actions(conditional["UsesSigV4"][1]) == {"es:ESHttpGet", "es:ESHttpHead", "es:ESHttpPost",
                                                      "es:ESHttpDelete"}
-    assert template["Resources"]["ProcessorFunction"]["Properties"]["Environment"]["Variables"]["ES_AWS_REGION"][
-        "If"][0] == "UsesSigV4"
+    variables = template["Resources"]["ProcessorFunction"]["Properties"]["Environment"]["Variables"]
+    assert variables["ES_AWS_REGION"]["If"][0] == "UsesSigV4"
+    # The search cluster's login: read from its secret (that one ARN), never a plain variable.
+    assert conditional["HasEsSecret"][1]["Action"] == "secretsmanager:GetSecretValue"
+    assert conditional["HasEsSecret"][1]["Resource"] == {"Ref": "EsSecretArn"}
+    assert variables["ES_SECRET_ARN"]["If"] == ["HasEsSecret", {"Ref": "EsSecretArn"}, {"Ref": "AWS::NoValue"}]
+    assert not {"ES_PASSWORD", "ES_API_KEY", "ES_USERNAME", "MYSQL_PASSWORD"} & set(variables)
 
 
 @pytest.mark.parametrize("key", [None, "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"])

@@ -43,6 +43,33 @@ def test_serverless_and_mixed_auth_are_refused_before_any_request():
         search.SearchSettings(url="localhost:9200")
 
 
+@pytest.mark.parametrize("url", ["https://exporter:S3cr3t@es.internal:9200", "http://exporter:S3cr3t@10.0.0.5:9200/",
+                                 "https://:S3cr3t@es.internal", "https://exporter@es.internal:9200"])
+def test_a_url_carrying_credentials_is_refused_without_repeating_them(url):
+    with pytest.raises(ConfigError, match="carries a user name or password") as refused:
+        search.SearchSettings(url=url)
+    assert "S3cr3t" not in str(refused.value) and "exporter" not in str(refused.value)
+    assert "es.internal" in str(refused.value) or "10.0.0.5" in str(refused.value)
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("https://exporter:S3cr3t@es.internal:9200/path?q=1", "https://es.internal:9200/path?q=1"),
+    ("http://u@[::1]:9200", "http://[::1]:9200"),
+    ("https://es.internal:9200", "https://es.internal:9200"),
+])
+def test_redact_drops_the_user_info_of_a_url(url, shown):
+    assert search.redact(url) == shown
+
+
+def test_credentials_over_plain_http_are_refused_unless_the_network_is_trusted():
+    for login in ({"username": "u", "password": "p"}, {"api_key": "k"}):
+        with pytest.raises(ConfigError, match="plain http://, so its password or API key would cross"):
+            search.SearchSettings(url="http://es.internal:9200", **login)
+        search.SearchSettings(url="https://es.internal:9200", **login)
+        search.SearchSettings(url="http://es.internal:9200", allow_http_credentials=True, **login)
+    search.SearchSettings(url="http://127.0.0.1:9200")  # no credentials: nothing to protect
+
+
 @pytest.mark.parametrize(("doc", "field", "ids"), [
     pytest.param({"message_id": "a/B c"}, "message_id", ["a/B c"], id="string"),
     pytest.param({"message_id": 42}, "message_id", ["42"], id="number"),
