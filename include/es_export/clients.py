@@ -97,7 +97,23 @@ def s3_config(upload_concurrency: int) -> Any:
     return Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=max(10, upload_concurrency))
 
 
-def s3(upload_concurrency: int, **kwargs: Any) -> S3Client:
+def s3(upload_concurrency: int, *, expected_bucket_owner: str | None = None, **kwargs: Any) -> S3Client:
     import boto3
 
-    return boto3.client("s3", config=s3_config(upload_concurrency), **kwargs)
+    return pin_bucket_owner(boto3.client("s3", config=s3_config(upload_concurrency), **kwargs), expected_bucket_owner)
+
+
+# Every S3 call the package makes; each takes ExpectedBucketOwner.
+OWNED_OPERATIONS = ("PutObject", "GetObject", "HeadObject", "DeleteObject", "DeleteObjects", "ListObjectsV2")
+
+
+def pin_bucket_owner(client: Any, owner: str | None) -> Any:
+    """`client`, sending ExpectedBucketOwner=`owner` with every object call: should the bucket be deleted and
+    its name taken by another account, S3 refuses the call (403) instead of writing the archive there."""
+    if owner:
+        def add_owner(params: dict[str, Any], **_: Any) -> None:
+            params.setdefault("ExpectedBucketOwner", owner)
+
+        for operation in OWNED_OPERATIONS:
+            client.meta.events.register(f"before-parameter-build.s3.{operation}", add_owner)
+    return client

@@ -80,6 +80,9 @@ class ExportConfig:
     dispatch_lease_seconds: int = 3600
     retry_max_messages: int = 100_000
     sns_topic_arn: str | None = None
+    # The 12-digit AWS account that owns `bucket`: sent as ExpectedBucketOwner with every S3 call, so a
+    # bucket deleted and re-created by another account under the same name is never written. None: not sent.
+    expected_bucket_owner: str | None = None
     # SSE-KMS: every data object and manifest is PUT with aws:kms and this key (id, ARN or alias).
     # None: no encryption header, so the bucket's default encryption applies.
     sse_kms_key_id: str | None = None
@@ -117,6 +120,10 @@ class ExportConfig:
                                                 or not self.sse_kms_key_id.strip()):
             raise ConfigError("sse_kms_key_id must be a non-empty string (a KMS key id, key ARN or alias) or "
                               f"null for no SSE-KMS, got {self.sse_kms_key_id!r}")
+        owner = self.expected_bucket_owner
+        if owner is not None and not (isinstance(owner, str) and owner.isdigit() and len(owner) == 12):
+            raise ConfigError(f"expected_bucket_owner must be the 12-digit AWS account id that owns the bucket, "
+                              f"got {owner!r}")
         if not isinstance(self.prefix, str) or self.prefix.startswith("/") or self.prefix.endswith("/"):
             raise ConfigError(f"prefix must be a string without leading or trailing '/', got {self.prefix!r}")
         if len(self.prefix.encode("utf-8")) > MAX_PREFIX_BYTES:

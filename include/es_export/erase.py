@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ExportError, json.JSONDecodeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    s3 = clients.s3(cfg.upload_concurrency)
+    s3 = clients.s3(cfg.upload_concurrency, expected_bucket_owner=cfg.expected_bucket_owner)
     failed = 0
     try:
         for message_id in args.message_ids:

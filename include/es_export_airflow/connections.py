@@ -99,4 +99,5 @@ def s3_client(cfg: ExportConfig, conn_id: str = AWS_CONN_ID) -> S3Client:
     """A boto3 S3 client whose retries (standard mode, backoff) cover throttling and 5xx."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-    return S3Hook(aws_conn_id=conn_id, config=clients.s3_config(cfg.upload_concurrency)).get_conn()
+    client = S3Hook(aws_conn_id=conn_id, config=clients.s3_config(cfg.upload_concurrency)).get_conn()
+    return clients.pin_bucket_owner(client, cfg.expected_bucket_owner)

@@ -67,7 +67,8 @@ def process(payload: dict[str, Any], *, lease_seconds: int | None = None) -> dic
     check_expected(cfg, database, expect)
     conn = _mysql(database)
     try:
-        result = pipeline.process_batch(_elasticsearch(), conn, _s3(cfg.upload_concurrency), cfg, batch,
+        result = pipeline.process_batch(_elasticsearch(), conn, _s3(cfg.upload_concurrency, cfg.expected_bucket_owner),
+                                        cfg, batch,
                                         run_id=run_id, lease_seconds=lease_seconds or cfg.lambda_timeout_seconds + 60)
     finally:
         conn.close()
@@ -165,8 +166,8 @@ def _elasticsearch() -> search.SearchClient:
 
 
 @lru_cache(maxsize=4)
-def _s3(concurrency: int) -> S3Client:
-    return clients.s3(concurrency)
+def _s3(concurrency: int, owner: str | None) -> S3Client:
+    return clients.s3(concurrency, expected_bucket_owner=owner)
 
 
 def describe() -> dict[str, Any]:

@@ -89,10 +89,26 @@ def test_the_function_gets_an_export_config_it_accepts(template, key):
         "EXPORT_CONFIG"]["Sub"]
     assert variables["SseKmsKeyId"]["If"][0] == "HasKmsKey"
     parameters = {name: spec.get("Default", f"x-{name.lower()}") for name, spec in template["Parameters"].items()}
-    values = {**parameters, "SseKmsKeyId": json.dumps(key)}
+    values = {**parameters, "SseKmsKeyId": json.dumps(key), "BucketAccount": "123456789012"}
     rendered = re.sub(r"\$\{(\w+)\}", lambda m: str(values[m.group(1)]), text)
     cfg = ExportConfig.from_mapping(json.loads(rendered))
     assert cfg.sse_kms_key_id == key and cfg.bucket == "x-exportbucket"
+    assert cfg.expected_bucket_owner == "123456789012"
+    assert variables["BucketAccount"]["If"] == ["HasBucketAccount", {"Ref": "ExportBucketAccount"},
+                                                 {"Ref": "AWS::AccountId"}]
+
+
+def test_every_s3_statement_holds_only_while_the_expected_account_owns_the_bucket(template):
+    """S3 ARNs name no account: a bucket deleted and re-created elsewhere under the same name would still
+    match. s3:ResourceAccount pins each statement to the owner (the template's ExportBucketAccount, or
+    the policy's BUCKET_ACCOUNT_ID placeholder)."""
+    mwaa = json.loads((DEPLOY / "iam-policy-mwaa.json").read_text())["Statement"]
+    in_template = {"If": ["HasBucketAccount", {"Ref": "ExportBucketAccount"}, {"Ref": "AWS::AccountId"}]}
+    for statements, owner in ((function_statements(template), in_template), (mwaa, "BUCKET_ACCOUNT_ID")):
+        s3_statements = [st for st in statements if any(a.startswith("s3:") for a in actions(st))]
+        assert len(s3_statements) == 2
+        for st in s3_statements:
+            assert st["Condition"]["StringEquals"]["s3:ResourceAccount"] == owner, st["Sid"]
 
 
 def test_the_sam_template_passes_cfn_lint():
