@@ -47,10 +47,14 @@ def actions(statement) -> set[str]:
     return {action} if isinstance(action, str) else set(action)
 
 
+def role_statements(template) -> list[dict]:
+    """The statements of the function's role, as written (a condition is {"If": [name, statement, NoValue]})."""
+    return template["Resources"]["ProcessorRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+
+
 def function_statements(template) -> list[dict]:
     """The function's policy statements, with those under a condition (!If) taken out of it."""
-    statements = template["Resources"]["ProcessorFunction"]["Properties"]["Policies"][0]["Statement"]
-    return [s["If"][1] if "If" in s else s for s in statements]
+    return [s["If"][1] if "If" in s else s for s in role_statements(template)]
 
 
 def test_the_mwaa_role_may_do_what_the_export_does_and_use_only_the_kms_key():
@@ -67,8 +71,7 @@ def test_the_function_may_do_what_a_batch_does_and_use_the_key_only_when_one_is_
     assert S3_ACTIONS <= set().union(*(actions(s) for s in statements))
     (kms,) = [s for s in statements if actions(s) & KMS_ACTIONS]
     assert actions(kms) == KMS_ACTIONS and kms["Resource"] == {"Ref": "KmsKeyArn"}
-    conditional = {s["If"][0]: s["If"] for s in
-                   template["Resources"]["ProcessorFunction"]["Properties"]["Policies"][0]["Statement"] if "If" in s}
+    conditional = {s["If"][0]: s["If"] for s in role_statements(template) if "If" in s}
     assert set(conditional) == {"HasKmsKey", "UsesSigV4", "HasEsSecret"}
     assert all(branches[2] == {"Ref": "AWS::NoValue"} for branches in conditional.values())
     # What the search client sends to an OpenSearch domain: GET, HEAD (index exists), POST, DELETE (a PIT).
@@ -115,3 +118,54 @@ def test_the_sam_template_passes_cfn_lint():
     out = subprocess.run([str(Path(sys.executable).parent / "cfn-lint"), str(DEPLOY / "template.yaml")],
                          capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+class SamLoader(yaml.SafeLoader):
+    """YAML with CloudFormation's short tags in their long form (`!Sub x` -> {"Fn::Sub": x}), as SAM reads it."""
+
+
+def _long_tag(loader, suffix, node):
+    if suffix == "GetAtt" and isinstance(node, yaml.ScalarNode):
+        return {"Fn::GetAtt": loader.construct_scalar(node).split(".", 1)}
+    value = (loader.construct_scalar(node) if isinstance(node, yaml.ScalarNode) else
+             loader.construct_sequence(node, deep=True) if isinstance(node, yaml.SequenceNode) else
+             loader.construct_mapping(node, deep=True))
+    return {"Ref": value} if suffix == "Ref" else {f"Fn::{suffix}": value}
+
+
+SamLoader.add_multi_constructor("!", _long_tag)
+
+
+class OfflinePolicies:
+    """SAM's managed-policy lookup without IAM: the policies it attaches to roles it creates."""
+
+    def load(self) -> dict[str, str]:
+        return {name: f"arn:aws:iam::aws:policy/service-role/{name}" for name in
+                ("AWSLambdaBasicExecutionRole", "AWSLambdaSQSQueueExecutionRole", "AWSLambdaVPCAccessExecutionRole")}
+
+
+def test_the_rendered_role_may_receive_only_from_the_batches_queue_and_has_no_managed_policy(monkeypatch):
+    """What AWS really creates: the template rendered as CloudFormation renders it (aws-sam-translator). For a
+    role of its own, SAM attaches AWSLambdaSQSQueueExecutionRole, which may receive and delete messages on
+    every queue of the account; the function's explicit role names the batches queue only."""
+    from samtranslator.translator.transform import transform
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")  # the stack's region, which SAM renders ARNs in
+    source = yaml.load((DEPLOY / "template.yaml").read_text(), Loader=SamLoader)  # noqa: S506 - a SafeLoader
+    source["Resources"]["ProcessorFunction"]["Properties"]["CodeUri"] = "s3://artifacts/lambda.zip"  # `sam deploy`'s
+    parameters = {name: spec.get("Default", f"x-{name.lower()}") for name, spec in source["Parameters"].items()}
+    rendered = transform(source, {**parameters, "SubnetIds": ["subnet-1"], "SecurityGroupIds": ["sg-1"]},
+                         OfflinePolicies())
+    resources = rendered["Resources"]
+    roles = {name: r for name, r in resources.items() if r["Type"] == "AWS::IAM::Role"}
+    assert set(roles) == {"ProcessorRole"}
+    assert resources["ProcessorFunction"]["Properties"]["Role"] == {"Fn::GetAtt": ["ProcessorRole", "Arn"]}
+    assert "ManagedPolicyArns" not in roles["ProcessorRole"]["Properties"]
+    statements = [s["Fn::If"][1] if "Fn::If" in s else s for p in roles["ProcessorRole"]["Properties"]["Policies"]
+                  for s in p["PolicyDocument"]["Statement"]]
+    sqs = [s for s in statements if any(a.startswith("sqs:") for a in actions(s))]
+    assert sqs and all(s["Resource"] == {"Fn::GetAtt": ["BatchesQueue", "Arn"]} for s in sqs)
+    star = {a for s in statements if s.get("Resource") == "*" for a in actions(s)}
+    assert star and all(a.startswith("ec2:") for a in star)  # only the VPC attachment, which EC2 grants on "*"
+    mapping = next(r for r in resources.values() if r["Type"] == "AWS::Lambda::EventSourceMapping")
+    assert mapping["Properties"]["EventSourceArn"] == {"Fn::GetAtt": ["BatchesQueue", "Arn"]}
