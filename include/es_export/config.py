@@ -37,9 +37,9 @@ def _dispatch(value: Any) -> Dispatch:
         raise ConfigError(f"dispatch must be one of {[m.value for m in Dispatch]}, got {value!r}") from None
 
 
-def _extract_slices(value: Any) -> None:
+def _extract_slices(value: Any, name: str = "extract_slices") -> None:
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_EXTRACT_SLICES:
-        raise ConfigError(f"extract_slices must be a whole number from 1 to {MAX_EXTRACT_SLICES}, got {value!r}")
+        raise ConfigError(f"{name} must be a whole number from 1 to {MAX_EXTRACT_SLICES}, got {value!r}")
 
 
 def _positive(name: str, value: Any) -> None:
@@ -96,6 +96,10 @@ class ExportConfig:
     # Time slices of the extract, each its own mapped task with its own point-in-time; a run's
     # `extract_slices` param overrides it. See docs/operations.md#large-days-a-sliced-extract.
     extract_slices: int = 1
+    # The most extract slices one run may ask for (each holds a point-in-time on the cluster), and the
+    # most runs of one DAG exporting at once (backfills included): a run beyond it refuses to start.
+    max_extract_slices: int = 8
+    max_live_runs: int | None = 8
     # The scheduled run of a day starts this many minutes after the day ends, so the late writes of its
     # last hour are in the first export; 0: at once. A run of a range that ended longer ago never waits.
     settle_minutes: int = 60
@@ -136,6 +140,12 @@ class ExportConfig:
                      "max_batch_size", "lambda_timeout_seconds", "dispatch_lease_seconds"):
             _positive(name, getattr(self, name))
         _extract_slices(self.extract_slices)
+        _extract_slices(self.max_extract_slices, "max_extract_slices")
+        if self.extract_slices > self.max_extract_slices:
+            raise ConfigError(f"extract_slices={self.extract_slices} is above max_extract_slices="
+                              f"{self.max_extract_slices}; lower it, or raise max_extract_slices")
+        if self.max_live_runs is not None:
+            _positive("max_live_runs", self.max_live_runs)
         self._check_refresh()
         days = self.tracking_retention_days
         if days is not None and (not isinstance(days, int) or isinstance(days, bool) or days < 0):
@@ -254,10 +264,16 @@ class RunParams:
     @classmethod
     def resolve(cls, params: dict[str, Any], interval_start: Any, interval_end: Any,
                 max_range_days: int = 31, extract_slices: int = 1,
-                max_batch_size: int = MAX_BATCH_SIZE) -> RunParams:
+                max_batch_size: int = MAX_BATCH_SIZE, max_extract_slices: int = MAX_EXTRACT_SLICES) -> RunParams:
         """Params of a trigger, falling back to the run's data interval for start and end, and to the
-        configuration's extract_slices; a batch_size above the configuration's max_batch_size is refused."""
+        configuration's extract_slices; a batch_size above the configuration's max_batch_size, and
+        extract_slices above its max_extract_slices, are refused."""
         check_batch_size(params.get("batch_size"), max_batch_size)
+        asked = params.get("extract_slices")
+        if isinstance(asked, int) and not isinstance(asked, bool) and asked > max_extract_slices:
+            raise ConfigError(f"extract_slices={asked} is above max_extract_slices={max_extract_slices} (the "
+                              "es_message_export_config Variable): each slice holds a point-in-time on the cluster; "
+                              f"trigger with at most {max_extract_slices}, or raise max_extract_slices")
         start = params.get("start") or interval_start
         end = params.get("end") or interval_end
         if start is None or end is None:

@@ -54,6 +54,18 @@ class ExtractIncomplete(TrackingError):
             "clear those extract tasks (not only later ones) so they run to the end")
 
 
+class TooManyRuns(TrackingError):
+    """As many runs of the DAG as `max_live_runs` allows are exporting already: this one does not start."""
+
+    def __init__(self, dag_id: str, live: list[str], cap: int) -> None:
+        self.dag_id, self.live, self.cap = dag_id, list(live), cap
+        super().__init__(
+            f"{len(self.live)} run(s) of {dag_id} are exporting already ({', '.join(self.live[:5])}), and "
+            f"max_live_runs={cap} (es_message_export_config) allows no more: this run did not start and "
+            "changed nothing. Trigger it again once they finished; for a backfill, give it a max_active_runs "
+            "of at most that many")
+
+
 class ReconcileError(ExportError):
     """The counts of a run do not add up (`problems`), or messages of it failed: something was lost or
     exported short."""

@@ -45,9 +45,11 @@ def start_export(context: MutableMapping[str, Any]) -> Spec:
     """Validate the params (the data interval where start or end is empty), migrate the tracking schema,
     open the job_runs row."""
     with failing_fast():
-        params = run_params(context, load_config())
+        cfg = load_config()
+        params = run_params(context, cfg)
         with mysql_connection() as conn:
-            job = pipeline.open_job(conn, dag_id=context["dag"].dag_id, run_id=context["run_id"], params=params)
+            job = pipeline.open_job(conn, dag_id=context["dag"].dag_id, run_id=context["run_id"], params=params,
+                                    max_live_runs=cfg.max_live_runs)
     return {"job": job.as_dict(), "params": params.as_dict()}
 
 

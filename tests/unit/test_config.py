@@ -139,3 +139,13 @@ def test_a_batch_size_above_max_batch_size_is_refused_not_lowered(resolve):
     with pytest.raises(ConfigError, match="batch_size=5001 is above max_batch_size=5000"):
         resolve({"batch_size": 5001})
     assert resolve({"batch_size": 5000}).batch_size == 5000
+
+
+def test_more_extract_slices_than_the_configuration_allows_are_refused_before_any_work():
+    start = datetime(2024, 10, 1, tzinfo=UTC)
+    with pytest.raises(ConfigError, match="extract_slices=9 is above max_extract_slices=8"):
+        RunParams.resolve({"extract_slices": 9}, start, start + timedelta(days=1), max_extract_slices=8)
+    assert RunParams.resolve({"extract_slices": 8}, start, start + timedelta(days=1),
+                             max_extract_slices=8).extract_slices == 8
+    with pytest.raises(ConfigError, match="extract_slices=4 is above max_extract_slices=2"):
+        ExportConfig(extract_slices=4, max_extract_slices=2)

@@ -110,7 +110,7 @@ def test_a_configuration_airflow_does_not_expect_is_refused(function, changes, m
 def test_the_function_runs_on_its_own_environment(function):
     function["monkeypatch"].setattr(lambda_handler, "_mysql", function["mysql"])
     function["monkeypatch"].setattr(lambda_handler, "_elasticsearch", lambda: "es")
-    function["monkeypatch"].setattr(lambda_handler, "_s3", lambda concurrency: "s3")
+    function["monkeypatch"].setattr(lambda_handler, "_s3", lambda concurrency, owner: "s3")
     result = lambda_handler.process(expected())
     assert result["batch_id"] == 31 and result["completed"] == 100
     (_, database), (_, cfg, batch, run_id) = function["calls"]
@@ -162,7 +162,7 @@ def test_the_function_uses_its_kms_key_when_airflow_expects_it(function):
     function["monkeypatch"].setenv("EXPORT_CONFIG", json.dumps({**ENV_CONFIG, "sse_kms_key_id": KMS_KEY}))
     function["monkeypatch"].setattr(lambda_handler, "_mysql", function["mysql"])
     function["monkeypatch"].setattr(lambda_handler, "_elasticsearch", lambda: "es")
-    function["monkeypatch"].setattr(lambda_handler, "_s3", lambda concurrency: "s3")
+    function["monkeypatch"].setattr(lambda_handler, "_s3", lambda concurrency, owner: "s3")
     cfg = ExportConfig.from_mapping({**ENV_CONFIG, "sse_kms_key_id": KMS_KEY})
     lambda_handler.process(build_payload(cfg, BATCH, tracking_database="fn_tracking"))
     assert function["calls"][1][1].sse_kms_key_id == KMS_KEY  # what process_batch hands the sink

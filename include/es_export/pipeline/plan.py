@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from es_export import tracking
 from es_export.config import ExportConfig, RetryParams, RunParams, check_batch_size
-from es_export.errors import ConfigError
+from es_export.errors import ConfigError, TooManyRuns
 from es_export.model import Batch, Job, Status
 from es_export.tracking import Connection
 
@@ -16,12 +16,22 @@ log = logging.getLogger(__name__)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def open_job(conn: Connection, *, dag_id: str, run_id: str, params: RunParams) -> Job:
-    """Migrate the schema if needed and get the job_runs row of this run."""
+def open_job(conn: Connection, *, dag_id: str, run_id: str, params: RunParams,
+             max_live_runs: int | None = None) -> Job:
+    """Migrate the schema if needed and get the job_runs row of this run; TooManyRuns, before anything
+    changed, when `max_live_runs` runs of the DAG are exporting already (its own earlier tries do not count)."""
     tracking.migrate(conn)
-    return tracking.start_job(conn, dag_id=dag_id, run_id=run_id, start=params.start, end=params.end,
-                              dispatch=params.dispatch.value, batch_size=params.batch_size,
-                              reprocess=params.reprocess)
+    lock = f"job-start:{dag_id}"  # two runs starting at once count each other
+    tracking.object_lock(conn, lock)
+    try:
+        live = tracking.live_runs(conn, dag_id, other_than=run_id) if max_live_runs else []
+        if max_live_runs and len(live) >= max_live_runs:
+            raise TooManyRuns(dag_id, live, max_live_runs)
+        return tracking.start_job(conn, dag_id=dag_id, run_id=run_id, start=params.start, end=params.end,
+                                  dispatch=params.dispatch.value, batch_size=params.batch_size,
+                                  reprocess=params.reprocess)
+    finally:
+        tracking.object_unlock(conn, lock)
 
 
 def plan(conn: Connection, cfg: ExportConfig, job: Job, params: RunParams) -> list[Batch]:

@@ -34,6 +34,16 @@ def start_job(conn: Connection, *, dag_id: str, run_id: str, start: datetime, en
     return Job(job_id, dag_id, run_id, start, end)
 
 
+def live_runs(conn: Connection, dag_id: str, *, other_than: str) -> list[str]:
+    """The run ids of the DAG's live jobs (running, touched within LIVE_JOB_HOURS), but `other_than`."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT j.run_id FROM job_runs j WHERE j.dag_id = %s AND j.run_id <> %s AND " + LIVE_JOB
+                    + " ORDER BY j.id", (dag_id, other_than))
+        runs = [r[0] for r in cur.fetchall()]
+    conn.commit()
+    return runs
+
+
 def mirror_airflow_run(conn: Connection, run: AirflowRun) -> None:
     """Record an Airflow run's state on its job_runs row, creating the row if start_job has not yet.
 
