@@ -98,8 +98,9 @@ class ExportConfig:
     extract_slices: int = 1
     # The most extract slices one run may ask for (each holds a point-in-time on the cluster), and the
     # most runs of one DAG exporting at once (backfills included): a run beyond it refuses to start.
+    # None: no cap (a job whose run died without Airflow marking it failed counts as live for 12 hours).
     max_extract_slices: int = 8
-    max_live_runs: int | None = 8
+    max_live_runs: int | None = None
     # The scheduled run of a day starts this many minutes after the day ends, so the late writes of its
     # last hour are in the first export; 0: at once. A run of a range that ended longer ago never waits.
     settle_minutes: int = 60
