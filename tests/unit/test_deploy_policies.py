@@ -74,9 +74,16 @@ def test_the_function_may_do_what_a_batch_does_and_use_the_key_only_when_one_is_
     conditional = {s["If"][0]: s["If"] for s in role_statements(template) if "If" in s}
     assert set(conditional) == {"HasKmsKey", "UsesSigV4", "HasEsSecret"}
     assert all(branches[2] == {"Ref": "AWS::NoValue"} for branches in conditional.values())
-    # What the search client sends to an OpenSearch domain: GET, HEAD (index exists), POST, DELETE (a PIT).
-    assert actions(conditional["UsesSigV4"][1]) == {"es:ESHttpGet", "es:ESHttpHead", "es:ESHttpPost",
-                                                     "es:ESHttpDelete"}
+    # What the search client sends to an OpenSearch domain: GET, HEAD (index exists), POST; and DELETE only
+    # to close a point-in-time (opensearch-py's delete_pit: DELETE /_search/point_in_time).
+    opensearch = {s["If"][1]["Sid"]: s["If"][1] for s in role_statements(template)
+                  if "If" in s and s["If"][0] == "UsesSigV4"}
+    assert actions(opensearch["ReadOpenSearchDomain"]) == {"es:ESHttpGet", "es:ESHttpHead", "es:ESHttpPost"}
+    assert actions(opensearch["ClosePointInTime"]) == {"es:ESHttpDelete"}
+    assert opensearch["ClosePointInTime"]["Resource"] == {"Sub": "${OpenSearchDomainArn}/_search/point_in_time"}
+    # The key only for this bucket's objects.
+    assert [arn["Sub"] for arn in kms["Condition"]["StringLike"]["kms:EncryptionContext:aws:s3:arn"]] == [
+        "arn:${AWS::Partition}:s3:::${ExportBucket}", "arn:${AWS::Partition}:s3:::${ExportBucket}/${ExportPrefix}/*"]
     variables = template["Resources"]["ProcessorFunction"]["Properties"]["Environment"]["Variables"]
     assert variables["ES_AWS_REGION"]["If"][0] == "UsesSigV4"
     # The search cluster's login: read from its secret (that one ARN), never a plain variable.
@@ -169,3 +176,50 @@ def test_the_rendered_role_may_receive_only_from_the_batches_queue_and_has_no_ma
     assert star and all(a.startswith("ec2:") for a in star)  # only the VPC attachment, which EC2 grants on "*"
     mapping = next(r for r in resources.values() if r["Type"] == "AWS::Lambda::EventSourceMapping")
     assert mapping["Properties"]["EventSourceArn"] == {"Fn::GetAtt": ["BatchesQueue", "Arn"]}
+
+
+def test_the_export_bucket_is_one_an_archive_can_trust():
+    """deploy/bucket.yaml: no public access, objects owned by the bucket's account, SSE-KMS with a bucket key,
+    versions kept after an overwrite or delete, plain HTTP and uploads without the export key refused."""
+    bucket_template = yaml.load((DEPLOY / "bucket.yaml").read_text(), Loader=CfnLoader)  # noqa: S506 - a SafeLoader
+    bucket = bucket_template["Resources"]["ExportBucket"]
+    props = bucket["Properties"]
+    assert set(props["PublicAccessBlockConfiguration"].values()) == {True} and len(
+        props["PublicAccessBlockConfiguration"]) == 4
+    assert props["OwnershipControls"]["Rules"] == [{"ObjectOwnership": "BucketOwnerEnforced"}]
+    (encryption,) = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert encryption["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "aws:kms" and encryption["BucketKeyEnabled"]
+    assert props["VersioningConfiguration"]["Status"] == "Enabled"
+    assert props["LifecycleConfiguration"]["Rules"][0]["NoncurrentVersionExpiration"]["NoncurrentDays"] == {
+        "Ref": "NoncurrentDays"}
+    assert bucket["DeletionPolicy"] == "Retain"
+    denies = {s["Sid"]: s for s in bucket_template["Resources"]["ExportBucketPolicy"]["Properties"]["PolicyDocument"][
+        "Statement"] if s["Effect"] == "Deny"}
+    assert denies["DenyPlainHttp"]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert denies["DenyUploadsWithoutTheExportKey"]["Condition"] == {"StringNotEqualsIfExists": {
+        "s3:x-amz-server-side-encryption-aws-kms-key-id": {"Ref": "KmsKeyArn"}}}
+    out = subprocess.run([str(Path(sys.executable).parent / "cfn-lint"), str(DEPLOY / "bucket.yaml")],
+                         capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_the_package_roles_may_not_delete_versions_or_change_the_bucket(template):
+    granted = set().union(*(actions(s) for s in function_statements(template)),
+                          *(actions(s) for s in json.loads((DEPLOY / "iam-policy-mwaa.json").read_text())["Statement"]))
+    assert not {a for a in granted if a in ("s3:DeleteObjectVersion", "s3:*") or a.startswith("s3:PutBucket")}
+
+
+def test_the_batches_queue_is_encrypted_takes_messages_only_over_tls_and_its_dead_letters_alarm(template):
+    resources = template["Resources"]
+    for name in ("BatchesQueue", "BatchesDeadLetterQueue"):
+        assert resources[name]["Properties"]["SqsManagedSseEnabled"] is True, name
+    assert resources["BatchesDeadLetterQueue"]["Properties"]["RedriveAllowPolicy"]["redrivePermission"] == "byQueue"
+    statements = resources["BatchesQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    plain = next(s for s in statements if s.get("Sid") == "DenyPlainHttp")
+    assert plain["Effect"] == "Deny" and plain["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    (send,) = [s["If"][1] for s in statements if "If" in s]
+    assert send["Effect"] == "Deny" and send["Action"] == "sqs:SendMessage"
+    assert send["Condition"] == {"ArnNotEquals": {"aws:PrincipalArn": {"Ref": "MwaaExecutionRoleArn"}}}
+    alarm = resources["DeadLetterAlarm"]["Properties"]
+    assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible" and alarm["Threshold"] == 0
+    assert alarm["Dimensions"][0]["Value"] == {"GetAtt": "BatchesDeadLetterQueue.QueueName"}
