@@ -9,7 +9,7 @@ ZIP="$ROOT/dist/lambda.zip"
 rm -rf "$BUILD" "$ZIP"
 mkdir -p "$BUILD" "$(dirname "$ZIP")"
 # Wheels for the Lambda's Python and platform, whatever Python builds the zip.
-"$PY" -m pip install -q --target "$BUILD" --no-deps --only-binary=:all: \
+"$PY" -m pip install -q --target "$BUILD" --no-deps --only-binary=:all: --require-hashes \
   --platform manylinux2014_x86_64 --implementation cp --python-version 3.12 \
   -r "$ROOT/deploy/lambda-requirements.txt"
 cp -r "$ROOT/include/es_export" "$ROOT/include/es_export_lambda" "$BUILD/"

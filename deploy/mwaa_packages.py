@@ -25,10 +25,10 @@ def canonicalize_name(name: str) -> str:
 
 
 def read_pins(path: Path) -> dict[str, str]:
-    """name -> version of every `name==version` line (comments, options and markers ignored)."""
+    """name -> version of every `name==version` line (comments, options, hashes and markers ignored)."""
     pins = {}
     for line in path.read_text().splitlines():
-        line = line.split("#", 1)[0].split(";", 1)[0].strip()
+        line = line.split("#", 1)[0].split(";", 1)[0].split(" --hash", 1)[0].rstrip("\\ ").strip()
         if "==" in line and not line.startswith("-"):
             name, _, version = line.partition("==")
             pins[canonicalize_name(name.split("[", 1)[0])] = version.strip()

@@ -223,3 +223,10 @@ def test_the_batches_queue_is_encrypted_takes_messages_only_over_tls_and_its_dea
     alarm = resources["DeadLetterAlarm"]["Properties"]
     assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible" and alarm["Threshold"] == 0
     assert alarm["Dimensions"][0]["Value"] == {"GetAtt": "BatchesDeadLetterQueue.QueueName"}
+
+
+def test_the_lambda_package_installs_only_wheels_whose_hash_it_pins():
+    lines = (DEPLOY / "lambda-requirements.txt").read_text().replace("\\\n", " ").splitlines()
+    pins = [line for line in lines if "==" in line and not line.lstrip().startswith("#")]
+    assert pins and all(re.search(r"--hash=sha256:[0-9a-f]{64}\b", line) for line in pins), pins
+    assert "--require-hashes" in (DEPLOY / "build_lambda_zip.sh").read_text()
