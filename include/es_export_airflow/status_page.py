@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from airflow.api_fastapi.app import get_auth_manager
 from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
-from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
+from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
 from airflow.api_fastapi.core_api.security import get_user, requires_authenticated
 from airflow.configuration import conf
 from fastapi import Depends, FastAPI, HTTPException, Query, status
@@ -25,19 +25,23 @@ from es_export_airflow.connections import MYSQL_CONN_ID, mysql_connection
 from es_export_airflow.run_mirror import DAG_IDS
 
 URL_PREFIX = "/es-export"
-NO_READABLE_DAG = (f"You may read none of the export DAGs ({', '.join(sorted(DAG_IDS))}), so this page has nothing"
-                   " to show you: ask an Airflow admin for read access to them.")
+NO_READABLE_DAG = (f"You may read none of the export DAGs ({', '.join(sorted(DAG_IDS))}) and their runs, so this "
+                   "page has nothing to show you: ask an Airflow admin for read access to them.")
 
 app = FastAPI(title="es_message_export status", dependencies=[Depends(requires_authenticated())])
 
 
 def readable_dag_ids(user: Annotated[BaseUser, Depends(get_user)]) -> set[str]:
-    """The export DAGs the signed-in user may read: the question Airflow's own `GET /api/v2/dags/{dag_id}`
-    asks the auth manager (requires_access_dag), so the page agrees with the UI under any auth manager."""
+    """The export DAGs whose runs the signed-in user may read: the page shows run ids and errors, so it asks
+    the auth manager what Airflow's own `GET /api/v2/dags/{dag_id}` and `.../dagRuns` ask (the DAG, and its
+    runs), and agrees with the UI under any auth manager."""
     auth_manager = get_auth_manager()
-    return {dag_id for dag_id in DAG_IDS
-            if auth_manager.is_authorized_dag(method="GET", user=user,
-                                              details=DagDetails(id=dag_id, team_name=_team_name(dag_id)))}
+
+    def may_read(dag_id: str, entity: DagAccessEntity | None) -> bool:
+        details = DagDetails(id=dag_id, team_name=_team_name(dag_id))
+        return auth_manager.is_authorized_dag(method="GET", access_entity=entity, details=details, user=user)
+
+    return {dag_id for dag_id in DAG_IDS if may_read(dag_id, None) and may_read(dag_id, DagAccessEntity.RUN)}
 
 
 def _team_name(dag_id: str) -> str | None:

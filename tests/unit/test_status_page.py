@@ -109,6 +109,7 @@ def test_a_user_who_may_read_no_dag_gets_403_and_why(client, role, path):
     resp = c.get(path)
     assert resp.status_code == 403
     assert "You may read none of the export DAGs (es_message_export, es_message_refresh, es_message_retry)" in resp.text
+    assert "and their runs" in resp.text
     assert "manual__" not in resp.text and c.snapshots == []  # the tracking tables were not even read
 
 
@@ -118,6 +119,19 @@ def test_a_user_sees_the_jobs_of_the_dags_they_may_read_and_is_told_of_the_other
     assert page.status_code == 200 and c.snapshots == [{RETRY}]
     assert "Only the jobs of es_message_retry are shown" in page.text
     assert c.get("/jobs.json").json()["dag_ids"] == [RETRY]
+
+
+class NoRunsAuthManager(SimpleAuthManager):
+    """This user may read the DAGs but not their runs (a custom role with "DAGs" read and no "DAG Runs")."""
+
+    def is_authorized_dag(self, *, method, user, access_entity=None, details=None):
+        return method == "GET" and access_entity is None
+
+
+def test_a_user_who_may_read_the_dags_but_not_their_runs_sees_no_run(client):
+    c = client("viewer", NoRunsAuthManager)
+    resp = c.get("/jobs.json")
+    assert resp.status_code == 403 and "and their runs" in resp.text and c.snapshots == []
 
 
 def test_a_user_who_may_read_every_dag_gets_no_note(client):
