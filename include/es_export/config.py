@@ -218,7 +218,11 @@ def parse_instant(name: str, value: Any) -> datetime:
         raise ConfigError(f"{name} must be an ISO date or datetime like 2024-10-01, got {value!r}")
     if result.tzinfo is None:
         result = result.replace(tzinfo=UTC)
-    return result.astimezone(UTC)
+    result = result.astimezone(UTC)
+    # A plain datetime, whatever came in: Airflow's context gives pendulum's, whose sum with a timedelta
+    # drops a datetime.timezone.utc zone (and then compares with nothing aware).
+    return datetime(result.year, result.month, result.day, result.hour, result.minute, result.second,
+                    result.microsecond, tzinfo=UTC)
 
 
 @dataclass(frozen=True)

@@ -50,3 +50,13 @@ def test_the_settle_task_comes_first(settle_task):
     dag = parse_dag("es_message_export")
     assert dag.get_task("start_job").upstream_task_ids == {"settle"}
     assert settle_task.upstream_task_ids == set()
+
+
+def test_airflows_own_datetimes_are_compared_rightly(settle_task):
+    """A task's context holds pendulum datetimes; their sum with a timedelta must stay aware."""
+    import pendulum
+
+    old = pendulum.datetime(2024, 10, 2, tz="UTC")
+    assert planning.settle(context(settle_task, {}, old)).is_done
+    with pytest.raises(TaskDeferred):
+        planning.settle(context(settle_task, {}, pendulum.now("UTC").add(days=1)))
