@@ -183,7 +183,8 @@ def failed_run_message(*, dag_id: str, run_id: str, reason: str, dag_run: Any = 
     if failed_task:
         reasons.append(f"task {failed_task} failed (its log says why)")
     if not opened and not problems:
-        reasons.append("the run stopped before start_job opened its job (see the log of settle or start_job): nothing was exported")
+        reasons.append("the run stopped before start_job opened its job (see the log of settle or start_job): "
+                       "nothing was exported")
     last_error = str((job or {}).get("last_error") or "")
     if last_error and not last_error.startswith("Airflow run failed"):  # the listener's note says no more
         reasons.append(last_error)
