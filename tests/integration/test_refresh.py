@@ -328,4 +328,4 @@ def test_a_related_index_without_its_change_time_field_is_refused_when_the_run_s
     assert run.state == "failed"
     start = run.get_task_instance("start_job")
     assert start.state == "failed" and run.get_task_instance("find_changes").state == "upstream_failed"
-    assert support.query(database, "SELECT COUNT(*) FROM job_runs WHERE dag_id = 'es_message_refresh'")[0][0] == 0
+    assert support.query(database, "SHOW TABLES") == ()  # refused before it migrated or wrote anything
