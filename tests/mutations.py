@@ -144,6 +144,16 @@ MUTATIONS = [
     Mutation("source.py", '"gte": start.isoformat()', '"gt": start.isoformat()', "the interval's start is inclusive"),
     Mutation("source.py", "        return keys, 1_000_000", "        return keys, 1",
              "a date_nanos timestamp is tracked at its real time"),
+    # ---- the refresh (pipeline/refresh.py, tracking/refresh.py)
+    Mutation("pipeline/refresh.py", "        elif source.version_of(details[r.message_id]) != r.source_version:",
+             "        elif True:", "a message whose source did not change is not rewritten"),
+    Mutation("pipeline/refresh.py", "    tracking.forget_rechecks(conn, [m for m in rechecked if m not in held])",
+             "    tracking.forget_rechecks(conn, rechecked)",
+             "a change left to another run is looked at again until it is done"),
+    Mutation("pipeline/refresh.py", "    if found is not None and not unfinished:", "    if found is not None:",
+             "the watermark never passes what a run did not export"),
+    Mutation("pipeline/process.py", "{mid: source.version_of(d) for mid, d in details.items()})", "{})",
+             "an exported message records the version of the source its object holds"),
 ]
 
 

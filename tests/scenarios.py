@@ -81,3 +81,28 @@ def retry(es, conn, s3, cfg, *, run_id=None, revive_dead=False):
         pipeline.process_batch(es, conn, s3, cfg, batch, run_id=job.run_id)
     pipeline.sweep_orphans(conn, s3, cfg)
     return pipeline.summarize_retry(conn, job)
+
+
+def refresh(es, conn, s3, cfg, *, run_id=None, since=None, stop_after_batches=None):
+    """One run of es_message_refresh, step by step as its tasks call the core; with `stop_after_batches`
+    it dies after that many batches (Airflow then marks its run failed), and its summarize still runs."""
+    from es_export import tracking
+    from es_export.config import RefreshParams
+
+    job = pipeline.open_refresh_job(es, conn, cfg, dag_id="es_message_refresh",
+                                    run_id=run_id or f"refresh-{uuid.uuid4().hex[:8]}",
+                                    params=RefreshParams(since=since))
+    found = pipeline.find_changes(es, conn, cfg, job)
+    for n, batch in enumerate(pipeline.plan_taken(conn, cfg, job, batch_size=1)):
+        if stop_after_batches is not None and n >= stop_after_batches:
+            tracking.update_job(conn, job.job_id, status="failed")
+            break
+        pipeline.process_batch(es, conn, s3, cfg, batch, run_id=job.run_id)
+    return pipeline.finish_refresh(conn, s3, cfg, job, vars(found))
+
+
+def touch_history(es, cfg, message_id: str, event: str) -> None:
+    """A history document for the message, written now (the change a refresh looks for)."""
+    now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    es.index(index=cfg.history_index, document={"message_id": message_id, "timestamp": now, "event": event},
+             refresh=True)
