@@ -12,7 +12,8 @@ import pytest
 
 import support
 from es_export import pipeline, sink, source, tracking
-from es_export.config import ExportConfig, RefreshParams
+from es_export.config import ExportConfig
+from scenarios import refresh
 from seed_data import SeedConfig
 
 pytestmark = pytest.mark.integration
@@ -49,7 +50,7 @@ def export_day():
     assert run.state == "success"
 
 
-def refresh(**params):
+def refresh_dag(**params):
     return support.run_dag("es_message_refresh", **params)
 
 
@@ -101,7 +102,7 @@ def test_changed_and_late_messages_reach_the_archive_and_nothing_else_is_rewritt
         before = documents(s3, bucket)
         ids = three_of(es, config, sorted(before))
         late = change_three_and_add_a_late_one(es, config, sorted(before))
-        run = refresh()
+        run = refresh_dag()
         assert run.state == "success"
         after = documents(s3, bucket)
         changed = set(ids[:3]) | {late}
@@ -131,28 +132,13 @@ def test_changed_and_late_messages_reach_the_archive_and_nothing_else_is_rewritt
         assert fresh["days"][0]["day"] == DAY.isoformat() and fresh["days"][0]["rewritten"] == 4
         assert fresh["watermarks"][0]["watermark"] == summary["watermark"]
 
-        again = refresh()  # from the watermark less the overlap: sees the same changes, rewrites nothing
+        again = refresh_dag()  # from the watermark less the overlap: sees the same changes, rewrites nothing
         assert again.state == "success"
         assert documents(s3, bucket) == after
         found = again.get_task_instance("summarize").xcom_pull(task_ids="summarize")["found"]
         assert found["rewritten"] == 0 and found["unchanged"] >= 3 and found["late"] == 0
 
         export_day()  # the day's own run: reconcile agrees, the late message included
-
-
-def refresh_by_steps(es, conn, s3, cfg, *, run_id, stop_after_batches=None, since=None):
-    """A refresh run as its tasks run it, in this process; `stop_after_batches`: the run dies after that many
-    batches (its job is then failed, as Airflow's listener records a failed run). Returns the summary."""
-    job = pipeline.open_refresh_job(es, conn, cfg, dag_id="es_message_refresh", run_id=run_id,
-                                    params=RefreshParams(since=since))
-    found = pipeline.find_changes(es, conn, cfg, job)
-    batches = pipeline.plan_taken(conn, cfg, job, batch_size=1)
-    for n, batch in enumerate(batches):
-        if stop_after_batches is not None and n >= stop_after_batches:
-            tracking.update_job(conn, job.job_id, status="failed")
-            return None
-        pipeline.process_batch(es, conn, s3, cfg, batch, run_id=run_id)
-    return pipeline.finish_refresh(conn, s3, cfg, job, vars(found))
 
 
 @pytest.fixture()
@@ -173,11 +159,11 @@ def test_a_refresh_that_stops_half_way_loses_nothing_and_rewrites_nothing_twice(
     ids = three_of(es, cfg.__dict__, exported_ids)
     late = change_three_and_add_a_late_one(es, cfg.__dict__, exported_ids)
     changed = set(ids[:3]) | {late}
-    assert refresh_by_steps(es, conn, s3, cfg, run_id="refresh-dies", stop_after_batches=2) is None
+    assert refresh(es, conn, s3, cfg, run_id="refresh-dies", stop_after_batches=2).unfinished == 2
     halfway = documents(s3, cfg.bucket)
     done_first = {m for m in changed if m in halfway and (m not in original or halfway[m][2] != original[m][2])}
     assert len(done_first) == 2
-    summary = refresh_by_steps(es, conn, s3, cfg, run_id="refresh-again")
+    summary = refresh(es, conn, s3, cfg, run_id="refresh-again")
     after = documents(s3, cfg.bucket)
     assert set(after) == set(original) | {late}
     assert {m for m in done_first if after[m][2] != halfway[m][2]} == set()  # not rewritten twice
@@ -205,11 +191,11 @@ def test_a_change_written_while_a_batch_fetches_is_picked_up_by_the_next_refresh
 
     with monkeypatch.context() as mp:
         mp.setattr(source, "fetch_details", fetch_then_write)
-        first = refresh_by_steps(es, conn, s3, cfg, run_id="refresh-during")
+        first = refresh(es, conn, s3, cfg, run_id="refresh-during")
     assert first.completed == 1
     events = [h.get("event") for h in documents(s3, cfg.bucket)[target][0]["history"]]
     assert "first" in events and "during" not in events
-    second = refresh_by_steps(es, conn, s3, cfg, run_id="refresh-after")
+    second = refresh(es, conn, s3, cfg, run_id="refresh-after")
     assert second.completed == 1
     events = [h.get("event") for h in documents(s3, cfg.bucket)[target][0]["history"]]
     assert "during" in events
@@ -229,7 +215,7 @@ def test_the_refresh_runs_its_batches_in_the_lambda_too(es, s3, world, mode):
                               database=database) as function, pytest.MonkeyPatch.context() as mp:
         mp.setenv("AIRFLOW_CONN_AWS_DEFAULT", function.aws_connection())
         with support.config_changed(config, **function.airflow_config()):
-            run = refresh(dispatch=mode, batch_size=1)
+            run = refresh_dag(dispatch=mode, batch_size=1)
     assert run.state == "success"
     after = documents(s3, bucket)
     assert {m for m in before if after[m] != before[m]} == changed - {late} and late in after
@@ -252,7 +238,7 @@ def test_a_message_deleted_from_the_cluster_stays_in_the_archive_until_it_is_era
         es.index(index=config["history_index"], refresh=True,
                  document={"message_id": gone, "timestamp": now_iso(), "event": "erasure requested"})
         es.delete(index=config["messages_index"], id=gone, refresh=True)
-        run = refresh()
+        run = refresh_dag()
         assert run.state == "success"
         assert run.get_task_instance("summarize").xcom_pull(task_ids="summarize")["found"]["deleted_in_source"] == 1
         kept = documents(s3, bucket)
@@ -297,7 +283,7 @@ def test_a_change_while_a_worker_exports_the_message_is_looked_at_again_by_the_n
                 inner.setattr(source, "fetch_details", real_fetch)
                 other = support.connect(world[1])
                 try:
-                    during["summary"] = refresh_by_steps(es, other, s3, cfg, run_id="refresh-during-export")
+                    during["summary"] = refresh(es, other, s3, cfg, run_id="refresh-during-export")
                 finally:
                     other.close()
         return details
@@ -310,7 +296,7 @@ def test_a_change_while_a_worker_exports_the_message_is_looked_at_again_by_the_n
     assert "while exporting" not in [h.get("event") for h in documents(s3, cfg.bucket)[target][0]["history"]]
 
     after_the_change = datetime.now(UTC)  # the next window does not hold the change: only the recheck finds it
-    later = refresh_by_steps(es, conn, s3, cfg, run_id="refresh-after-export", since=after_the_change)
+    later = refresh(es, conn, s3, cfg, run_id="refresh-after-export", since=after_the_change)
     assert later.completed == 1
     assert "while exporting" in [h.get("event") for h in documents(s3, cfg.bucket)[target][0]["history"]]
 
@@ -324,7 +310,7 @@ def test_a_related_index_without_its_change_time_field_is_refused_when_the_run_s
                                           r"'changed_on' in its mapping; set related_changed_fields.status"):
         source.check_changed_fields(es, bad)
     with support.config_changed(config, related_changed_fields={"status": "changed_on"}):
-        run = refresh()
+        run = refresh_dag()
     assert run.state == "failed"
     start = run.get_task_instance("start_job")
     assert start.state == "failed" and run.get_task_instance("find_changes").state == "upstream_failed"
