@@ -14,7 +14,7 @@ APT_PACKAGES := mariadb-server mariadb-client default-libmysqlclient-dev pkg-con
 	openssl
 
 .PHONY: help system-deps venv lock up airflow down status seed lint test test-unit test-guarantees mutation demo clean \
-	lambda-zip mwaa-bundle bench
+	lambda-zip mwaa-bundle compose-env bench
 
 help:
 	@echo "make demo    - start the local stack, seed sample data, run the export DAG for 2024-10-01"
@@ -28,6 +28,7 @@ help:
 	@echo "make down    - stop exactly the processes 'make up' and 'make airflow' started"
 	@echo "make bench   - throughput and memory vs the naive design and elasticdump (N=100000); BENCHMARKS.md"
 	@echo "make lambda-zip - build dist/lambda.zip, the processing Lambda's deployment package"
+	@echo "make compose-env - write a random AIRFLOW_JWT_SECRET and AIRFLOW_FERNET_KEY to .env for docker compose"
 	@echo "make mwaa-bundle - build dist/mwaa/ (dags/, plugins.zip, requirements.txt, startup.sh) and its offline variant dist/mwaa-offline/"
 
 # Debian packages, installed only when one is missing.
@@ -84,7 +85,11 @@ lambda-zip: venv
 
 # What to upload to an Amazon MWAA environment's S3 bucket: dist/mwaa/.
 mwaa-bundle: venv
-	$(PY) deploy/build_mwaa_bundle.py --offline-out dist/mwaa-offline
+	$(PY) deploy/build_mwaa_bundle.py --offline-out dist/mwaa-offline $(if $(RDS_CA_BUNDLE),--rds-ca-bundle $(RDS_CA_BUNDLE))
+
+# The secrets docker-compose.yaml needs, generated once into .env (kept when already there).
+compose-env:
+	@python3 devstack/compose_env.py
 
 # Not part of `make test`: seeds N messages (default 100000) and writes BENCHMARKS.md.
 N ?= 100000

@@ -26,7 +26,7 @@ from airflow.sdk.bases.sensor import PokeReturnValue
 from es_export.config import MAX_EXTRACT_SLICES
 from es_export_airflow import alerts, assets, planning, reconciling
 from es_export_airflow.batch_sensor import process_task, resumable_sensor_task
-from es_export_airflow.settings import batch_params, range_params, sensor_settings
+from es_export_airflow.settings import batch_params, extract_pool, range_params, sensor_settings
 
 
 @dag(
@@ -79,7 +79,7 @@ def es_message_export():
         """The numbers of the extract's time slices."""
         return planning.extract_slice_numbers(spec)
 
-    @task(multiple_outputs=False, map_index_template="{{ extract_label }}")
+    @task(multiple_outputs=False, map_index_template="{{ extract_label }}", pool=extract_pool())
     def extract(spec: dict, slice_no: int) -> dict:
         """Stream the message ids of one time slice of the interval into message_tracking."""
         return planning.extract_slice(spec, slice_no, get_current_context())

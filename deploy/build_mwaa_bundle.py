@@ -149,23 +149,35 @@ def human_size(path: Path) -> str:
     return f"{size / 1024:.1f} KB"
 
 
-def build(out: Path, *, offline: bool = False, python: str = MWAA_PYTHON) -> None:
+def ca_bundle_entry(rds_ca_bundle: Path | None) -> list[tuple[Path, str]]:
+    """RDS's CA bundle as plugins.zip's rds-ca-bundle.pem, which the `mysql_tracking` connection's `ssl` extra
+    names (/usr/local/airflow/plugins/rds-ca-bundle.pem): MWAA's workers have no RDS bundle of their own."""
+    if rds_ca_bundle is None:
+        return []
+    if not rds_ca_bundle.is_file() or b"BEGIN CERTIFICATE" not in rds_ca_bundle.read_bytes():
+        raise SystemExit(f"RDS_CA_BUNDLE={rds_ca_bundle} is not a PEM bundle: download "
+                         "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem and name that file")
+    return [(rds_ca_bundle, "rds-ca-bundle.pem")]
+
+
+def build(out: Path, *, offline: bool = False, python: str = MWAA_PYTHON, rds_ca_bundle: Path | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     clear_previous(out)
     dag_count = copy_dags(out / "dags")
     requirements = ROOT / "requirements.txt"
-    extra: list[tuple[Path, str]] = []
+    extra = ca_bundle_entry(rds_ca_bundle)
     if offline:
         download(offline_packages(requirements), out / "wheels", python)
-        extra = [(wheel, f"wheels/{wheel.name}") for wheel in sorted((out / "wheels").iterdir())]
-        extra.append((CONSTRAINTS, "constraints-3.12.txt"))
+        wheels = [(wheel, f"wheels/{wheel.name}") for wheel in sorted((out / "wheels").iterdir())]
+        extra += [*wheels, (CONSTRAINTS, "constraints-3.12.txt")]
         (out / "requirements.txt").write_text(offline_requirements(requirements, MWAA_PLUGINS_FOLDER))
     else:
         shutil.copy2(requirements, out / "requirements.txt")
     plugin_count = build_plugins_zip(ROOT / "plugins", out / "plugins.zip", extra)
     shutil.rmtree(out / "wheels", ignore_errors=True)
     write_startup_script(out / "startup.sh")
-    print(f"built {out}" + (f" (offline: {len(extra) - 1} wheels/sources for Python {python})" if offline else ""))
+    wheel_count = sum(name.startswith("wheels/") for _, name in extra)
+    print(f"built {out}" + (f" (offline: {wheel_count} wheels/sources for Python {python})" if offline else ""))
     print(f"  dags/             {dag_count} files, {human_size(out / 'dags')}")
     print(f"  plugins.zip       {plugin_count} files, {human_size(out / 'plugins.zip')}")
     print(f"  requirements.txt  {human_size(out / 'requirements.txt')}")
@@ -179,10 +191,12 @@ def main() -> None:
                         help=f"also build the offline variant there (make mwaa-bundle: {DEFAULT_OFFLINE_OUT})")
     parser.add_argument("--offline-python", default=MWAA_PYTHON,
                         help="Python of the offline wheels: 3.12 (MWAA, manylinux x86_64) or 'current'")
+    parser.add_argument("--rds-ca-bundle", type=Path, default=None,
+                        help="RDS's CA bundle (global-bundle.pem), packaged as plugins.zip's rds-ca-bundle.pem")
     args = parser.parse_args()
-    build(args.out.resolve())
+    build(args.out.resolve(), rds_ca_bundle=args.rds_ca_bundle)
     if args.offline_out:
-        build(args.offline_out.resolve(), offline=True, python=args.offline_python)
+        build(args.offline_out.resolve(), offline=True, python=args.offline_python, rds_ca_bundle=args.rds_ca_bundle)
 
 
 if __name__ == "__main__":

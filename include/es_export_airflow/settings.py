@@ -1,5 +1,5 @@
 """What the package reads from Airflow and from the environment: the Variable es_message_export_config,
-the trigger params, and the settings a DAG file reads when it is parsed (pool, poke interval)."""
+the trigger params, and the settings a DAG file reads when it is parsed (pools, poke interval)."""
 
 from __future__ import annotations
 
@@ -63,6 +63,17 @@ def batch_pool() -> str:
     whose pool is missing `scheduled` for ever, logging "Tasks using non-existent pool ..." each loop.
     """
     return os.environ.get("ES_EXPORT_BATCH_POOL") or BATCH_POOL
+
+
+def extract_pool() -> str:
+    """The pool of the export's `extract` slices: ES_EXPORT_EXTRACT_POOL, read when a DAG file is parsed, or
+    the batch pool.
+
+    Each slice holds a point-in-time context on the cluster while it runs, so slices must be capped like
+    batches, backfills included. By default they share the batch pool: one cap on what reads the cluster
+    at once, and an upgrade needs no new pool (a task whose pool is missing waits, `scheduled`, for ever).
+    """
+    return os.environ.get("ES_EXPORT_EXTRACT_POOL") or batch_pool()
 
 
 def sensor_settings() -> dict[str, Any]:

@@ -23,6 +23,7 @@ from fastapi.responses import HTMLResponse
 from es_export import tracking
 from es_export_airflow.connections import MYSQL_CONN_ID, mysql_connection
 from es_export_airflow.run_mirror import DAG_IDS
+from es_export_airflow.settings import batch_pool, extract_pool
 
 URL_PREFIX = "/es-export"
 NO_READABLE_DAG = (f"You may read none of the export DAGs ({', '.join(sorted(DAG_IDS))}) and their runs, so this "
@@ -75,12 +76,21 @@ def snapshot(limit: int, job_id: int | None, dag_ids: set[str]) -> dict[str, Any
                     f"needs {tracking.LATEST_VERSION}. The first task of every es_message_export or "
                     "es_message_retry run migrates it: trigger one, or run `python -m es_export.migrate` as a "
                     "user who may alter the tables. This page only reads.")
-            return _read(conn, limit, job_id, dag_ids)
+            data = _read(conn, limit, job_id, dag_ids)
     except Unavailable:
         raise
     except Exception as exc:  # noqa: BLE001 - any driver error: the page says it and stays up
         raise Unavailable(f"The tracking database (connection {MYSQL_CONN_ID}) cannot be read: "
                           f"{type(exc).__name__}: {exc}") from exc
+    return data | {"missing_pools": missing_pools()}
+
+
+def missing_pools() -> list[str]:
+    """The pools the DAGs' tasks run in that do not exist. Airflow says nothing when a DAG is parsed: its
+    scheduler leaves every task of a missing pool `scheduled` for ever, so the page says it instead."""
+    from airflow.models.pool import Pool
+
+    return [name for name in sorted({batch_pool(), extract_pool()}) if Pool.get_pool(name) is None]
 
 
 def _read(conn: Any, limit: int, job_id: int | None, dag_ids: set[str]) -> dict[str, Any]:
@@ -183,6 +193,9 @@ def render(data: dict[str, Any], job_id: int | None) -> str:
     note = ("" if shown is None or set(shown) >= DAG_IDS else
             f"<p>Only the jobs of {html.escape(', '.join(shown))} are shown: you may not read the other export"
             " DAGs.</p>")
+    pools = "".join(f'<p class="s-failed">The Airflow pool {html.escape(name)} does not exist: every task in it '
+                    f'stays scheduled and never runs. Create it: <code>airflow pools set {html.escape(name)} 8 '
+                    '"es-message-export"</code> (or Admin → Pools).</p>' for name in data.get("missing_pools", []))
     problems = "".join(_problem_row(m) for m in data["problems"]) or '<tr><td colspan="7">none</td></tr>'
     scope = f"job {job_id}" if job_id is not None else "all jobs"
     batches = ""
@@ -194,6 +207,7 @@ def render(data: dict[str, Any], job_id: int | None) -> str:
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Export status</title>
 <style>{STYLE}</style></head><body>
 <h1>Elasticsearch → S3 export status</h1>
+{pools}
 {note}
 <h2>Recent jobs</h2>
 <table id="jobs"><tr><th>job</th><th>DAG</th><th>Airflow run</th><th>interval (UTC)</th><th>status</th>

@@ -101,3 +101,36 @@ def test_the_lambda_exports_a_batch_over_tls(es, s3, database, monkeypatch):
         assert result["completed"] == batch.size == 12
         assert tracking.status_counts(conn, start, start + timedelta(days=1)) == {"completed": 12}
         conn.close()
+
+
+def airflow_connection(monkeypatch, extra: dict) -> None:
+    """The `mysql_tracking` connection as docs/configuration.md shows it for RDS, for the TLS-only user."""
+    conn = json.loads(support.mysql_connection(DB))
+    conn.update(login=support.require_env("STACK_MYSQL_TLS_USER"), extra=extra)
+    monkeypatch.setenv("AIRFLOW_CONN_MYSQL_TRACKING", json.dumps(conn))
+
+
+@pytest.mark.parametrize("quick", [False, True], ids=["tasks", "scheduler-and-api-server"])
+def test_airflow_reaches_the_database_over_verified_tls(database, monkeypatch, quick):
+    from es_export_airflow.connections import mysql_connection
+
+    airflow_connection(monkeypatch, {"ssl": {"ca": support.require_env("STACK_MYSQL_TLS_CA")},
+                                     "ssl_mode": "VERIFY_IDENTITY"})
+    with mysql_connection(quick=quick) as conn:
+        assert cipher(conn)
+        assert tracking.schema_version(conn) == tracking.LATEST_VERSION
+
+
+def test_airflow_refuses_a_server_its_ca_did_not_sign(database, monkeypatch, tmp_path):
+    from es_export_airflow.connections import mysql_connection
+
+    other = tmp_path / "other-ca.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=other",
+                    "-keyout", str(tmp_path / "k"), "-out", str(other)], check=True, capture_output=True)
+    airflow_connection(monkeypatch, {"ssl": {"ca": str(other)}, "ssl_mode": "VERIFY_IDENTITY"})
+    with pytest.raises(Exception, match="certificate verify failed|CERTIFICATE_VERIFY_FAILED|SSL"), \
+            mysql_connection():
+        pass
+    airflow_connection(monkeypatch, {})
+    with pytest.raises(Exception, match="Access denied"), mysql_connection():
+        pass

@@ -86,3 +86,12 @@ def test_a_database_that_hangs_costs_seconds(page, monkeypatch):
     assert got.status_code == 503 and "mysql_tracking" in got.json()["detail"]
     assert took < 30, took
     assert os.environ["MYSQL_PASSWORD"] not in got.text
+
+
+def test_the_page_finds_the_pools_that_do_not_exist(airflow_db, monkeypatch):
+    from airflow.models.pool import Pool
+
+    Pool.create_or_update_pool("es_export_batches", 8, "the batch pool", include_deferred=False)
+    assert status_page.missing_pools() == []
+    monkeypatch.setenv("ES_EXPORT_EXTRACT_POOL", "es_export_scans_never_created")
+    assert status_page.missing_pools() == ["es_export_scans_never_created"]

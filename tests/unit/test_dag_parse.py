@@ -86,6 +86,9 @@ def test_batches_and_only_batches_run_in_the_batch_pool(dagbag_and_lookups, dag_
     dag = dagbag_and_lookups[0].dags[dag_id]
     pools = {t.task_id: t.pool for t in dag.tasks}
     assert pools.pop("process") == BATCH_POOL == "es_export_batches"
+    if dag_id == "es_message_export":  # each slice holds a point-in-time context: capped with the batches
+        assert pools.pop("extract") == BATCH_POOL
+        assert dag.get_task("extract").pool_slots == 1
     assert set(pools.values()) == {"default_pool"}, pools
     assert dag.get_task("process").pool_slots == 1
 
@@ -95,7 +98,19 @@ def test_the_batch_pool_is_named_by_the_environment_at_parse_time(monkeypatch, d
     from support import parse_dag
 
     monkeypatch.setenv("ES_EXPORT_BATCH_POOL", "search_guard")
-    assert parse_dag(dag_id).get_task("process").pool == "search_guard"
+    dag = parse_dag(dag_id)
+    assert dag.get_task("process").pool == "search_guard"
+    if dag_id == "es_message_export":
+        assert dag.get_task("extract").pool == "search_guard"
+
+
+def test_the_extract_can_have_a_pool_of_its_own(monkeypatch):
+    from support import parse_dag
+
+    monkeypatch.setenv("ES_EXPORT_BATCH_POOL", "search_guard")
+    monkeypatch.setenv("ES_EXPORT_EXTRACT_POOL", "search_scans")
+    dag = parse_dag("es_message_export")
+    assert (dag.get_task("extract").pool, dag.get_task("process").pool) == ("search_scans", "search_guard")
 
 
 def test_make_airflow_creates_the_pool_the_tasks_use():

@@ -189,3 +189,18 @@ def test_requirements_are_pinned_with_mwaas_constraint_line(bundle):
     for req in requirements:
         specs = list(req.specifier)
         assert len(specs) == 1 and specs[0].operator == "==", f"{req} is not pinned with =="
+
+
+def test_rds_ca_bundle_travels_in_plugins_zip_where_the_connection_names_it(tmp_path):
+    ca = tmp_path / "global-bundle.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    out = build_mwaa_bundle(tmp_path / "mwaa", "--rds-ca-bundle", str(ca))
+    with zipfile.ZipFile(out / "plugins.zip") as zf:
+        assert zf.read("rds-ca-bundle.pem") == ca.read_bytes()
+    documented = (ROOT / "docs" / "configuration.md").read_text()
+    assert '"ca": "/usr/local/airflow/plugins/rds-ca-bundle.pem"' in documented
+
+    ca.write_text("<html>not a bundle</html>")
+    run = subprocess.run([sys.executable, str(ROOT / "deploy" / "build_mwaa_bundle.py"), "--out", str(tmp_path / "x"),
+                          "--rds-ca-bundle", str(ca)], capture_output=True, text=True, check=False)
+    assert run.returncode != 0 and "is not a PEM bundle" in run.stderr

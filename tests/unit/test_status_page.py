@@ -43,6 +43,13 @@ def test_empty_tables_say_so():
     assert "no jobs yet" in page and "job 3" in page
 
 
+def test_a_missing_pool_is_named_with_how_to_create_it():
+    page = status_page.render({"jobs": [], "problems": [], "missing_pools": ["es_export_scans"]}, None)
+    assert "The Airflow pool es_export_scans does not exist" in page
+    assert "airflow pools set es_export_scans 8" in page
+    assert "does not exist" not in status_page.render({"jobs": [], "problems": [], "missing_pools": []}, None)
+
+
 def test_the_page_shows_how_fresh_each_day_is():
     fresh = {"watermarks": [{"dag_id": "es_message_refresh", "watermark": "2026-12-06T10:00:00+00:00", "job_id": 9}],
              "days": [{"day": "2026-12-05", "refreshed_at": "2026-12-06T10:00:03+00:00", "rewritten": 17,
