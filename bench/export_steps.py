@@ -48,13 +48,13 @@ def export_config(n: int):
 
 
 def clients(upload_concurrency: int = 16):
-    from elasticsearch import Elasticsearch
-
     from es_export import clients as package_clients
+    from es_export import search
 
-    # The package's own clients: mysqlclient as Airflow's workers use it; S3 with its retries and a
+    # The package's own clients: the search client the tasks and the Lambda connect with (engine detected,
+    # answers read with jsonio); mysqlclient as Airflow's workers use it; S3 with its retries and a
     # connection pool as large as the uploads in flight.
-    return (Elasticsearch(os.environ["ES_URL"], request_timeout=300),
+    return (search.connect(search.SearchSettings(os.environ["ES_URL"], request_timeout=300)),
             package_clients.mysql(package_clients.MySQLSettings.from_env(database=DB), driver="mysqldb"),
             package_clients.s3(upload_concurrency, endpoint_url=os.environ["AWS_ENDPOINT_URL"]))
 
@@ -122,13 +122,27 @@ def warm_pool(processes: int) -> Any:
     return pool
 
 
-def _process_share(n: int, cfg: Any, batches: list[Any], run_id: str, upload_concurrency: int) -> int:
-    """Process these batches one after another with clients of this process's own (one mapped task's work)."""
+def count_s3_requests(s3: Any) -> list[int]:
+    """A one-item list that counts every HTTP request the S3 client sends from now on (retries included)."""
+    sent = [0]
+
+    def count(**_: Any) -> None:
+        sent[0] += 1
+
+    s3.meta.events.register("before-send.s3", count)
+    return sent
+
+
+def _process_share(n: int, cfg: Any, batches: list[Any], run_id: str, upload_concurrency: int) -> tuple[int, int]:
+    """Process these batches one after another with clients of this process's own (one mapped task's work);
+    the messages completed and the S3 requests sent."""
     from es_export import pipeline
 
     es, conn, s3 = clients(upload_concurrency)
+    sent = count_s3_requests(s3)
     try:
-        return sum(pipeline.process_batch(es, conn, s3, cfg, b, run_id=run_id).completed for b in batches)
+        done = sum(pipeline.process_batch(es, conn, s3, cfg, b, run_id=run_id).completed for b in batches)
+        return done, sent[0]
     finally:
         conn.close()
 
@@ -155,6 +169,7 @@ def step(name: str, n: int, batch_size: int, layout: str = "per_message", max_ba
     # Workers started (and their imports loaded) before the clock, like the Airflow workers of mapped tasks.
     pool = warm_pool(parallel) if name == "process" and parallel > 1 else None
     started = time.monotonic()
+    s3_requests = 0
     if name == "extract":
         count = pipeline.extract(es, conn, cfg, job).ids_found
     else:
@@ -163,10 +178,11 @@ def step(name: str, n: int, batch_size: int, layout: str = "per_message", max_ba
         if profiler:
             profiler.enable()
         if pool:
-            count = sum(pool.starmap(_process_share, [(n, cfg, batches[i::parallel], job.run_id,
-                                                       upload_concurrency) for i in range(parallel)]))
+            shares = pool.starmap(_process_share, [(n, cfg, batches[i::parallel], job.run_id, upload_concurrency)
+                                                   for i in range(parallel)])
         else:
-            count = _process_share(n, cfg, batches, job.run_id, upload_concurrency)
+            shares = [_process_share(n, cfg, batches, job.run_id, upload_concurrency)]
+        count, s3_requests = sum(c for c, _ in shares), sum(r for _, r in shares)
         if profiler:
             profiler.disable()
     elapsed = time.monotonic() - started
@@ -177,20 +193,59 @@ def step(name: str, n: int, batch_size: int, layout: str = "per_message", max_ba
         profiler.dump_stats(profile)
     peak_mb = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024
     return {"step": name, "messages": count, "seconds": round(elapsed, 2),
-            "per_second": round(count / elapsed, 1) if elapsed else None, "peak_rss_mb": round(peak_mb, 1)}
+            "per_second": round(count / elapsed, 1) if elapsed else None, "peak_rss_mb": round(peak_mb, 1),
+            "s3_requests": s3_requests}
 
 
 def run_step(name: str, n: int, batch_size: int = 500, layout: str = "per_message", max_batches: int = 0,
              upload_concurrency: int = 16, env: dict[str, str] | None = None, parallel: int = 1) -> dict:
     """One step in a fresh child process, so the peak RSS is the step's own; `env` adds to its environment
-    (another S3 endpoint, say)."""
+    (another S3 endpoint, say). Its result also holds what the step cost: `cpu` (CPU seconds of the step's
+    processes and of each service), `es_requests` (HTTP requests Elasticsearch served) and
+    `mysql_statements` (statements MariaDB ran), measured around the child."""
+    before = costs()
     out = subprocess.run([sys.executable, __file__, "--messages", str(n), "--batch-size", str(batch_size),
                           "--layout", layout, "--max-batches", str(max_batches), "--upload-concurrency",
                           str(upload_concurrency), "--parallel", str(parallel), "--step", name],
                          capture_output=True, text=True, check=False, env={**os.environ, **(env or {})})
     if out.returncode != 0:
         raise RuntimeError(f"step {name} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return {**json.loads(out.stdout.strip().splitlines()[-1]), **cost_since(before)}
+
+
+def costs() -> dict[str, Any]:
+    """The counters a step's cost is the difference of: CPU seconds, Elasticsearch requests, MySQL statements."""
+    return {"cpu": cpu_seconds(), "es_requests": es_requests(), "mysql_statements": mysql_statements()}
+
+
+def cost_since(before: dict[str, Any]) -> dict[str, Any]:
+    now = costs()
+    return {"cpu": {k: round(v - before["cpu"].get(k, 0.0), 2) for k, v in now["cpu"].items()},
+            "es_requests": now["es_requests"] - before["es_requests"],
+            "mysql_statements": now["mysql_statements"] - before["mysql_statements"]}
+
+
+def es_requests() -> int:
+    """HTTP requests Elasticsearch has served, summed over its REST routes (`_nodes/stats/http`, 8.x+)."""
+    import urllib.request
+
+    with urllib.request.urlopen(os.environ["ES_URL"].rstrip("/") + "/_nodes/stats/http") as resp:
+        nodes = json.load(resp)["nodes"].values()
+    return sum(route["requests"]["count"] for node in nodes for route in node["http"].get("routes", {}).values())
+
+
+def mysql_statements() -> int:
+    """Statements MariaDB has run for its clients (`Questions`), less the one that reads it."""
+    import MySQLdb
+
+    conn = MySQLdb.connect(host=os.environ["MYSQL_HOST"], port=int(os.environ["MYSQL_PORT"]),
+                           user=os.environ["MYSQL_USER"], password=os.environ["MYSQL_PASSWORD"])
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SHOW GLOBAL STATUS LIKE 'Questions'")
+            return int(cur.fetchone()[1])
+    finally:
+        conn.close()
 
 
 def main() -> int:
@@ -218,14 +273,14 @@ def main() -> int:
         pstats.Stats(args.profile).sort_stats("cumulative").print_stats(25)
         return 0
     for name in ("extract", "process"):
-        before = cpu_seconds()
         r = run_step(name, args.messages, args.batch_size, args.layout, args.max_batches, args.upload_concurrency,
                      parallel=args.parallel if name == "process" else 1)
-        used = {k: v - before[k] for k, v in cpu_seconds().items()}
         print(f"{r['step']:8} {r['messages']:>9} messages {r['seconds']:>8.2f}s {r['per_second']:>10,.0f} msg/s"
               f"   peak RSS {r['peak_rss_mb']:>7.1f} MB")
-        print(f"         CPU seconds: {', '.join(f'{k} {v:.1f}' for k, v in used.items())} "
+        print(f"         CPU seconds: {', '.join(f'{k} {v:.1f}' for k, v in r['cpu'].items())} "
               f"(the machine has {os.cpu_count()} cores)")
+        print(f"         requests: Elasticsearch {r['es_requests']:,}, MySQL statements {r['mysql_statements']:,}, "
+              f"S3 {r['s3_requests']:,}")
     return 0
 
 

@@ -33,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from export_steps import DAY, DB, ensure_bucket, export_config, prepare, run_step, warm_pool
+from export_steps import DAY, DB, cost_since, costs, ensure_bucket, export_config, prepare, run_step, warm_pool
 from sliced_extract import sliced_extract
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,18 +52,25 @@ TERMS_PER_QUERY = 50_000
 
 def measure_cmd(cmd: list[str], env: dict | None = None) -> tuple[float, float, str]:
     """Wall seconds, peak RSS (MB) of the command's process tree, and its stdout."""
+    elapsed, rss, _, out = measure_cmd_cpu(cmd, env)
+    return elapsed, rss, out
+
+
+def measure_cmd_cpu(cmd: list[str], env: dict | None = None) -> tuple[float, float, float, str]:
+    """Wall seconds, peak RSS (MB) and CPU seconds of the command's process tree, and its stdout."""
     wrapper = ("import resource, subprocess, sys, json\n"
                "p = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
                "sys.stderr.write(p.stderr[-2000:])\n"
+               "u = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
                "print(json.dumps({'rc': p.returncode, 'out': p.stdout[-4000:],"
-               " 'rss': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))\n")
+               " 'rss': u.ru_maxrss, 'cpu': u.ru_utime + u.ru_stime}))\n")
     started = time.monotonic()
     out = subprocess.run([sys.executable, "-c", wrapper, *cmd], capture_output=True, text=True, env=env, check=False)
     elapsed = time.monotonic() - started
     result = json.loads(out.stdout.strip().splitlines()[-1])
     if result["rc"] != 0:
         raise RuntimeError(f"{cmd[0]} failed: {out.stderr[-2000:]}")
-    return elapsed, result["rss"] / 1024, result["out"]
+    return elapsed, result["rss"] / 1024, result["cpu"], result["out"]
 
 
 def _fetch_details_of(n: int, ids: list[str]) -> int:
@@ -233,14 +240,18 @@ def elasticdump_day(n: int) -> dict:
     es_url = os.environ["ES_URL"]
     start = datetime(DAY.year, DAY.month, DAY.day, tzinfo=UTC)
 
+    node_cpu: list[float] = []
+
     def dump(index: str, query: dict, out: Path) -> float:
         body = out.with_suffix(".query.json")
         body.write_text(json.dumps({"query": query}))
-        _, rss, _ = measure_cmd([str(ELASTICDUMP), f"--input={es_url}/{index}", f"--output={out}",
-                                 f"--searchBody=@{body}", *tuned])
+        _, rss, cpu, _ = measure_cmd_cpu([str(ELASTICDUMP), f"--input={es_url}/{index}", f"--output={out}",
+                                          f"--searchBody=@{body}", *tuned])
+        node_cpu.append(cpu)
         return rss
 
     try:
+        before = costs()
         started = time.monotonic()
         messages_file = work / "messages.ndjson"
         rss = [dump(cfg.messages_index, {"range": {cfg.timestamp_field: {
@@ -258,12 +269,17 @@ def elasticdump_day(n: int) -> dict:
             for _, part_rss in pool.map(lambda item: related(*item), cfg.related_indices().items()):
                 rss += part_rss
         elapsed = time.monotonic() - started
+        spent = cost_since(before)
         docs = {path.name: sum(1 for _ in path.open()) for path in work.glob("*.ndjson")}
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    # elasticdump's own processes (node), and Elasticsearch while it copied; the bench's Python and the
+    # other services did nothing meanwhile.
+    spent["cpu"] = {"elasticdump (node)": round(sum(node_cpu), 2),
+                    "elasticsearch": spent["cpu"].get("elasticsearch", 0.0)}
     return {"rate": len(ids) / elapsed, "seconds": elapsed, "messages": len(ids),
             "messages_rate": len(ids) / messages_seconds, "related_docs": sum(docs.values()) - len(ids),
-            "rss": max(rss)}
+            "rss": max(rss), **spent, "s3_requests": 0}
 
 
 def machine() -> str:
@@ -412,11 +428,16 @@ def main() -> int:
         ("NDJSON layout at least 1,000 messages/s end to end", e2e_nd >= 1000, f"{e2e_nd:,.0f} messages/s"),
     ]
     target_lines = [f"- {'MET' if ok else 'MISSED'}: {name} ({detail})" for name, ok, detail in targets]
+    cost_goal_lines, cost_lines = cost_tables(n, ex, nd, edt, e2e_nd, pm_rate / fast_put)
     report = "\n".join([
         "# Benchmarks", "",
         f"Measured by `make bench` (N={n:,}) on {started:%Y-%m-%d %H:%M} UTC.", "",
         f"Machine: {machine()}.", "",
         "## Goals (issue 15)", "", *goal_lines, "",
+        "## Cost per message (issue 25)", "",
+        "CPU seconds of every process: the package's extract and NDJSON process steps (one batch at a time),",
+        "against tuned elasticdump copying the same documents (its node processes and Elasticsearch).", "",
+        *cost_goal_lines, "", *cost_lines, "",
         "The DAG-level figure and the tracking-at-scale figure are measured elsewhere (not by this bench).", "",
         "## Throughput", "",
         "Batches at once: that many processes, started with the package loaded before the clock, each taking",
@@ -446,9 +467,63 @@ def main() -> int:
     # bench/dag_day.py's section (a whole day through the DAG) is measured apart: keep it.
     kept = out.read_text().partition(DAG_DAY_HEADING)[1:] if out.exists() else ("", "")
     out.write_text(report + (("\n" + "".join(kept)) if kept[0] else ""))
-    print("\n".join(goal_lines + [""] + lines + [""] + s3_lines + [""] + mem_lines + [""] + target_lines))
+    tables = [goal_lines, cost_goal_lines, cost_lines, lines, s3_lines, mem_lines, target_lines]
+    print("\n\n".join("\n".join(table) for table in tables))
     log(f"written {args.out}")
     return 0
+
+
+def lambda_memory_gb() -> float:
+    """The processing function's configured memory (deploy/template.yaml's MemorySize), in GB."""
+    import re
+
+    found = re.search(r"^\s+MemorySize:\s*(\d+)\s*$", (ROOT / "deploy" / "template.yaml").read_text(), re.M)
+    return int(found.group(1)) / 1024 if found else 1.0
+
+
+def cost_tables(n: int, extract: dict, process: dict, dump: dict, e2e_nd: float,
+                per_message_ratio: float) -> tuple[list[str], list[str]]:
+    """Issue 25's goals, and what a million messages cost each process, in requests and in Lambda GB-seconds."""
+    per_million = 1_000_000 / n
+    package_cpu = {k: extract["cpu"].get(k, 0.0) + process["cpu"].get(k, 0.0) for k in process["cpu"]}
+    exported = max(process["messages"], 1)
+    python_us = process["cpu"].get("python (the step)", 0.0) / exported * 1e6
+    mariadb_us = process["cpu"].get("mariadb", 0.0) / exported * 1e6
+    es_per_msg = package_cpu.get("elasticsearch", 0.0) / exported
+    dump_es_per_msg = dump["cpu"]["elasticsearch"] / max(dump["messages"], 1)
+    all_package = sum(package_cpu.values()) / exported
+    all_dump = sum(dump["cpu"].values()) / max(dump["messages"], 1)
+    goals = [
+        ("NDJSON end to end / elasticdump copying the same documents", e2e_nd / dump["rate"], ">= 1.0x",
+         e2e_nd >= dump["rate"]),
+        ("CPU seconds per 1,000 NDJSON messages, all processes / elasticdump's (node + Elasticsearch)",
+         all_package / all_dump, "<= 1.0x", all_package <= all_dump),
+        ("MariaDB CPU per exported message (process step), µs", mariadb_us, "<= 20", mariadb_us <= 20),
+        ("Elasticsearch CPU per exported message / elasticdump's", es_per_msg / dump_es_per_msg, "<= 1.0x",
+         es_per_msg <= dump_es_per_msg),
+        ("Python CPU per exported message (process step), µs", python_us, "<= 60", python_us <= 60),
+        ("per-message layout / fast S3 server's PUT limit", per_message_ratio, "keep >= 0.8x",
+         per_message_ratio >= 0.8),
+    ]
+    goal_lines = ["| figure | measured | goal | |", "|---|---:|---:|---|"]
+    goal_lines += [f"| {name} | {value:,.2f}{'' if 'µs' in name else 'x'} | {goal} | {'MET' if ok else 'MISSED'} |"
+                   for name, value, goal, ok in goals]
+    gb = lambda_memory_gb()
+    lines = ["| per million messages | package: extract | package: process (NDJSON, 1 batch at a time) | "
+             "elasticdump, tuned (same documents) |", "|---|---:|---:|---:|"]
+    names = sorted(set(package_cpu) | set(dump["cpu"]), key=lambda k: (k not in package_cpu, k))
+    for name in names:
+        cells = [f"{step['cpu'].get(name, 0.0) * per_million:,.1f}" for step in (extract, process, dump)]
+        lines.append(f"| CPU seconds: {name} | {' | '.join(cells)} |")
+    cells = [f"{sum(step['cpu'].values()) * per_million:,.1f}" for step in (extract, process, dump)]
+    lines.append(f"| CPU seconds: all processes | {' | '.join(cells)} |")
+    for key, label in (("es_requests", "Elasticsearch requests"), ("mysql_statements", "MySQL statements"),
+                       ("s3_requests", "S3 requests")):
+        cells = [f"{step.get(key, 0) * per_million:,.0f}" for step in (extract, process, dump)]
+        lines.append(f"| {label} | {' | '.join(cells)} |")
+    lines.append(f"| Lambda GB-seconds at {gb * 1024:.0f} MB (the process step's time, as one function runs "
+                 f"its batches) | - | {process['seconds'] * per_million * gb:,.0f} | - |")
+    return goal_lines, lines
 
 
 if __name__ == "__main__":

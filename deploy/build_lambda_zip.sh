@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build dist/lambda.zip for the python3.12 Lambda runtime: the core package es_export, the handler package es_export_lambda and their
-# pinned pure-Python dependencies. The handler is es_export_lambda.handler.handler.
+# pinned dependencies (pure Python, and msgspec built for the runtime). The handler is es_export_lambda.handler.handler.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PY:-$ROOT/.venv/bin/python}"

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
+from es_export import jsonio
 from es_export.errors import ConfigError, PartialResults, SourceError, SourceUnavailable
 
 if TYPE_CHECKING:
@@ -441,7 +442,7 @@ def _opensearch(settings: SearchSettings, aws_credentials: Any) -> Any:
         kwargs["headers"] = {"Authorization": f"ApiKey {settings.api_key}"}
     elif settings.username:
         kwargs["http_auth"] = (settings.username, settings.password or "")
-    return OpenSearch(hosts=[settings.url], **kwargs)
+    return OpenSearch(hosts=[settings.url], serializer=_opensearch_serializer(), **kwargs)
 
 
 def _elasticsearch(settings: SearchSettings, *, compatible_with: int) -> Any:
@@ -457,7 +458,51 @@ def _elasticsearch(settings: SearchSettings, *, compatible_with: int) -> Any:
         kwargs["basic_auth"] = (settings.username, settings.password or "")
     if compatible_with == 8:
         kwargs["node_class"] = _compatible_with_8_node()
-    return Elasticsearch(settings.url, **kwargs)
+    return Elasticsearch(settings.url, serializers=_elasticsearch_serializers(), **kwargs)
+
+
+def _unreadable(data: bytes | str, exc: Exception) -> str:
+    # Never the body itself: it can be megabytes of documents, and it would land in the task log.
+    return f"the search cluster's answer ({len(data)} bytes) cannot be read exactly as JSON: {exc}"
+
+
+def _elasticsearch_serializers() -> dict[str, Any]:
+    """The 9.x client's JSON serializers (plain and compatibility mode) reading answers with `jsonio`."""
+    from elastic_transport import SerializationError
+    from elasticsearch.serializer import CompatibilityModeJsonSerializer, JsonSerializer
+
+    def loads(data: bytes) -> Any:
+        if data == b"":  # what the client's own serializer answers for an empty body
+            return None
+        try:
+            return jsonio.decode(data)
+        except jsonio.DecodeError as exc:
+            raise SerializationError(_unreadable(data, exc)) from exc
+
+    class Plain(JsonSerializer):
+        def loads(self, data: bytes) -> Any:
+            return loads(data)
+
+    class Compatible(CompatibilityModeJsonSerializer):
+        def loads(self, data: bytes) -> Any:
+            return loads(data)
+
+    return {Plain.mimetype: Plain(), Compatible.mimetype: Compatible()}
+
+
+def _opensearch_serializer() -> Any:
+    """opensearch-py's JSON serializer reading answers with `jsonio`."""
+    from opensearchpy.exceptions import SerializationError
+    from opensearchpy.serializer import JSONSerializer
+
+    class Jsonio(JSONSerializer):
+        def loads(self, s: str) -> Any:
+            try:
+                return jsonio.decode(s)
+            except jsonio.DecodeError as exc:
+                raise SerializationError(_unreadable(s, exc)) from exc
+
+    return Jsonio()
 
 
 def _compatible_with_8_node() -> type:

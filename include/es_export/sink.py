@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, Generic, Protocol, TypeVar
 
+from es_export import jsonio
+
 T = TypeVar("T")
 
 
@@ -97,8 +99,9 @@ def manifest_key(prefix: str, dag_id: str, run_id: str) -> str:
 
 
 def serialise(document: dict[str, Any]) -> bytes:
-    """UTF-8 JSON; raises TypeError/ValueError for content JSON cannot hold (NaN, sets, bytes)."""
-    return json.dumps(document, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+    """UTF-8 JSON (`jsonio`); TypeError/ValueError for content it cannot write (a lone surrogate). Documents
+    come from search answers read by `jsonio`, so they hold no NaN or infinity (refused when read)."""
+    return jsonio.encode(document)
 
 
 @dataclass(frozen=True)
@@ -204,7 +207,7 @@ def document_ids(s3: S3Client, bucket: str, key: str) -> list[str]:
     body = _read(s3, bucket, key)
     if body is None:
         return []
-    return [json.loads(line)["message_id"] for line in body.splitlines() if line.strip()]
+    return jsonio.message_ids(line for line in body.splitlines() if line.strip())
 
 
 def remove_documents(s3: S3Client, bucket: str, key: str, removable: Callable[[list[str]], set[str]], *,
@@ -220,7 +223,7 @@ def remove_documents(s3: S3Client, bucket: str, key: str, removable: Callable[[l
     if body is None:
         return []
     lines = [line for line in body.splitlines() if line.strip()]
-    ids = [json.loads(line)["message_id"] for line in lines]
+    ids = jsonio.message_ids(lines)
     remove = removable(ids) if ids else set()
     kept = [(line, message_id) for line, message_id in zip(lines, ids, strict=True) if message_id not in remove]
     if len(kept) == len(lines):

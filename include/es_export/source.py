@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from es_export import jsonio
 from es_export.config import ExportConfig
 from es_export.errors import SourceError, TransientError
 from es_export.search import PointInTimeGone, Searchable, SearchClient, adapt, check_complete, values_of
@@ -395,6 +396,5 @@ def changed_message_ids(es: Searchable, cfg: ExportConfig, start: datetime, end:
 def version_of(details: MessageDetails) -> str:
     """A digest of what the source holds about a message (its document and related documents): equal
     digests, equal objects (apart from the export metadata), so an unchanged message is not rewritten."""
-    text = json.dumps({"message": details.message, "related": details.related}, ensure_ascii=False,
-                      separators=(",", ":"), default=str)
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+    text = jsonio.encode({"message": details.message, "related": details.related})
+    return hashlib.blake2b(text, digest_size=16).hexdigest()
