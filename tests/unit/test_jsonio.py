@@ -54,7 +54,7 @@ def test_a_number_json_would_change_is_refused(text):
 
 
 def test_message_ids_reads_only_the_id():
-    lines = [b'{"message_id":"a ","message":{"x":[1,2]},"export":{}}', '{"message":null,"message_id":"b/c"}'.encode()]
+    lines = [b'{"message_id":"a ","message":{"x":[1,2]},"export":{}}', b'{"message":null,"message_id":"b/c"}']
     assert jsonio.message_ids(lines) == ["a ", "b/c"]
     with pytest.raises(jsonio.DecodeError):
         jsonio.message_ids([b'{"message":{}}'])  # a document without its id is no document of ours
