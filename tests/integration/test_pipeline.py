@@ -47,6 +47,24 @@ def test_migrations_are_versioned_and_idempotent(conn):
     assert tracking.schema_version(conn) == max(versions) >= 2
 
 
+def batch_index_columns(conn) -> list[str]:
+    with conn.cursor() as cur:
+        cur.execute("SELECT column_name FROM information_schema.statistics WHERE table_schema = DATABASE()"
+                    " AND table_name = 'message_tracking' AND index_name = 'ix_message_tracking_batch'"
+                    " ORDER BY seq_in_index")
+        return [r[0] for r in cur.fetchall()]
+
+
+def test_the_batch_index_leaves_the_status_out_and_its_migration_runs_again(conn):
+    tracking.migrate(conn)
+    assert batch_index_columns(conn) == ["batch_id"]  # a status change moves no entry of it
+    with conn.cursor() as cur:  # a migration interrupted after its ALTER and before it was recorded
+        cur.execute("DELETE FROM schema_version WHERE version = 13")
+    conn.commit()
+    assert tracking.migrate(conn) == [13]
+    assert batch_index_columns(conn) == ["batch_id"]
+
+
 def test_a_message_gone_from_elasticsearch_fails_alone(es, conn, s3, cfg):
     job = pipeline.open_job(conn, dag_id="t", run_id=f"r-{uuid.uuid4().hex}", params=params(batch_size=1000))
     found = pipeline.extract(es, conn, cfg, job)

@@ -125,15 +125,15 @@ def record_outcomes(conn: Connection, attempt: BatchAttempt, outcomes: Iterable[
             _fence(cur, attempt.batch_id, attempt.token)
             n = 0
             if done:
+                key_sql, key_params = _per_row("s3_key", [(o.row_id, o.s3_key) for o in done])
+                version_sql, version_params = _per_row("source_version", [(o.row_id, o.source_version) for o in done])
                 cur.execute(
-                    "UPDATE message_tracking SET status = %s, attempts = 0, failed_job_id = NULL, s3_key = CASE id "
-                    + " ".join(["WHEN %s THEN %s"] * len(done)) + " END, source_version = CASE id "
-                    + " ".join(["WHEN %s THEN %s"] * len(done)) + " END, last_error = NULL,"
-                    " lease_expires_at = NULL, next_attempt_at = NULL, exported_at = UTC_TIMESTAMP(6)"
+                    f"UPDATE message_tracking SET status = %s, attempts = 0, failed_job_id = NULL, {key_sql},"
+                    f" {version_sql}, last_error = NULL, lease_expires_at = NULL, next_attempt_at = NULL,"
+                    " exported_at = UTC_TIMESTAMP(6)"
                     " WHERE batch_id = %s AND status = %s AND id IN (" + ", ".join(["%s"] * len(done)) + ")",
-                    [Status.COMPLETED, *[v for o in done for v in (o.row_id, o.s3_key)],
-                     *[v for o in done for v in (o.row_id, o.source_version)], attempt.batch_id,
-                     Status.RUNNING, *[o.row_id for o in done]],
+                    [Status.COMPLETED, *key_params, *version_params, attempt.batch_id, Status.RUNNING,
+                     *[o.row_id for o in done]],
                 )
                 n += cur.rowcount
             if failed:
@@ -149,6 +149,15 @@ def record_outcomes(conn: Connection, attempt: BatchAttempt, outcomes: Iterable[
 
         changed += in_transaction(conn, work)
     return changed
+
+
+def _per_row(column: str, values: list[tuple[int, Any]]) -> tuple[str, list[Any]]:
+    """`column = %s` when every row gets the same value (an NDJSON batch of one day: one file), else a CASE on
+    the row id: the server then compares each row with one value, not with every row of the statement."""
+    if len({v for _, v in values}) == 1:
+        return f"{column} = %s", [values[0][1]]
+    return f"{column} = CASE id " + " ".join(["WHEN %s THEN %s"] * len(values)) + " END", [
+        v for pair in values for v in pair]
 
 
 def finish_batch(conn: Connection, attempt: BatchAttempt, *, bytes_written: int = 0) -> dict[str, int]:
