@@ -98,8 +98,8 @@ def measure(n: int, share: float, layout: str) -> dict:
         conn.commit()
         changed = ids[:: max(1, round(1 / share))]
         since = datetime.now(UTC) - timedelta(seconds=1)
-        change_history(es, cfg, changed)
-        counter = RequestCounter(es)
+        change_history(es.es, cfg, changed)  # the package's SearchClient only reads; writes go to its client
+        counter = RequestCounter(es.es)
         find_seconds, batch_seconds, rewritten, done = refresh_all(es, conn, s3, cfg, since)
         requests = counter.count
         reprocess_seconds = export_all(es, conn, s3, cfg, "bench-reprocess", reprocess=True)
