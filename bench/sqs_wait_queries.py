@@ -63,8 +63,7 @@ def queued_job(batches: int):
     start = datetime(2024, 1, 1, tzinfo=UTC)
     params = RunParams(start=start, end=datetime(2024, 1, 2, tzinfo=UTC), batch_size=1)
     job = pipeline.open_job(conn, dag_id="es_message_export", run_id=run_id, params=params)
-    tracking.insert_chunk(conn, [IdHit(f"{run_id}-{i}", start) for i in range(batches)], dag_id=job.dag_id,
-                          run_id=run_id)
+    tracking.insert_chunk(conn, [IdHit(f"{run_id}-{i}", start) for i in range(batches)], job=job)
     conn.commit()
     cfg = ExportConfig(messages_index="m", history_index="h", status_index="s", audit_index="a", bucket="b",
                        max_batches=batches)

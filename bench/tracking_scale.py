@@ -140,7 +140,7 @@ def extract_day(conn: Any, job: Job, day: date, n: int, chunk_size: int) -> floa
     for low in range(0, n, chunk_size):
         hits = [IdHit(str(uuid.uuid4()), start + timedelta(milliseconds=int(i * step_ms)), "messages")
                 for i in range(low, min(low + chunk_size, n))]
-        tracking.insert_chunk(conn, hits, dag_id=job.dag_id, run_id=job.run_id)
+        tracking.insert_chunk(conn, hits, job=job)
         since_commit += len(hits)
         if since_commit >= COMMIT_ROWS:
             conn.commit()

@@ -189,7 +189,7 @@ def planned_job(conn, batches: int, *, run_id: str, dag_id: str = "es_message_ex
     start = datetime(2024, 1, 1, tzinfo=UTC)
     params = RunParams(start=start, end=datetime(2024, 1, 2, tzinfo=UTC), batch_size=1)
     job = pipeline.open_job(conn, dag_id=dag_id, run_id=run_id, params=params)
-    tracking.insert_chunk(conn, [IdHit(f"{run_id}-{i}", start) for i in range(batches)], dag_id=dag_id, run_id=run_id)
+    tracking.insert_chunk(conn, [IdHit(f"{run_id}-{i}", start) for i in range(batches)], job=job)
     conn.commit()
     cfg = ExportConfig(messages_index="m", history_index="h", status_index="s", audit_index="a", bucket="b",
                        max_batches=max(batches, 1))

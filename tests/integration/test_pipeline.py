@@ -11,7 +11,7 @@ from es_export import pipeline, tracking
 from es_export.config import ExportConfig, RunParams
 from es_export.errors import SourceError
 from seed_data import SeedConfig
-from support import connect, own_indices, reset_database
+from support import CountingRows, connect, own_indices, reset_database
 
 pytestmark = pytest.mark.integration
 
@@ -63,6 +63,24 @@ def test_the_batch_index_leaves_the_status_out_and_its_migration_runs_again(conn
     conn.commit()
     assert tracking.migrate(conn) == [13]
     assert batch_index_columns(conn) == ["batch_id"]
+
+
+def test_the_claim_writes_none_of_the_rows_its_own_extract_tracked(es, conn, cfg):
+    job = pipeline.open_job(conn, dag_id="t", run_id=f"r-{uuid.uuid4().hex}", params=params())
+    found = pipeline.extract(es, conn, cfg, job)
+    claims = CountingRows(conn, "UPDATE message_tracking FORCE INDEX (ix_message_tracking_ts) SET job_id")
+    assert tracking.claim_for_job(claims, job, reprocess=False) == found.ids_found == SEED.messages
+    assert claims.counted and sum(claims.counted) == 0  # each row is already the job's: none written again
+    assert support_query(conn, "SELECT COUNT(*) FROM message_tracking WHERE job_id = %s AND batch_id IS NULL",
+                         job.job_id) == found.ids_found
+
+
+def support_query(conn, sql: str, *args) -> int:
+    with conn.cursor() as cur:
+        cur.execute(sql, args)
+        value = int(cur.fetchone()[0])
+    conn.commit()
+    return value
 
 
 def test_a_message_gone_from_elasticsearch_fails_alone(es, conn, s3, cfg):

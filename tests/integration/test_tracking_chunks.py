@@ -108,8 +108,10 @@ def test_a_claim_in_tiny_chunks_decides_every_message_as_one_statement(conn, rep
     assert owners(conn) == expected
     assert claimed == 5 + 7 + 4 + 2 + 2 + (3 if reprocess else 0)
     assert len(counting.counted) > 10 and max(counting.counted) <= 2 + 2  # 4 "mine" rows share a second
-    # Once more (a retried plan): nothing new, nothing lost.
-    assert tracking.claim_for_job(conn, me, reprocess=False, chunk_rows=2) == 0
+    # Once more (a retried plan): nothing new, nothing lost, and the same messages still to batch.
+    again = support.CountingRows(conn, CLAIM)
+    assert tracking.claim_for_job(again, me, reprocess=False, chunk_rows=2) == claimed
+    assert sum(again.counted) == 0  # what the job holds already is not written again
     assert owners(conn) == expected
 
 

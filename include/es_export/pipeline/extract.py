@@ -221,8 +221,7 @@ def _write_chunk(es: Searchable, conn: Connection, job: Job, part: ExtractSlice,
 
     def work(_cur: Cursor) -> _IdCounter:
         after = copy.copy(counter)  # a failed attempt leaves the caller's counter as it was
-        after.new += tracking.insert_chunk(conn, chunk, dag_id=job.dag_id, run_id=job.run_id,
-                                           check_moved=check_moved)
+        after.new += tracking.insert_chunk(conn, chunk, job=job, check_moved=check_moved)
         for hit in chunk:
             after.add(hit)
         tracking.save_checkpoint(conn, job.job_id, after.checkpoint(), part=part)

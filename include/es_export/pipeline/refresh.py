@@ -160,8 +160,7 @@ def _extract_day(es: Searchable, conn: Connection, cfg: ExportConfig, job: Job, 
     new = 0
     hits = source.stream_ids(es, cfg, start, start + timedelta(days=1))
     while chunk := list(islice(hits, cfg.insert_chunk_size)):
-        new += tracking.insert_chunk(conn, chunk, dag_id=job.dag_id, run_id=job.run_id,
-                                     check_moved=lambda moved: source.refuse_copies(es, moved))
+        new += tracking.insert_chunk(conn, chunk, job=job, check_moved=lambda moved: source.refuse_copies(es, moved))
         conn.commit()
     tracking.claim_for_job(conn, replace(job, start=start, end=start + timedelta(days=1)), reprocess=False)
     return new

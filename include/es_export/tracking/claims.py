@@ -12,29 +12,32 @@ from es_export.tracking._sql import Connection, Cursor, in_transaction, time_sli
 from es_export.tracking.jobs import HELD_BY_LIVE_JOB
 
 
-def insert_chunk(conn: Connection, hits: list[Any], *, dag_id: str, run_id: str,
+def insert_chunk(conn: Connection, hits: list[Any], *, job: Job,
                  check_moved: Callable[[list[tuple[str, str, str]]], None] | None = None) -> int:
     """INSERT IGNORE one chunk of ids (no commit); returns how many were new.
 
-    An id tracked before under another timestamp (its document's time changed in Elasticsearch)
-    is re-homed: it takes the new timestamp and becomes pending again, so the run of its new day
-    exports it there and the object of its old day is removed as superseded. An id found in another
+    A new id is held by the extracting job at once (its job_id, as its claim would set it), so the
+    claim finds it already in place and writes nothing: a row written once fewer, and no index entry
+    of it moved (issue 25: MariaDB CPU). An id tracked before under another timestamp (its document's
+    time changed in Elasticsearch) is re-homed: it takes the new timestamp and becomes pending again,
+    held by this job, so the run of its new day exports it there and the object of its old day is
+    removed as superseded. An id found in another
     concrete index than the one tracked is first given to `check_moved` as (id, tracked index, new
     index), which raises when both hold it (two copies of one id), before anything is changed.
     """
     params: list[Any] = []
     for hit in hits:
-        params += [hit.message_id, utc_naive(hit.timestamp), hit.index, dag_id, run_id]
+        params += [hit.message_id, utc_naive(hit.timestamp), hit.index, job.job_id, job.dag_id, job.run_id]
     with conn.cursor() as cur:
-        cur.execute("INSERT IGNORE INTO message_tracking (message_id, message_ts, source_index, dag_id, run_id)"
-                    " VALUES " + values_sql(len(hits), 5), params)
+        cur.execute("INSERT IGNORE INTO message_tracking (message_id, message_ts, source_index, job_id, dag_id,"
+                    " run_id) VALUES " + values_sql(len(hits), 6), params)
         new = int(cur.rowcount)
         if new < len(hits):
-            _rehome(cur, hits, dag_id=dag_id, run_id=run_id, check_moved=check_moved)
+            _rehome(cur, hits, job=job, check_moved=check_moved)
         return new
 
 
-def _rehome(cur: Cursor, hits: list[Any], *, dag_id: str, run_id: str,
+def _rehome(cur: Cursor, hits: list[Any], *, job: Job,
             check_moved: Callable[[list[tuple[str, str, str]]], None] | None) -> None:
     seen = {hit.message_id: hit for hit in hits}
     cur.execute("SELECT id, message_id, message_ts, source_index FROM message_tracking WHERE message_id IN ("
@@ -54,10 +57,10 @@ def _rehome(cur: Cursor, hits: list[Any], *, dag_id: str, run_id: str,
             continue
         cur.execute(
             "UPDATE message_tracking SET last_error = %s, message_ts = %s, source_index = %s, status = %s,"
-            " job_id = NULL, batch_id = NULL, attempts = 0, next_attempt_at = NULL, lease_expires_at = NULL,"
+            " job_id = %s, batch_id = NULL, attempts = 0, next_attempt_at = NULL, lease_expires_at = NULL,"
             " dag_id = %s, run_id = %s WHERE id = %s AND status <> %s",
             (f"re-homed: its timestamp changed in the source from {old_ts.isoformat()} to {new_ts.isoformat()}",
-             new_ts, hit.index, Status.PENDING, dag_id, run_id, row_id, Status.RUNNING),
+             new_ts, hit.index, Status.PENDING, job.job_id, job.dag_id, job.run_id, row_id, Status.RUNNING),
         )
 
 
@@ -68,7 +71,9 @@ CHUNK_ROWS = 50_000
 
 
 def claim_for_job(conn: Connection, job: Job, *, reprocess: bool, chunk_rows: int = CHUNK_ROWS) -> int:
-    """Give this job the interval's messages that still need exporting; returns how many.
+    """Give this job the interval's messages that still need exporting; returns how many it now holds to
+    cut into batches (taken now, or already its own: what its extract tracked, what an earlier try of
+    this plan took).
 
     Never taken: a message another live job holds (claimed, or extracted and not yet planned: that
     job exports it, and this job's reconcile waits for it), and one another worker is exporting
@@ -92,12 +97,22 @@ def claim_for_job(conn: Connection, job: Job, *, reprocess: bool, chunk_rows: in
            " ((status IN ("
            + ", ".join(["%s"] * len(taken)) + ") AND NOT " + HELD_BY_LIVE_JOB + ")"
            " OR (status = %s AND (lease_expires_at < UTC_TIMESTAMP(6) OR job_id = %s)))")
-    claimed = 0
     for low, high in time_slices(conn, job.start, job.end, chunk_rows):
         params = [job.job_id, Status.PENDING, job.dag_id, job.run_id, low, high, *taken, job.job_id, job.job_id,
                   Status.RUNNING, job.job_id]
-        claimed += in_transaction(conn, partial(_changed, sql=sql, params=params))
-    return claimed
+        in_transaction(conn, partial(_changed, sql=sql, params=params))
+    return unbatched(conn, job)
+
+
+def unbatched(conn: Connection, job: Job) -> int:
+    """How many messages the job holds that no batch has yet. Counted, not summed from the claim's changed
+    rows: a row the job already held as the claim would leave it is not changed, so not counted there."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT COUNT(*) FROM message_tracking FORCE INDEX (ix_message_tracking_job)"
+                    " WHERE job_id = %s AND batch_id IS NULL AND status = %s", (job.job_id, Status.PENDING))
+        count = int(cur.fetchone()[0])
+    conn.commit()
+    return count
 
 
 def claim_failed(conn: Connection, job: Job, *, only_job_id: int | None = None, start: datetime | None = None,
