@@ -30,6 +30,7 @@ def ensure_secrets(env_file: Path) -> list[str]:
     if added:
         lines += [f"{name}={GENERATED[name]()}" for name in added]
         env_file.touch(mode=0o600, exist_ok=True)
+        env_file.chmod(0o600)  # a .env the user made readable by others must not receive secrets as it is
         env_file.write_text("\n".join(lines) + "\n")
     return added
 

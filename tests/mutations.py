@@ -154,6 +154,16 @@ MUTATIONS = [
              "the watermark never passes what a run did not export"),
     Mutation("pipeline/process.py", "{mid: source.version_of(d) for mid, d in details.items()})", "{})",
              "an exported message records the version of the source its object holds"),
+    # ---- issue 25's cheaper tracking (tracking/batches.py, tracking/claims.py)
+    Mutation("tracking/batches.py", "    if len({v for _, v in values}) == 1:", "    if values:",
+             "each exported message records the object that holds it, not its batch's first"),
+    Mutation("tracking/claims.py", "    return unbatched(conn, job)", "    return 0",
+             "a run says how many messages it exports, also after a retried plan"),
+    Mutation("tracking/claims.py", "hit.index, job.job_id, job.dag_id, job.run_id]",
+             "hit.index, None, job.dag_id, job.run_id]", "an extracted message is held by its job",
+             equivalent="a row tracked with no job id is held through its dag_id and run_id (HELD_BY_LIVE_JOB), "
+                        "which name the same job: only the claim's extra write differs, which "
+                        "tests/integration/test_pipeline.py counts"),
 ]
 
 

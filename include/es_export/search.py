@@ -533,6 +533,8 @@ def unavailable(exc: BaseException) -> bool:
     the one place that tells a cluster's trouble from a problem of the data."""
     if isinstance(exc, SourceUnavailable | PartialResults):
         return True
+    if isinstance(exc.__cause__, jsonio.DecodeError):
+        return False  # an answer that holds what jsonio refuses (1.5e400): the data of some message
     try:
         from elastic_transport import ConnectionError as EsConnectionError
         from elastic_transport import TransportError as EsTransportError

@@ -23,7 +23,7 @@ from fastapi.responses import HTMLResponse
 from es_export import tracking
 from es_export_airflow.connections import MYSQL_CONN_ID, mysql_connection
 from es_export_airflow.run_mirror import DAG_IDS
-from es_export_airflow.settings import batch_pool, extract_pool
+from es_export_airflow.settings import BATCH_POOL_SLOTS, batch_pool, extract_pool
 
 URL_PREFIX = "/es-export"
 NO_READABLE_DAG = (f"You may read none of the export DAGs ({', '.join(sorted(DAG_IDS))}) and their runs, so this "
@@ -194,8 +194,9 @@ def render(data: dict[str, Any], job_id: int | None) -> str:
             f"<p>Only the jobs of {html.escape(', '.join(shown))} are shown: you may not read the other export"
             " DAGs.</p>")
     pools = "".join(f'<p class="s-failed">The Airflow pool {html.escape(name)} does not exist: every task in it '
-                    f'stays scheduled and never runs. Create it: <code>airflow pools set {html.escape(name)} 8 '
-                    '"es-message-export"</code> (or Admin → Pools).</p>' for name in data.get("missing_pools", []))
+                    'stays scheduled and never runs. Create it: <code>airflow pools set '
+                    f'{html.escape(name)} {BATCH_POOL_SLOTS} "es-message-export"</code> (or Admin → Pools).</p>'
+                    for name in data.get("missing_pools", []))
     problems = "".join(_problem_row(m) for m in data["problems"]) or '<tr><td colspan="7">none</td></tr>'
     scope = f"job {job_id}" if job_id is not None else "all jobs"
     batches = ""

@@ -417,6 +417,25 @@ def test_a_message_another_live_run_holds_is_not_claimed_twice(es, conn, s3, cfg
     assert sum(b.size for b in pipeline.plan(conn, cfg, second, params)) == len(ids_of(DAY))
 
 
+def test_a_retried_plan_says_how_many_messages_its_run_exports(es, conn, s3, cfg):
+    params = day_params(DAY)
+    job = pipeline.open_job(conn, dag_id="es_message_export", run_id=f"plan-{uuid.uuid4().hex[:6]}", params=params)
+    pipeline.extract(es, conn, cfg, job)
+    tracking.claim_for_job(conn, job, reprocess=False)  # the plan's first try died after its claim
+    batches = pipeline.plan(conn, cfg, job, params)
+    assert sum(b.size for b in batches) == len(ids_of(DAY))
+    assert rows(conn, "SELECT to_export FROM job_runs WHERE id = %s", job.job_id) == ((len(ids_of(DAY)),),)
+
+
+def test_a_per_message_batch_records_each_message_in_its_own_object(es, conn, s3, cfg):
+    ran = export(es, conn, s3, cfg, DAY, batch_size=7)
+    assert ran.report.status == "completed"
+    recorded = dict(rows(conn, "SELECT message_id, s3_key FROM message_tracking WHERE status = 'completed'"))
+    assert sorted(recorded) == ids_of(DAY)
+    assert {key: sink.document_ids(s3, cfg.bucket, key) for key in recorded.values()} == {
+        key: [message_id] for message_id, key in recorded.items()}
+
+
 # ---------------------------------------------------------------------------- what the cluster may do
 
 

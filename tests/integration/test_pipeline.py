@@ -1,13 +1,15 @@
 """Core pipeline steps on the real stack, for cases a DAG run cannot set up: bad input."""
 
+import os
 import time
+import urllib.request
 import uuid
 from datetime import UTC, date, datetime
 
 import pytest
 
 import seed_data
-from es_export import pipeline, tracking
+from es_export import pipeline, search, tracking
 from es_export.config import ExportConfig, RunParams
 from es_export.errors import SourceError
 from seed_data import SeedConfig
@@ -81,6 +83,37 @@ def support_query(conn, sql: str, *args) -> int:
         value = int(cur.fetchone()[0])
     conn.commit()
     return value
+
+
+def put_raw(index: str, doc_id: str, body: bytes, method: str = "PUT") -> None:
+    """A document sent as these exact bytes (the Python clients would write a float beyond range as Infinity)."""
+    url = f"{os.environ['ES_URL'].rstrip('/')}/{index}/_doc/{doc_id}?refresh=true"
+    request = urllib.request.Request(url, data=body or None, method=method,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request) as resp:
+        assert resp.status in (200, 201)
+
+
+def test_a_number_beyond_double_range_fails_its_message_alone(es, conn, s3, cfg):
+    """A related document holding 1.5e400 (in an object the mapping does not index, so the cluster keeps it):
+    the package's client refuses to read it as inf, and only that message fails, with the reason."""
+    client = search.connect(search.SearchSettings(os.environ["ES_URL"]))
+    bad = seed_data.message_id(SEED, 7)
+    es.indices.put_mapping(index=cfg.history_index, properties={"opaque": {"type": "object", "enabled": False}})
+    put_raw(cfg.history_index, "out-of-range", f'{{"message_id": "{bad}", "opaque": {{"v": 1.5e400}}}}'.encode())
+    try:
+        job = pipeline.open_job(conn, dag_id="t", run_id=f"r-{uuid.uuid4().hex}", params=params(batch_size=1000))
+        pipeline.extract(client, conn, cfg, job)
+        (batch,) = pipeline.plan(conn, cfg, job, params(batch_size=1000))
+        result = pipeline.process_batch(client, conn, s3, cfg, batch, run_id=job.run_id)
+    finally:
+        put_raw(cfg.history_index, "out-of-range", b"", method="DELETE")
+    assert (result.completed, result.failed) == (SEED.messages - 1, 1)
+    with conn.cursor() as cur:
+        cur.execute("SELECT status, last_error FROM message_tracking WHERE message_id = %s", (bad,))
+        status, error = cur.fetchone()
+    assert status == "failed" and "cannot be read exactly as JSON: Number out of range" in error
+    assert "1.5e400" not in error  # the answer's body is never printed
 
 
 def test_a_message_gone_from_elasticsearch_fails_alone(es, conn, s3, cfg):

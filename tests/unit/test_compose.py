@@ -52,5 +52,7 @@ def test_compose_env_generates_the_secrets_once_and_keeps_the_users(tmp_path):
 
     mine = tmp_path / "mine.env"
     mine.write_text("AIRFLOW_PORT=8081\nAIRFLOW_JWT_SECRET=chosen-by-the-user\n")
+    mine.chmod(0o644)
     assert ensure_secrets(mine) == ["AIRFLOW_FERNET_KEY"]
+    assert mine.stat().st_mode & 0o077 == 0  # no longer readable by others once it holds a secret
     assert "AIRFLOW_JWT_SECRET=chosen-by-the-user\n" in mine.read_text() and "AIRFLOW_PORT=8081" in mine.read_text()

@@ -21,9 +21,9 @@ def insert_chunk(conn: Connection, hits: list[Any], *, job: Job,
     of it moved (issue 25: MariaDB CPU). An id tracked before under another timestamp (its document's
     time changed in Elasticsearch) is re-homed: it takes the new timestamp and becomes pending again,
     held by this job, so the run of its new day exports it there and the object of its old day is
-    removed as superseded. An id found in another
-    concrete index than the one tracked is first given to `check_moved` as (id, tracked index, new
-    index), which raises when both hold it (two copies of one id), before anything is changed.
+    removed as superseded. An id found in another concrete index than the one tracked is first given
+    to `check_moved` as (id, tracked index, new index), which raises when both hold it (two copies of
+    one id), before anything is changed.
     """
     params: list[Any] = []
     for hit in hits:
