@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 from es_export import jsonio
-from es_export.errors import ConfigError, PartialResults, SourceError, SourceUnavailable
+from es_export.errors import ConfigError, PartialResults, SourceError, SourceUnavailable, TransientError
 
 if TYPE_CHECKING:
     from elasticsearch import Elasticsearch
@@ -154,6 +154,18 @@ def _refused(exc: Exception, what: str) -> Exception:
                               "the task's retry asks again once the cluster's shards are back (check GET "
                               "_cluster/health and _cat/shards)")
     return exc
+
+
+def failed_search(result: dict[str, Any], what: str) -> TransientError:
+    """The error of one search of an `_msearch` (which answers HTTP 200 around it) as the export's own:
+    PartialResults for missing shards, else a TransientError the task's retry may get past."""
+    error = result.get("error")
+    kind = error.get("type") if isinstance(error, dict) else None
+    if kind in _MISSING_SHARDS:
+        return PartialResults(f"{what} was refused because not every shard could answer ({_reason(error)}); "
+                              "the task's retry asks again once the cluster's shards are back (check GET "
+                              "_cluster/health and _cat/shards)")
+    return TransientError(f"{what} failed (HTTP {result.get('status')}): {_reason(error)}")
 
 
 class SearchClient:

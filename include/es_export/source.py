@@ -18,7 +18,7 @@ from typing import Any
 from es_export import jsonio
 from es_export.config import ExportConfig
 from es_export.errors import SourceError, TransientError
-from es_export.search import PointInTimeGone, Searchable, SearchClient, adapt, check_complete, values_of
+from es_export.search import PointInTimeGone, Searchable, SearchClient, adapt, check_complete, failed_search, values_of
 
 
 class PointInTimeExpired(TransientError):
@@ -242,13 +242,14 @@ class MessageDetails:
     related: dict[str, list[dict]]
 
 
-# Ids per `_mget` and per `terms` query: far below index.max_terms_count (65,536 by default).
+# Ids per `_msearch`: far below index.max_terms_count (65,536 by default) and within index.max_result_window
+# (10,000 by default), which bounds an `ids` search's size.
 IDS_PER_REQUEST = 10_000
 
 
 def fetch_details(es: Searchable, cfg: ExportConfig, message_ids: list[str],
                   indices: dict[str, str | None] | None = None) -> dict[str, MessageDetails]:
-    """Details of a batch in a few round trips: one `_mget`, one `_msearch` per 10,000 ids (plus pages).
+    """Details of a batch in a few round trips: one `_msearch` per 10,000 ids (plus pages).
 
     `indices` names the concrete index of each message (from the extract); without one, the
     messages index itself is asked. A message missing there comes back with `message=None`, so the
@@ -298,17 +299,32 @@ def _fetch_part(client: SearchClient, cfg: ExportConfig, message_ids: list[str],
                 fields: dict[str, tuple[str, bool]]) -> dict[str, MessageDetails]:
     if not message_ids:
         return {}
-    docs = client.mget([{"_index": indices.get(mid) or cfg.messages_index, "_id": mid} for mid in message_ids])
-    details = {
-        d["_id"]: MessageDetails(d["_id"], d.get("_source") if d.get("found") else None, {})
-        for d in docs
-    }
-    for mid in message_ids:  # an id the server did not echo back at all is missing too
-        details.setdefault(mid, MessageDetails(mid, None, {}))
-    for section in cfg.related_indices():
-        for d in details.values():
-            d.related[section] = []
-    for section, hits in _related_hits(client, cfg, message_ids, fields):
+    placed: dict[str, list[str]] = {}
+    for mid in message_ids:
+        placed.setdefault(indices.get(mid) or "", []).append(mid)
+    unplaced = placed.pop("", [])
+    sections = cfg.related_indices()
+    queries = {section: _terms(*fields[section], message_ids) for section in sections}
+    # One _msearch: an `ids` search per concrete index costs the cluster about half the CPU of an _mget
+    # of the same documents (BENCHMARKS.md, issue 25), and the related searches ride along.
+    searches: list[dict] = []
+    for index, ids in placed.items():
+        searches += [{"index": index}, {"query": {"ids": {"values": ids}}, "size": len(ids), "sort": ["_doc"],
+                                        "track_total_hits": False}]
+    for section, index in sections.items():
+        searches += [{"index": index}, {"query": queries[section], "size": cfg.details_page_size,
+                                        "track_total_hits": True}]
+    results = client.msearch(searches)
+    found: dict[str, dict | None] = {}
+    for index, result in zip(placed, results[:len(placed)], strict=True):
+        for hit in _message_hits(result, index):
+            found.setdefault(hit["_id"], hit.get("_source"))
+    if unplaced:  # tracked before the extract kept concrete indices: the messages index itself is asked
+        docs = client.mget([{"_index": cfg.messages_index, "_id": mid} for mid in unplaced])
+        found.update((d["_id"], d.get("_source")) for d in docs if d.get("found"))
+    details = {mid: MessageDetails(mid, found.get(mid), {section: [] for section in sections})
+               for mid in message_ids}
+    for section, hits in _related_hits(client, cfg, results[len(placed):], queries):
         for hit in hits:
             for mid in set(values_of(hit["_source"], cfg.message_id_field)):
                 if mid in details:
@@ -317,6 +333,18 @@ def _fetch_part(client: SearchClient, cfg: ExportConfig, message_ids: list[str],
         for docs_of_section in d.related.values():
             _sort_by_time(docs_of_section, cfg.timestamp_field)
     return details
+
+
+def _message_hits(result: dict[str, Any], index: str) -> list[dict[str, Any]]:
+    """The messages an `ids` search of one concrete index found; none when the index is gone (deleted by
+    its retention since the extract), so its messages fail as not found while the batch goes on."""
+    if "error" in result:
+        error = result["error"]
+        if result.get("status") == 404 or (isinstance(error, dict)
+                                           and error.get("type") == "index_not_found_exception"):
+            return []
+        raise failed_search(result, f"reading the batch's messages from {index!r}")
+    return list(check_complete(result, f"reading the batch's messages from {index!r}")["hits"]["hits"])
 
 
 def _sort_by_time(docs: list[dict], field: str) -> None:
@@ -344,21 +372,14 @@ def _terms(field: str, numeric: bool, message_ids: list[str]) -> dict:
     return {"terms": {field: values}}
 
 
-def _related_hits(client: SearchClient, cfg: ExportConfig, message_ids: list[str],
-                  fields: dict[str, tuple[str, bool]]) -> Iterable[tuple[str, list[dict]]]:
-    sections = cfg.related_indices()
-    queries = {section: _terms(*fields[section], message_ids) for section in sections}
-    searches: list[dict] = []
-    for section, index in sections.items():
-        searches.append({"index": index})
-        searches.append({"query": queries[section], "size": cfg.details_page_size, "track_total_hits": True})
-    for (section, index), result in zip(sections.items(), client.msearch(searches), strict=True):
+def _related_hits(client: SearchClient, cfg: ExportConfig, results: list[dict[str, Any]],
+                  queries: dict[str, dict]) -> Iterable[tuple[str, list[dict]]]:
+    for (section, index), result in zip(cfg.related_indices().items(), results, strict=True):
         if "error" in result:
-            reason = result["error"].get("reason") if isinstance(result["error"], dict) else result["error"]
             if result.get("status") == 404:
                 raise SourceError(f"index {index!r} does not exist on the source cluster; check {section}_index "
                                   "in the configuration")
-            raise TransientError(f"searching {index!r} for the batch's {section} failed: {reason}")
+            raise failed_search(result, f"searching {index!r} for the batch's {section}")
         check_complete(result, f"searching {index!r} for the batch's {section}")
         hits = result["hits"]["hits"]
         total = result["hits"]["total"]["value"]

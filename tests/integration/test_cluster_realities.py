@@ -128,7 +128,7 @@ def test_details_from_a_lost_shard_fail_the_batch_not_its_messages(es, conn, nam
         client = search.connect(search.SearchSettings(url=proxy.url))
         ids = [f"a-{i:03d}" for i in range(4)] + [f"b-{i:03d}" for i in range(4)]
         proxy.lost = {f"{names}-b"}
-        with pytest.raises(PartialResults):  # _mget of the messages, and the related searches
+        with pytest.raises(PartialResults):  # the messages' `ids` search, and the related searches
             source.fetch_details(client, config(alias), ids, {i: f"{names}-{i[0]}" for i in ids})
         with pytest.raises(PartialResults):
             pipeline.fetch_isolating(client, config(alias), ids, {i: f"{names}-{i[0]}" for i in ids})

@@ -308,9 +308,9 @@ def local_node():
 class StopsNodeBeforeDetails(CountsPages):
     """The real node goes down just as the batch asks for its messages' details."""
 
-    def mget(self, **kw):
+    def msearch(self, **kw):
         stack("stop", "elasticsearch")
-        return self._es.mget(**kw)
+        return self._es.msearch(**kw)
 
 
 def test_elasticsearch_stopped_mid_batch_and_restarted(env, es, s3, local_node):

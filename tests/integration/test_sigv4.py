@@ -159,7 +159,7 @@ def test_an_export_through_sigv4_runs_end_to_end(proxy, indices, s3):
     assert {e["outcome"] for e in events} == {"forwarded"}, [e for e in events if e["outcome"] != "forwarded"]
     seen = {(e["method"], e["path"].split("?")[0].rsplit("/", 1)[-1]) for e in events}
     for call in [("GET", ""), ("POST", "point_in_time"), ("POST", "_search"), ("DELETE", "point_in_time"),
-                 ("POST", "_mget")]:
+                 ("POST", "_msearch")]:
         assert call in seen, f"{call} not among {sorted(seen)}"
     # botocore's canonical query (what the proxy checked) was also the SigV4 specification's.
     assert [e for e in events if e.get("notes")] == []

@@ -9,9 +9,10 @@ from datetime import UTC, datetime
 import pytest
 
 import support
-from es_export import pipeline, source
+from es_export import pipeline, search, source
 from es_export.config import ExportConfig, RunParams
 from es_export.errors import SourceError
+from shard_loss import ShardLossProxy
 
 pytestmark = pytest.mark.integration
 
@@ -78,7 +79,7 @@ def test_a_text_message_id_without_keyword_is_refused_naming_index_and_field(es,
 
 
 def test_daily_indices_read_through_a_pattern_fetch_each_message_from_its_own_index(es, s3, cfg):
-    """messages-YYYY.MM.DD read as `messages-*`: _mget needs the concrete index, which the extract keeps."""
+    """messages-YYYY.MM.DD read as `messages-*`: each message is read from its own index, which the extract keeps."""
     base = f"sh-daily-{uuid.uuid4().hex[:6]}"
     for day, ids in (("2025.07.01", ["d1-a", "d1-b"]), ("2025.07.02", ["d2-a"])):
         for mid in ids:
@@ -100,3 +101,31 @@ def test_daily_indices_read_through_a_pattern_fetch_each_message_from_its_own_in
     finally:
         conn.close()
         es.indices.delete(index=f"{base}-*")
+
+
+def test_details_read_each_concrete_index_with_one_msearch_routed_and_gone_indices_included(es, cfg):
+    """The messages of a batch are read by an `ids` search per concrete index inside the batch's one
+    `_msearch` (no `_mget`): a document indexed with a custom routing is found without it, and the
+    messages of an index deleted since the extract come back as not found while the rest are read."""
+    base = f"sh-ids-{uuid.uuid4().hex[:6]}"
+    es.indices.create(index=f"{base}-a", settings={"number_of_shards": 3, "number_of_replicas": 0})
+    for mid in ("a-1", "a-2 "):
+        es.index(index=f"{base}-a", id=mid, document={"timestamp": "2025-07-01T10:00:00Z", "n": mid})
+    es.index(index=f"{base}-a", id="a-routed", routing="tenant-7", document={"timestamp": "2025-07-01T11:00:00Z"})
+    es.index(index=f"{base}-b", id="b-1", document={"timestamp": "2025-07-01T12:00:00Z"})
+    es.indices.refresh(index=f"{base}-*")
+    indices = {"a-1": f"{base}-a", "a-2 ": f"{base}-a", "a-routed": f"{base}-a", "b-1": f"{base}-b",
+               "gone-1": f"{base}-deleted-by-retention", "100": cfg.messages_index}
+    try:
+        with ShardLossProxy(support.require_env("ES_URL")) as proxy:
+            client = search.connect(search.SearchSettings(url=proxy.url))
+            before = len(proxy.requests)
+            details = source.fetch_details(client, cfg, list(indices), indices)
+            paths = [target.split("?")[0].rsplit("/", 1)[-1] for _, target in proxy.requests[before:]]
+    finally:
+        es.indices.delete(index=f"{base}-*")
+    assert paths.count("_msearch") == 1 and "_mget" not in paths, paths
+    assert {mid: d.message is not None for mid, d in details.items()} == {
+        "a-1": True, "a-2 ": True, "a-routed": True, "b-1": True, "gone-1": False, "100": True}
+    assert details["a-2 "].message == {"timestamp": "2025-07-01T10:00:00Z", "n": "a-2 "}
+    assert details["100"].related["audit"] == [{"message_id": 100, "action": "read"}]
