@@ -14,7 +14,7 @@ APT_PACKAGES := mariadb-server mariadb-client default-libmysqlclient-dev pkg-con
 	openssl
 
 .PHONY: help system-deps venv lock up airflow down status seed lint test test-unit test-guarantees mutation demo clean \
-	lambda-zip mwaa-bundle compose-env bench
+	lambda-zip mwaa-bundle compose-env bench athena-ddl
 
 help:
 	@echo "make demo    - start the local stack, seed sample data, run the export DAG for 2024-10-01"
@@ -29,6 +29,7 @@ help:
 	@echo "make bench   - throughput and memory vs the naive design and elasticdump (N=100000); BENCHMARKS.md"
 	@echo "make lambda-zip - build dist/lambda.zip, the processing Lambda's deployment package"
 	@echo "make compose-env - write a random AIRFLOW_JWT_SECRET and AIRFLOW_FERNET_KEY to .env for docker compose"
+	@echo "make athena-ddl CONFIG=config.json - print the CREATE EXTERNAL TABLE of the configured archive (no Glue rights needed)"
 	@echo "make mwaa-bundle - build dist/mwaa/ (dags/, plugins.zip, requirements.txt, startup.sh) and its offline variant dist/mwaa-offline/"
 
 # Debian packages, installed only when one is missing.
@@ -86,6 +87,11 @@ lambda-zip: venv
 # What to upload to an Amazon MWAA environment's S3 bucket: dist/mwaa/.
 mwaa-bundle: venv
 	$(PY) deploy/build_mwaa_bundle.py --offline-out dist/mwaa-offline $(if $(RDS_CA_BUNDLE),--rds-ca-bundle $(RDS_CA_BUNDLE))
+
+# The Athena DDL of the archive's table (what the export's catalog task creates in Glue), for users without
+# Glue rights; CONFIG is a file holding the es_message_export_config Variable's JSON (default: the defaults).
+athena-ddl: venv
+	@PYTHONPATH=include $(PY) -m es_export.catalog $(if $(CONFIG),--config $(CONFIG))
 
 # The secrets docker-compose.yaml needs, generated once into .env (kept when already there).
 compose-env:

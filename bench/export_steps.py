@@ -192,9 +192,22 @@ def step(name: str, n: int, batch_size: int, layout: str = "per_message", max_ba
     if profiler and profile:
         profiler.dump_stats(profile)
     peak_mb = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024
+    stored = stored_bytes(s3, cfg) if name == "process" else (0, 0)
     return {"step": name, "messages": count, "seconds": round(elapsed, 2),
             "per_second": round(count / elapsed, 1) if elapsed else None, "peak_rss_mb": round(peak_mb, 1),
-            "s3_requests": s3_requests}
+            "s3_requests": s3_requests, "s3_objects": stored[0], "s3_bytes": stored[1]}
+
+
+def stored_bytes(s3: Any, cfg: Any) -> tuple[int, int]:
+    """The data objects the export left on S3 (the bucket is emptied before a run), and their bytes."""
+    from es_export import sink
+
+    objects = size = 0
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=cfg.bucket, Prefix=f"{cfg.prefix}/dt="):
+        for obj in page.get("Contents", []):
+            if obj["Key"].endswith(sink.DATA_SUFFIXES):
+                objects, size = objects + 1, size + obj["Size"]
+    return objects, size
 
 
 def run_step(name: str, n: int, batch_size: int = 500, layout: str = "per_message", max_batches: int = 0,
@@ -252,7 +265,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--batch-size", type=int, default=500)
-    parser.add_argument("--layout", default="per_message", choices=["per_message", "ndjson_gzip"])
+    parser.add_argument("--layout", default="per_message", choices=["per_message", "ndjson_gzip", "parquet"])
     parser.add_argument("--max-batches", type=int, default=0)
     parser.add_argument("--upload-concurrency", type=int, default=16)
     parser.add_argument("--parallel", type=int, default=1, help="batches processed at once (processes)")
@@ -281,6 +294,9 @@ def main() -> int:
               f"(the machine has {os.cpu_count()} cores)")
         print(f"         requests: Elasticsearch {r['es_requests']:,}, MySQL statements {r['mysql_statements']:,}, "
               f"S3 {r['s3_requests']:,}")
+        if r.get("s3_objects"):
+            print(f"         stored: {r['s3_objects']:,} objects, {r['s3_bytes']:,} bytes "
+                  f"({r['s3_bytes'] / r['messages']:,.0f} bytes a message)")
     return 0
 
 

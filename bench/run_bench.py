@@ -333,6 +333,13 @@ def main() -> int:
         run_step("extract", n)
         nds[p] = run_step("process", n, layout="ndjson_gzip", parallel=p)
     nd = nds[1] if 1 in nds else nds[min(nds)]
+    log("this package: the Parquet layout (1 batch at a time), and per-message objects on moto (their size)")
+    prepare(n)
+    run_step("extract", n)
+    pq = run_step("process", n, layout="parquet")
+    prepare(n)
+    run_step("extract", n)
+    pm_size = run_step("process", n, layout="per_message", max_batches=4)
     sliced = n / sliced_extract(n, 2)  # after the process step: its job holds the day's ids
     log("elasticdump, tuned, copying the day's messages and their history/status/audit documents")
     edt = elasticdump_day(n)
@@ -379,6 +386,10 @@ def main() -> int:
            r["per_second"], lim["details"].get(p), nv["rate"], None, r["peak_rss_mb"]) for p, r in nds.items()],
         (f"package: end to end, NDJSON gzip, {nd_p} batch(es) at once (ratio to the best details limit)", e2e_nd,
          details_best, nv["rate"], edt["rate"], max(ex["peak_rss_mb"], nd["peak_rss_mb"])),
+        ("package: process, Parquet zstd, 1 batch at once (ratio to the details limit, 1 at once)",
+         pq["per_second"], lim["details"].get(1), nv["rate"], None, pq["peak_rss_mb"]),
+        ("package: end to end, Parquet zstd, 1 batch at once (ratio to the details limit, 1 at once)",
+         e2e(ex["per_second"], pq["per_second"]), lim["details"].get(1), nv["rate"], edt["rate"], None),
         (f"package: process, per-message objects on S3Proxy, best ({pm_c} in flight; ratio to its best PUT limit)",
          pm_rate, fast_put, nv["rate"], None, servers["S3Proxy"][pm_c]["rss"]),
         ("package: end to end, per-message objects on S3Proxy", e2e_pm, min(details_best, fast_put), nv["rate"],
@@ -400,6 +411,13 @@ def main() -> int:
         m, p = servers["moto"][c], servers["S3Proxy"][c]
         s3_lines.append(f"| {c} | {m['put']:,.0f} | {m['process']:,.0f} | {ratio(m['process'], m['put'])} | "
                         f"{p['put']:,.0f} | {p['process']:,.0f} | {ratio(p['process'], p['put'])} |")
+    layout_lines = ["| layout | process messages/s (1 batch at a time) | end to end messages/s | objects per 1,000 "
+                    "messages | bytes on S3 a message |", "|---|---:|---:|---:|---:|"]
+    for name, r in ((f"per_message (moto, first {pm_size['messages']:,} messages)", pm_size),
+                    ("ndjson_gzip", nd), ("parquet", pq)):
+        end_to_end = "-" if r is pm_size else f"{e2e(ex['per_second'], r['per_second']):,.0f}"
+        layout_lines.append(f"| {name} | {r['per_second']:,.0f} | {end_to_end} | "
+                            f"{r['s3_objects'] / r['messages'] * 1000:,.1f} | {r['s3_bytes'] / r['messages']:,.0f} |")
     mem_lines = ["| messages | extract seconds | extract messages/s | peak RSS MB |", "|---:|---:|---:|---:|"]
     mem_lines += [f"| {k:,} | {v['seconds']:.1f} | {v['per_second']:,.0f} | {v['peak_rss_mb']:.1f} |"
                   for k, v in memory.items()]
@@ -455,6 +473,10 @@ def main() -> int:
         "link to the day (it may fall on the next day), so the ids are. Its messages/s is the day's",
         "messages over the whole copy's wall time.", "",
         *lines, "",
+        "## Layouts: speed and bytes on S3", "",
+        "The same day in each layout (`layout` in the Variable; which to pick: docs/configuration.md, Querying",
+        "the archive). Per-message objects go to moto here, at its PUT limit, so only their size is comparable.",
+        "", *layout_lines, "",
         "## S3 servers: PUT limit and the per-message layout", "",
         "PUT limit: objects of 1,300 bytes from the package's S3 client, `upload_concurrency` in flight.",
         f"Per-message process: the first {args.moto_batches} batches of 500 on moto, "
@@ -468,7 +490,7 @@ def main() -> int:
     # bench/dag_day.py's section (a whole day through the DAG) is measured apart: keep it.
     kept = out.read_text().partition(DAG_DAY_HEADING)[1:] if out.exists() else ("", "")
     out.write_text(report + (("\n" + "".join(kept)) if kept[0] else ""))
-    tables = [goal_lines, cost_goal_lines, cost_lines, lines, s3_lines, mem_lines, target_lines]
+    tables = [goal_lines, cost_goal_lines, cost_lines, lines, layout_lines, s3_lines, mem_lines, target_lines]
     print("\n\n".join("\n".join(table) for table in tables))
     log(f"written {args.out}")
     return 0

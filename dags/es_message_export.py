@@ -24,7 +24,7 @@ from airflow.sdk import CronDataIntervalTimetable, Param, TriggerRule, dag, get_
 from airflow.sdk.bases.sensor import PokeReturnValue
 
 from es_export.config import MAX_EXTRACT_SLICES
-from es_export_airflow import alerts, assets, planning, reconciling
+from es_export_airflow import alerts, assets, cataloging, planning, reconciling
 from es_export_airflow.batch_sensor import process_task, resumable_sensor_task
 from es_export_airflow.settings import batch_params, extract_pool, range_params, sensor_settings
 
@@ -97,6 +97,7 @@ def es_message_export():
 
     spec = start_job()
     settle() >> spec
+    spec >> cataloging.catalog_task()  # beside the extract: the archive does not wait for its table
     extracted = extract.partial(spec=spec).expand(slice_no=extract_slices(spec))
     batches = plan(spec)
     extracted >> batches

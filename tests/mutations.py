@@ -164,6 +164,13 @@ MUTATIONS = [
              equivalent="a row tracked with no job id is held through its dag_id and run_id (HELD_BY_LIVE_JOB), "
                         "which name the same job: only the claim's extra write differs, which "
                         "tests/integration/test_pipeline.py counts"),
+    # ---- issue 26's Parquet files (parquet.py, sink.py)
+    Mutation("sink.py", "    kept = [message_id for message_id in ids if message_id not in remove]",
+             "    kept = ids", "a superseded row is removed from its Parquet file"),
+    Mutation("parquet.py", "    kept = table.filter(pa.compute.invert(removed))", "    kept = table",
+             "a Parquet file rewritten without superseded rows holds none of them"),
+    Mutation("sink.py", "        return parquet.message_ids(body)", "        return parquet.message_ids(body)[1:]",
+             "reconcile reads every row of a Parquet file back"),
 ]
 
 

@@ -333,3 +333,23 @@ def sns_messages(sqs, queue_url: str) -> list[dict]:
         for message in got:
             found.append(json.loads(message["Body"]))
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
+def archived_documents(s3, bucket: str, key: str) -> list[dict]:
+    """The documents an object holds, in the JSON layouts' shape whatever its layout: a Parquet row's JSON
+    text columns parsed, its export columns gathered under "export"."""
+    import gzip
+    import json
+
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    if key.endswith(".parquet"):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        return [{"message_id": row["message_id"], "message": json.loads(row["message"]),
+                 **{section: json.loads(row[section]) for section in ("history", "status", "audit")},
+                 "export": {"job_id": row["job_id"], "batch_id": row["batch_id"], "run_id": row["run_id"],
+                            "exported_at": row["exported_at"]}}
+                for row in pq.read_table(pa.BufferReader(body)).to_pylist()]
+    lines = gzip.decompress(body).splitlines() if key.endswith(".gz") else [body]
+    return [json.loads(line) for line in lines if line.strip()]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -17,6 +18,8 @@ MAX_EXTRACT_SLICES = 32  # each slice is a mapped task holding its own point-in-
 MAX_SETTLE_MINUTES = 360  # the settle wait must end well within the run's sensor timeout (6 h)
 # S3 keys are at most 1024 bytes: "/dt=YYYY-MM-DD/" (15) + an encoded id of up to 800 + ".json" (5).
 MAX_PREFIX_BYTES = 1024 - 15 - 800 - 5
+# A Glue database or table name Athena queries without quoting.
+GLUE_NAME = re.compile(r"[a-z0-9_]{1,255}")
 
 
 class Dispatch(enum.StrEnum):
@@ -28,6 +31,12 @@ class Dispatch(enum.StrEnum):
 class Layout(enum.StrEnum):
     PER_MESSAGE = "per_message"  # one JSON object per message
     NDJSON_GZIP = "ndjson_gzip"  # one gzip NDJSON object per batch and day, for high volume
+    PARQUET = "parquet"  # one zstd Parquet file per batch and day, for analytics (dispatch=local only)
+
+    @property
+    def bundled(self) -> bool:
+        """Whether an object holds the documents of many messages (a batch's file of one day)."""
+        return self is not Layout.PER_MESSAGE
 
 
 def _dispatch(value: Any) -> Dispatch:
@@ -114,6 +123,10 @@ class ExportConfig:
     refresh_lookback_days: int = 3
     # A refresh whose watermark is older than this alerts like a failed run; null: never.
     refresh_max_lag_minutes: int | None = 180
+    # The Glue Data Catalog table over the archive (both set: on), created and kept right by the export's
+    # `catalog` task, with partition projection on dt; see docs/configuration.md#querying-the-archive.
+    glue_database: str | None = None
+    glue_table: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("messages_index", "history_index", "status_index", "audit_index",
@@ -159,6 +172,7 @@ class ExportConfig:
             object.__setattr__(self, "layout", Layout(self.layout))
         except ValueError:
             raise ConfigError(f"layout must be one of {[m.value for m in Layout]}, got {self.layout!r}") from None
+        self._check_catalog()
         if self.max_batches > MAX_MAP_LENGTH:
             raise ConfigError(f"max_batches must be at most {MAX_MAP_LENGTH} (Airflow's max_map_length), "
                               f"got {self.max_batches}")
@@ -180,6 +194,30 @@ class ExportConfig:
         lag = self.refresh_max_lag_minutes
         if lag is not None:
             _positive("refresh_max_lag_minutes", lag)
+
+    def _check_catalog(self) -> None:
+        if (self.glue_database is None) != (self.glue_table is None):
+            raise ConfigError("glue_database and glue_table go together: set both to have the export keep a "
+                              f"Glue table over the archive, or neither (got glue_database={self.glue_database!r}, "
+                              f"glue_table={self.glue_table!r})")
+        for name in ("glue_database", "glue_table"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, str) and GLUE_NAME.fullmatch(value)):
+                raise ConfigError(f"{name} must be 1 to 255 lower-case letters, digits or '_' (a name Athena can "
+                                  f"query without quoting), got {value!r}")
+
+    def check_dispatch(self, dispatch: Dispatch) -> None:
+        """Refuse a dispatch mode the layout cannot run in (or a layout whose writer is not installed),
+        before any work starts."""
+        if self.layout is Layout.PARQUET:
+            from es_export import parquet
+
+            parquet.require()
+        if self.layout is Layout.PARQUET and dispatch is not Dispatch.LOCAL:
+            raise ConfigError(f"layout 'parquet' runs with dispatch=local only, not {dispatch.value!r}: the Parquet "
+                              "writer (pyarrow 25.0.0, 50 MB zipped, 157 MB unzipped) does not fit the processing "
+                              "Lambda's package (50 MB zipped for a direct upload). Trigger with dispatch=local, "
+                              "or use layout ndjson_gzip with the Lambda")
 
     def changed_field(self, section: str) -> str:
         """The change-time field of a related index (section "history", "status" or "audit")."""

@@ -14,10 +14,10 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any, Generic, Protocol, TypeVar
 
-from es_export import jsonio
+from es_export import jsonio, parquet
 
 T = TypeVar("T")
 
@@ -47,6 +47,7 @@ MAX_ENCODED_ID = 800
 HASHED_MARK = "~~sha256-"
 MANIFEST_FOLDER = "_manifests"
 NDJSON_SUFFIX = ".ndjson.gz"
+PARQUET_SUFFIX = parquet.SUFFIX
 
 
 def encode_id(message_id: str) -> str:
@@ -121,13 +122,14 @@ def batch_key_prefix(prefix: str, day: date, job_id: int, batch_no: int | None =
     return head if batch_no is None else f"{head}{batch_no:05d}-"
 
 
-def batch_object_key(prefix: str, day: date, job_id: int, batch_no: int, attempt: int) -> str:
-    """Key of one attempt's NDJSON file for one day.
+def batch_object_key(prefix: str, day: date, job_id: int, batch_no: int, attempt: int,
+                     suffix: str = NDJSON_SUFFIX) -> str:
+    """Key of one attempt's NDJSON (or Parquet) file for one day.
 
     Never reused: a later attempt or rerun writes a new object and the old one is removed once no
     message refers to it, so a partial rerun can never overwrite documents it did not rewrite.
     """
-    return f"{batch_key_prefix(prefix, day, job_id, batch_no)}a{attempt:03d}-{uuid.uuid4().hex[:8]}{NDJSON_SUFFIX}"
+    return f"{batch_key_prefix(prefix, day, job_id, batch_no)}a{attempt:03d}-{uuid.uuid4().hex[:8]}{suffix}"
 
 
 def bundle_ndjson(uploads: list[Upload[T]], *, day_of: Callable[[T], date], prefix: str, job_id: int, batch_no: int,
@@ -142,6 +144,25 @@ def bundle_ndjson(uploads: list[Upload[T]], *, day_of: Callable[[T], date], pref
                tag=[u.tag for u in group], content_type="application/x-ndjson")
         for day, group in sorted(by_day.items())
     ]
+
+
+def bundle_parquet(uploads: list[Upload[T]], *, day_of: Callable[[T], date], ts_of: Callable[[T], datetime],
+                   prefix: str, job_id: int, batch_no: int, attempt: int) -> list[Upload[list[T]]]:
+    """One Parquet file per day instead of one object per message (a row per document); tags become lists."""
+    by_day: dict[date, list[Upload[T]]] = {}
+    for u in uploads:
+        by_day.setdefault(day_of(u.tag), []).append(u)
+    return [
+        Upload(batch_object_key(prefix, day, job_id, batch_no, attempt, PARQUET_SUFFIX),
+               parquet.write(parquet.row(jsonio.decode(u.body), ts_of(u.tag)) for u in group),
+               tag=[u.tag for u in group], content_type=parquet.CONTENT_TYPE)
+        for day, group in sorted(by_day.items())
+    ]
+
+
+def is_bundle(key: str) -> bool:
+    """Whether the object at `key` holds the documents of many messages (an NDJSON or Parquet file)."""
+    return key.endswith((NDJSON_SUFFIX, PARQUET_SUFFIX))
 
 
 @dataclass(frozen=True)
@@ -180,11 +201,11 @@ def upload_all(s3: S3Client, bucket: str, uploads: list[Upload[T]], concurrency:
         yield from pool.map(put, uploads)
 
 
-DATA_SUFFIXES = (".json", NDJSON_SUFFIX)
+DATA_SUFFIXES = (".json", NDJSON_SUFFIX, PARQUET_SUFFIX)
 
 
 def data_keys(s3: S3Client, bucket: str, prefix: str) -> Iterator[str]:
-    """The keys of the data objects (`.json` or `.ndjson.gz`) under `prefix`, listed page by page."""
+    """The keys of the data objects (`.json`, `.ndjson.gz` or `.parquet`) under `prefix`, page by page."""
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         yield from (obj["Key"] for obj in page.get("Contents", []) if obj["Key"].endswith(DATA_SUFFIXES))
 
@@ -207,6 +228,8 @@ def document_ids(s3: S3Client, bucket: str, key: str) -> list[str]:
     body = _read(s3, bucket, key)
     if body is None:
         return []
+    if key.endswith(PARQUET_SUFFIX):
+        return parquet.message_ids(body)
     return jsonio.message_ids(line for line in body.splitlines() if line.strip())
 
 
@@ -222,6 +245,8 @@ def remove_documents(s3: S3Client, bucket: str, key: str, removable: Callable[[l
     body = _read(s3, bucket, key)
     if body is None:
         return []
+    if key.endswith(PARQUET_SUFFIX):
+        return _remove_rows(s3, bucket, key, body, removable, sse_kms_key_id)
     lines = [line for line in body.splitlines() if line.strip()]
     ids = jsonio.message_ids(lines)
     remove = removable(ids) if ids else set()
@@ -234,6 +259,22 @@ def remove_documents(s3: S3Client, bucket: str, key: str, removable: Callable[[l
         s3.put_object(Bucket=bucket, Key=key, Body=gzip.compress(b"".join(line + b"\n" for line, _ in kept), 5),
                       ContentType="application/x-ndjson", ContentEncoding="gzip", **encryption(sse_kms_key_id))
     return [message_id for _, message_id in kept]
+
+
+def _remove_rows(s3: S3Client, bucket: str, key: str, body: bytes, removable: Callable[[list[str]], set[str]],
+                sse_kms_key_id: str | None) -> list[str]:
+    """`remove_documents` of a Parquet file."""
+    ids = parquet.message_ids(body)
+    remove = removable(ids) if ids else set()
+    kept = [message_id for message_id in ids if message_id not in remove]
+    if len(kept) == len(ids):
+        return ids
+    if not kept:
+        s3.delete_object(Bucket=bucket, Key=key)
+    else:
+        s3.put_object(Bucket=bucket, Key=key, Body=parquet.without(body, remove), ContentType=parquet.CONTENT_TYPE,
+                      **encryption(sse_kms_key_id))
+    return kept
 
 
 def put_json(s3: S3Client, bucket: str, key: str, document: dict[str, Any], *,

@@ -56,7 +56,9 @@ def start_export(context: MutableMapping[str, Any]) -> Spec:
 def start_retry(context: MutableMapping[str, Any]) -> Spec:
     """Validate the retry params and open this run's job_runs row."""
     with failing_fast():
-        params = RetryParams.resolve(dict(context["params"]), max_batch_size=load_config().max_batch_size)
+        cfg = load_config()
+        params = RetryParams.resolve(dict(context["params"]), max_batch_size=cfg.max_batch_size)
+        cfg.check_dispatch(params.dispatch)
         with mysql_connection() as conn:
             job = pipeline.open_retry_job(conn, dag_id=context["dag"].dag_id, run_id=context["run_id"],
                                           params=params)
@@ -68,6 +70,7 @@ def start_refresh(context: MutableMapping[str, Any]) -> Spec:
     with failing_fast():
         cfg = load_config()
         params = RefreshParams.resolve(dict(context["params"]), max_batch_size=cfg.max_batch_size)
+        cfg.check_dispatch(params.dispatch)
         with mysql_connection() as conn:
             job = pipeline.open_refresh_job(elasticsearch_client(), conn, cfg, dag_id=context["dag"].dag_id,
                                             run_id=context["run_id"], params=params)

@@ -34,11 +34,14 @@ def load_config() -> ExportConfig:
 
 
 def run_params(context: Mapping[str, Any], cfg: ExportConfig) -> RunParams:
-    """The run's params, with the data interval where start or end is empty."""
-    return RunParams.resolve(dict(context["params"]), context.get("data_interval_start"),
-                             context.get("data_interval_end"), max_range_days=cfg.max_range_days,
-                             extract_slices=cfg.extract_slices, max_batch_size=cfg.max_batch_size,
-                             max_extract_slices=cfg.max_extract_slices)
+    """The run's params, with the data interval where start or end is empty; a dispatch mode the layout
+    cannot run in is refused."""
+    params = RunParams.resolve(dict(context["params"]), context.get("data_interval_start"),
+                               context.get("data_interval_end"), max_range_days=cfg.max_range_days,
+                               extract_slices=cfg.extract_slices, max_batch_size=cfg.max_batch_size,
+                               max_extract_slices=cfg.max_extract_slices)
+    cfg.check_dispatch(params.dispatch)
+    return params
 
 
 def range_params(start_help: str, end_help: str) -> dict[str, Param]:

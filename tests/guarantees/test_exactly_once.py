@@ -30,12 +30,19 @@ def ndjson(cfg):
     return replace(cfg, layout=Layout.NDJSON_GZIP)
 
 
+@pytest.fixture(params=[Layout.NDJSON_GZIP, Layout.PARQUET], ids=lambda layout: layout.value)
+def bundled(request, cfg):
+    """The tier's config in a layout whose files hold many messages, where superseded documents are removed
+    from a file under its lock (NDJSON and Parquet alike)."""
+    return replace(cfg, layout=request.param)
+
+
 # ---------------------------------------------------------------------------- documents that are live
 
 
-def test_a_message_failing_in_a_rerun_keeps_its_only_copy(es, conn, s3, cfg):
+def test_a_message_failing_in_a_rerun_keeps_its_only_copy(es, conn, s3, bundled):
     """Retention purged a day's rows; a cleared rerun re-tracks them and one fails: its old copy stays."""
-    cfg = ndjson(cfg)
+    cfg = bundled
     first = export(es, conn, s3, cfg, DAY)
     assert first.report.status == "completed"
     (old_file,) = documents(s3, cfg, DAY)
@@ -53,8 +60,8 @@ def test_a_message_failing_in_a_rerun_keeps_its_only_copy(es, conn, s3, cfg):
         es.index(index=cfg.messages_index, id=victim, document=source, refresh=True)
 
 
-def test_a_message_failing_in_a_reprocess_keeps_its_copy(es, conn, s3, cfg):
-    cfg = ndjson(cfg)
+def test_a_message_failing_in_a_reprocess_keeps_its_copy(es, conn, s3, bundled):
+    cfg = bundled
     first = export(es, conn, s3, cfg, DAY)
     (old_file,) = documents(s3, cfg, DAY)
     victim = ids_of(DAY)[4]
@@ -69,12 +76,12 @@ def test_a_message_failing_in_a_reprocess_keeps_its_copy(es, conn, s3, cfg):
         es.index(index=cfg.messages_index, id=victim, document=source, refresh=True)
 
 
-def test_a_message_failing_when_its_batch_is_cleared_keeps_its_copy(es, conn, s3, cfg, monkeypatch):
+def test_a_message_failing_when_its_batch_is_cleared_keeps_its_copy(es, conn, s3, bundled, monkeypatch):
     """The worker dies right after recording its batch (before any cleanup), a person clears the batch (no
     reconcile in between), and one message is gone from the cluster by then."""
     from es_export.pipeline import archive
 
-    cfg = ndjson(cfg)
+    cfg = bundled
     _, batch = support.one_batch(es, conn, cfg, day_params(DAY), run_id="cleared")
 
     def die(*args, **kwargs):
@@ -102,8 +109,8 @@ class Died(BaseException):
     """The worker process is gone: no except clause of the package runs."""
 
 
-def test_an_orphan_file_is_swept_once_the_retry_completes_its_messages(es, conn, s3, cfg, monkeypatch):
-    cfg = ndjson(cfg)
+def test_an_orphan_file_is_swept_once_the_retry_completes_its_messages(es, conn, s3, bundled, monkeypatch):
+    cfg = bundled
     params = day_params(DAY)
     job = pipeline.open_job(conn, dag_id="es_message_export", run_id="orphan", params=params)
     pipeline.extract(es, conn, cfg, job)
@@ -134,8 +141,8 @@ def test_an_orphan_file_is_swept_once_the_retry_completes_its_messages(es, conn,
     assert rows(conn, "SELECT COUNT(*) FROM object_uploads") == ((0,),)
 
 
-def test_a_file_of_an_attempt_that_failed_to_record_is_swept(es, conn, s3, cfg, monkeypatch):
-    cfg = ndjson(cfg)
+def test_a_file_of_an_attempt_that_failed_to_record_is_swept(es, conn, s3, bundled, monkeypatch):
+    cfg = bundled
     job, batch = support.one_batch(es, conn, cfg, day_params(DAY), run_id="unrecorded")
 
     def database_gone(*args, **kwargs):
@@ -153,8 +160,8 @@ def test_a_file_of_an_attempt_that_failed_to_record_is_swept(es, conn, s3, cfg, 
     assert copies(s3, cfg, DAY) == dict.fromkeys(ids_of(DAY), 1)
 
 
-def test_a_file_recorded_before_its_worker_died_keeps_its_documents(es, conn, s3, cfg, monkeypatch):
-    cfg = ndjson(cfg)
+def test_a_file_recorded_before_its_worker_died_keeps_its_documents(es, conn, s3, bundled, monkeypatch):
+    cfg = bundled
     job, batch = support.one_batch(es, conn, cfg, day_params(DAY), run_id="half")
 
     def die(*args, **kwargs):
@@ -185,8 +192,8 @@ def test_a_file_still_being_written_is_neither_swept_nor_counted(es, conn, s3, c
     assert sink.document_ids(s3, cfg.bucket, key) == [ids_of(DAY)[0]]
 
 
-def test_reprocess_leaves_one_copy_of_each_message(es, conn, s3, cfg):
-    cfg = ndjson(cfg)
+def test_reprocess_leaves_one_copy_of_each_message(es, conn, s3, bundled):
+    cfg = bundled
     first = export(es, conn, s3, cfg, DAY, batch_size=7)
     before = set(documents(s3, cfg, DAY))
     again = export(es, conn, s3, cfg, DAY, reprocess=True)

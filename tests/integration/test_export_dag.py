@@ -180,3 +180,39 @@ def test_ndjson_layout_writes_one_gzip_file_per_batch(env, s3):
     lines = [json.loads(line) for k in keys
              for line in gzip.decompress(s3.get_object(Bucket=bucket, Key=k)["Body"].read()).splitlines()]
     assert sorted(doc["message_id"] for doc in lines) == sorted(ids)
+
+
+def test_parquet_layout_and_its_glue_table_from_the_dag(env, s3):
+    """Two keys set: the run writes Parquet files and its catalog task creates the table over them."""
+    import boto3
+
+    bucket = f"{env['bucket']}-parquet"
+    s3.create_bucket(Bucket=bucket)
+    database = f"analytics_{uuid.uuid4().hex[:8]}"
+    day = date(2024, 10, 3)
+    with support.config_changed(env, bucket=bucket, layout="parquet", glue_database=database,
+                                glue_table="messages"):
+        dr = run_dag(DAG, start=day.isoformat(), end="2024-10-04", batch_size=400)
+    assert dr.state == "success"
+    catalog = dr.get_task_instance("catalog")
+    assert catalog.state == "success"
+    assert catalog.xcom_pull(task_ids="catalog") == {"table": f"{database}.messages", "outcome": "created"}
+    keys = s3_keys(s3, bucket, f"{PREFIX}/dt=")
+    assert len(keys) == -(-len(expected_ids(day)) // 400) and all(k.endswith(".parquet") for k in keys)
+    assert sorted(i for k in keys for i in sink.document_ids(s3, bucket, k)) == sorted(expected_ids(day))
+    glue = boto3.client("glue", endpoint_url=support.require_env("AWS_ENDPOINT_URL"), region_name="us-east-1")
+    table = glue.get_table(DatabaseName=database, Name="messages")["Table"]
+    assert table["StorageDescriptor"]["Location"] == f"s3://{bucket}/{PREFIX}/"
+    assert table["Parameters"]["es_export.layout"] == "parquet"
+
+
+def test_a_parquet_run_through_the_lambda_is_refused_before_any_work(env):
+    with support.config_changed(env, layout="parquet"):
+        dr = run_dag(DAG, start="2024-10-01", end="2024-10-02", dispatch="lambda")
+    assert dr.state == "failed"
+    states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
+    assert states["settle"] == "failed" and states["start_job"] == "upstream_failed"
+    # The only trace is the listener's mirror of Airflow's verdict: no extract, no batch, no message.
+    assert query("SELECT status, ids_found, batches FROM job_runs WHERE run_id = %s", dr.run_id) == (
+        ("failed", None, None),)
+    assert query("SELECT COUNT(*) FROM message_tracking WHERE run_id = %s", dr.run_id) == ((0,),)

@@ -279,7 +279,7 @@ class BlocksFirstPut:
         return getattr(self._s3, name)
 
 
-@pytest.mark.parametrize("layout", [Layout.PER_MESSAGE, Layout.NDJSON_GZIP])
+@pytest.mark.parametrize("layout", list(Layout), ids=lambda layout: layout.value)
 def test_two_attempts_of_one_batch_at_once_count_each_message_once(es, conn, s3, cfg, layout):
     cfg = replace(cfg, layout=layout, upload_concurrency=1)
     day = SEED.start + timedelta(days=1)

@@ -65,14 +65,15 @@ def export_day(es, conn, s3, cfg) -> list[str]:
     return keys
 
 
-@pytest.mark.parametrize("layout", [Layout.PER_MESSAGE, Layout.NDJSON_GZIP], ids=lambda layout: layout.value)
+@pytest.mark.parametrize("layout", list(Layout), ids=lambda layout: layout.value)
 def test_every_object_and_the_manifest_are_encrypted_with_the_key(es, conn, s3, base, kms_key, layout):
     cfg = replace(base, prefix=f"kms-{uuid.uuid4().hex[:6]}", layout=layout, sse_kms_key_id=kms_key)
     keys = export_day(es, conn, s3, cfg)
     data = [k for k in keys if k.endswith(sink.DATA_SUFFIXES) and f"/{sink.MANIFEST_FOLDER}/" not in k]
     assert data and len(keys) == len(data) + 1  # the day's objects and one manifest
-    if layout is Layout.NDJSON_GZIP:
-        assert all(k.endswith(sink.NDJSON_SUFFIX) for k in data)
+    if layout.bundled:
+        assert all(k.endswith(sink.NDJSON_SUFFIX if layout is Layout.NDJSON_GZIP else sink.PARQUET_SUFFIX)
+                   for k in data)
     for key in keys:
         head = s3.head_object(Bucket=cfg.bucket, Key=key)
         assert (key, head.get("ServerSideEncryption"), head.get("SSEKMSKeyId")) == (key, "aws:kms", kms_key)

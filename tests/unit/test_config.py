@@ -149,3 +149,27 @@ def test_more_extract_slices_than_the_configuration_allows_are_refused_before_an
                              max_extract_slices=8).extract_slices == 8
     with pytest.raises(ConfigError, match="extract_slices=4 is above max_extract_slices=2"):
         ExportConfig(extract_slices=4, max_extract_slices=2)
+
+
+@pytest.mark.parametrize("dispatch", [Dispatch.LAMBDA, Dispatch.SQS])
+def test_the_parquet_layout_is_refused_outside_the_worker(dispatch):
+    cfg = ExportConfig(layout="parquet")
+    cfg.check_dispatch(Dispatch.LOCAL)
+    with pytest.raises(ConfigError, match=f"runs with dispatch=local only, not '{dispatch.value}'"):
+        cfg.check_dispatch(dispatch)
+    ExportConfig(layout="ndjson_gzip").check_dispatch(dispatch)
+
+
+def test_the_parquet_layout_without_pyarrow_says_how_to_install_it(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_pyarrow(name, *args, **kwargs):
+        if name.startswith("pyarrow"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_pyarrow)
+    with pytest.raises(ConfigError, match=r"pyarrow==25\.0\.0 .* to requirements\.txt"):
+        ExportConfig(layout="parquet").check_dispatch(Dispatch.LOCAL)

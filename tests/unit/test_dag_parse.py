@@ -45,8 +45,11 @@ def test_export_dag_contract(dagbag_and_lookups):
     assert dag.params["reprocess"] is False
     assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"
     assert dag.catchup is False
-    assert [t.task_id for t in dag.topological_sort()] == ["settle", "start_job", "extract_slices", "extract", "plan",
-                                                           "process", "reconcile"]
+    order = [t.task_id for t in dag.topological_sort() if t.task_id != "catalog"]
+    assert order == ["settle", "start_job", "extract_slices", "extract", "plan", "process", "reconcile"]
+    # The Glue table is kept beside the export: after the params are checked, and nothing waits for it.
+    catalog = dag.get_task("catalog")
+    assert catalog.upstream_task_ids == {"start_job"} and catalog.downstream_task_ids == set()
     assert dag.get_task("process").map_index_template
     # reconcile waits for every extract slice itself: plan is upstream_failed as soon as one slice fails.
     assert {"extract", "process"} <= dag.get_task("reconcile").upstream_task_ids

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.unit
 # What the code imports at run time: Airflow and its providers in MWAA, the clients in MWAA and the Lambda.
 RUNTIME_ROOTS = ("apache-airflow", "apache-airflow-providers-amazon", "apache-airflow-providers-elasticsearch",
                  "apache-airflow-providers-mysql", "elasticsearch", "opensearch-py", "mysqlclient", "pymysql",
-                 "statsd")
+                 "statsd", "pyarrow")
 # Where the runtime's own pins live besides dev.lock: each must name MWAA's version.
 PIN_FILES = (ROOT / "requirements.txt", ROOT / "deploy" / "lambda-requirements.txt", REQUIREMENTS / "dev.lock")
 

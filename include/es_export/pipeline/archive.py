@@ -163,7 +163,7 @@ def _audit_page(conn: Connection, s3: S3Client, cfg: ExportConfig, keys: list[st
     """Prune and count one page of keys; returns how many of them completed rows name."""
     named = tracking.completed_keys(conn, keys)
     for key in keys:
-        if key.endswith(sink.NDJSON_SUFFIX) or key not in named:
+        if sink.is_bundle(key) or key not in named:
             left, removed = _prune_one(conn, s3, cfg, key)
             audit.removed += removed
             if left is None:  # still being written: neither counted nor compared

@@ -68,7 +68,7 @@ def process_batch(es: Searchable, conn: Connection, s3: S3Client, cfg: ExportCon
         details, unreadable = fetch_isolating(es, cfg, [m.message_id for m in messages],
                                               {m.message_id: m.index for m in messages})
         outcomes, uploads = _documents(cfg, attempt, details, unreadable, run_id=run_id)
-        if cfg.layout is Layout.NDJSON_GZIP:  # a file it never records is an orphan that archive sweeps
+        if cfg.layout.bundled:  # a file it never records is an orphan that archive sweeps
             tracking.note_uploads(conn, attempt, [u.key for u in uploads])
     except StaleAttempt:
         conn.rollback()
@@ -82,7 +82,7 @@ def process_batch(es: Searchable, conn: Connection, s3: S3Client, cfg: ExportCon
         counts = tracking.finish_batch(conn, attempt, bytes_written=written)
     except StaleAttempt:
         conn.rollback()
-        archive.prune(conn, s3, cfg, [u.key for u in uploads if cfg.layout is Layout.NDJSON_GZIP])
+        archive.prune(conn, s3, cfg, [u.key for u in uploads if cfg.layout.bundled])
         raise
     except Exception as exc:
         _try_fail_batch(conn, attempt, exc, cfg)
@@ -117,7 +117,7 @@ def _documents(cfg: ExportConfig, attempt: BatchAttempt, details: dict[str, sour
                 f"message {m.message_id!r} is no longer in index {cfg.messages_index!r}")))
             continue
         try:
-            # NDJSON files are named by batch and day, so only per-message objects need the id's key.
+            # NDJSON and Parquet files are named by batch and day, so only per-message objects need the id's key.
             key = sink.object_key(cfg.prefix, m.message_ts.date(), m.message_id) if per_message else ""
             body = sink.serialise(build_document(d, job_id=attempt.job_id, batch_id=attempt.batch_id,
                                                  run_id=run_id, exported_at=exported_at))
@@ -128,6 +128,10 @@ def _documents(cfg: ExportConfig, attempt: BatchAttempt, details: dict[str, sour
     if cfg.layout is Layout.NDJSON_GZIP:
         return outcomes, sink.bundle_ndjson(uploads, day_of=lambda m: m.message_ts.date(), prefix=cfg.prefix,
                                             job_id=attempt.job_id, batch_no=attempt.batch_no, attempt=attempt.token)
+    if cfg.layout is Layout.PARQUET:
+        return outcomes, sink.bundle_parquet(uploads, day_of=lambda m: m.message_ts.date(),
+                                             ts_of=lambda m: m.message_ts, prefix=cfg.prefix, job_id=attempt.job_id,
+                                             batch_no=attempt.batch_no, attempt=attempt.token)
     return outcomes, [sink.Upload(u.key, u.body, tag=[u.tag]) for u in uploads]
 
 
