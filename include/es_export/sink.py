@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from typing import Any, Generic, Protocol, TypeVar
 
 from es_export import jsonio, parquet
@@ -114,6 +114,7 @@ class Upload(Generic[T]):
     body: bytes
     tag: T
     content_type: str = "application/json"
+    row: dict[str, Any] | None = None  # the parquet layout's row of the document, instead of `body`
 
 
 def batch_key_prefix(prefix: str, day: date, job_id: int, batch_no: int | None = None) -> str:
@@ -146,15 +147,15 @@ def bundle_ndjson(uploads: list[Upload[T]], *, day_of: Callable[[T], date], pref
     ]
 
 
-def bundle_parquet(uploads: list[Upload[T]], *, day_of: Callable[[T], date], ts_of: Callable[[T], datetime],
-                   prefix: str, job_id: int, batch_no: int, attempt: int) -> list[Upload[list[T]]]:
-    """One Parquet file per day instead of one object per message (a row per document); tags become lists."""
+def bundle_parquet(uploads: list[Upload[T]], *, day_of: Callable[[T], date], prefix: str, job_id: int,
+                   batch_no: int, attempt: int) -> list[Upload[list[T]]]:
+    """One Parquet file per day of the uploads' rows instead of one object per message; tags become lists."""
     by_day: dict[date, list[Upload[T]]] = {}
     for u in uploads:
         by_day.setdefault(day_of(u.tag), []).append(u)
     return [
         Upload(batch_object_key(prefix, day, job_id, batch_no, attempt, PARQUET_SUFFIX),
-               parquet.write(parquet.row(jsonio.decode(u.body), ts_of(u.tag)) for u in group),
+               parquet.write(u.row for u in group if u.row is not None),
                tag=[u.tag for u in group], content_type=parquet.CONTENT_TYPE)
         for day, group in sorted(by_day.items())
     ]

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from es_export import search, sink, source, tracking
+from es_export import parquet, search, sink, source, tracking
 from es_export.config import ExportConfig, Layout
 from es_export.errors import ExportError, StaleAttempt
 from es_export.model import Batch, BatchAttempt, Outcome, TrackedMessage
@@ -106,7 +106,7 @@ def _documents(cfg: ExportConfig, attempt: BatchAttempt, details: dict[str, sour
     exported_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     outcomes: list[Outcome] = []
     uploads: list[sink.Upload[TrackedMessage]] = []  # one document each, tagged with its message
-    per_message = cfg.layout is Layout.PER_MESSAGE
+    per_message, as_rows = cfg.layout is Layout.PER_MESSAGE, cfg.layout is Layout.PARQUET
     for m in attempt.messages:
         if m.message_id in unreadable:
             outcomes.append(Outcome(m.row_id, m.message_id, False, error=unreadable[m.message_id]))
@@ -119,19 +119,20 @@ def _documents(cfg: ExportConfig, attempt: BatchAttempt, details: dict[str, sour
         try:
             # NDJSON and Parquet files are named by batch and day, so only per-message objects need the id's key.
             key = sink.object_key(cfg.prefix, m.message_ts.date(), m.message_id) if per_message else ""
-            body = sink.serialise(build_document(d, job_id=attempt.job_id, batch_id=attempt.batch_id,
-                                                 run_id=run_id, exported_at=exported_at))
+            document = build_document(d, job_id=attempt.job_id, batch_id=attempt.batch_id, run_id=run_id,
+                                      exported_at=exported_at)
+            upload = (sink.Upload(key, b"", tag=m, row=parquet.row(document, m.message_ts)) if as_rows
+                      else sink.Upload(key, sink.serialise(document), tag=m))
         except (TypeError, ValueError) as exc:
             outcomes.append(Outcome(m.row_id, m.message_id, False, error=f"cannot serialise: {exc}"))
             continue
-        uploads.append(sink.Upload(key, body, tag=m))
+        uploads.append(upload)
     if cfg.layout is Layout.NDJSON_GZIP:
         return outcomes, sink.bundle_ndjson(uploads, day_of=lambda m: m.message_ts.date(), prefix=cfg.prefix,
                                             job_id=attempt.job_id, batch_no=attempt.batch_no, attempt=attempt.token)
     if cfg.layout is Layout.PARQUET:
-        return outcomes, sink.bundle_parquet(uploads, day_of=lambda m: m.message_ts.date(),
-                                             ts_of=lambda m: m.message_ts, prefix=cfg.prefix, job_id=attempt.job_id,
-                                             batch_no=attempt.batch_no, attempt=attempt.token)
+        return outcomes, sink.bundle_parquet(uploads, day_of=lambda m: m.message_ts.date(), prefix=cfg.prefix,
+                                             job_id=attempt.job_id, batch_no=attempt.batch_no, attempt=attempt.token)
     return outcomes, [sink.Upload(u.key, u.body, tag=[u.tag]) for u in uploads]
 
 
