@@ -138,3 +138,25 @@ def test_a_rerun_of_a_day_leaves_each_message_once(es, s3, exported):
     rows = duckdb_over_s3().execute(f"SELECT message_id FROM {reader(cfg)} WHERE dt = ?",
                                     [DAYS[0].isoformat()]).fetchall()
     assert sorted(r[0] for r in rows) == ids_of(DAYS[0])
+
+
+def test_the_glue_tables_columns_are_what_the_files_hold(s3, exported):
+    """The table's columns against an object the export wrote: the JSON documents' keys (what the OpenX
+    SerDe looks up by name), or the Parquet file's own schema, name by name and type by type."""
+    import pyarrow.parquet as pq
+
+    from es_export import catalog, sink
+
+    key = next(sink.data_keys(s3, exported.bucket, sink.day_prefix(exported.prefix, DAYS[0])))
+    columns = [(c["Name"], c["Type"]) for c in
+               catalog.table_input(exported, "t")["StorageDescriptor"]["Columns"]]
+    if exported.layout is Layout.PARQUET:
+        body = s3.get_object(Bucket=exported.bucket, Key=key)["Body"].read()
+        arrow = {"string": pa.string(), "bigint": pa.int64(), "timestamp": pa.timestamp("ms", tz="UTC")}
+        schema = pq.read_schema(pa.BufferReader(body))
+        assert [(f.name, f.type) for f in schema] == [(name, arrow[kind]) for name, kind in columns]
+        return
+    for document in support.archived_documents(s3, exported.bucket, key):
+        assert list(document) == [name for name, _ in columns]
+        assert set(document["export"]) == {"job_id", "batch_id", "run_id", "exported_at"}
+        assert dict(columns)["export"] == "struct<job_id:bigint,batch_id:bigint,run_id:string,exported_at:string>"
