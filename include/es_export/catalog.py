@@ -101,8 +101,11 @@ def ensure_table(glue: Any, cfg: ExportConfig) -> str:
     try:
         current = glue.get_table(DatabaseName=name.database, Name=name.table)["Table"]
     except glue.exceptions.EntityNotFoundException:
-        glue.create_table(DatabaseName=name.database, TableInput=wanted)
-        return "created"
+        try:
+            glue.create_table(DatabaseName=name.database, TableInput=wanted)
+            return "created"
+        except glue.exceptions.AlreadyExistsException:  # another run (a backfill's) created it just now
+            current = glue.get_table(DatabaseName=name.database, Name=name.table)["Table"]
     refuse_other(current, wanted, name)
     if _shape(current) == _shape(wanted):
         return "unchanged"
@@ -114,7 +117,10 @@ def _ensure_database(glue: Any, database: str) -> None:
     try:
         glue.get_database(Name=database)
     except glue.exceptions.EntityNotFoundException:
-        glue.create_database(DatabaseInput={"Name": database, "Description": "Created by es_export"})
+        try:
+            glue.create_database(DatabaseInput={"Name": database, "Description": "Created by es_export"})
+        except glue.exceptions.AlreadyExistsException:
+            pass  # another run created it just now
 
 
 def refuse_other(current: dict[str, Any], wanted: dict[str, Any], name: TableName) -> None:

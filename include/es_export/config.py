@@ -19,7 +19,7 @@ MAX_SETTLE_MINUTES = 360  # the settle wait must end well within the run's senso
 # S3 keys are at most 1024 bytes: "/dt=YYYY-MM-DD/" (15) + an encoded id of up to 800 + ".json" (5).
 MAX_PREFIX_BYTES = 1024 - 15 - 800 - 5
 # A Glue database or table name Athena queries without quoting.
-GLUE_NAME = re.compile(r"[a-z0-9_]{1,255}")
+GLUE_NAME = re.compile(r"[a-z][a-z0-9_]{0,254}")
 
 
 class Dispatch(enum.StrEnum):
@@ -203,8 +203,8 @@ class ExportConfig:
         for name in ("glue_database", "glue_table"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, str) and GLUE_NAME.fullmatch(value)):
-                raise ConfigError(f"{name} must be 1 to 255 lower-case letters, digits or '_' (a name Athena can "
-                                  f"query without quoting), got {value!r}")
+                raise ConfigError(f"{name} must be a lower-case letter followed by up to 254 lower-case letters, "
+                                  f"digits or '_' (a name Athena can query without quoting), got {value!r}")
 
     def check_dispatch(self, dispatch: Dispatch) -> None:
         """Refuse a dispatch mode the layout cannot run in (or a layout whose writer is not installed),
@@ -215,8 +215,8 @@ class ExportConfig:
             parquet.require()
         if self.layout is Layout.PARQUET and dispatch is not Dispatch.LOCAL:
             raise ConfigError(f"layout 'parquet' runs with dispatch=local only, not {dispatch.value!r}: the Parquet "
-                              "writer (pyarrow 25.0.0, 50 MB zipped, 157 MB unzipped) does not fit the processing "
-                              "Lambda's package (50 MB zipped for a direct upload). Trigger with dispatch=local, "
+                              "writer is not in the processing Lambda's package (pyarrow 25.0.0 is a 50 MB wheel, "
+                              "157 MB unzipped: twenty times the 2.6 MB package). Trigger with dispatch=local, "
                               "or use layout ndjson_gzip with the Lambda")
 
     def changed_field(self, section: str) -> str:

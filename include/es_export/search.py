@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 from es_export import jsonio
-from es_export.errors import ConfigError, PartialResults, SourceError, SourceUnavailable, TransientError
+from es_export.errors import ConfigError, ExportError, PartialResults, SourceError, SourceUnavailable, TransientError
 
 if TYPE_CHECKING:
     from elasticsearch import Elasticsearch
@@ -156,16 +156,29 @@ def _refused(exc: Exception, what: str) -> Exception:
     return exc
 
 
-def failed_search(result: dict[str, Any], what: str) -> TransientError:
-    """The error of one search of an `_msearch` (which answers HTTP 200 around it) as the export's own:
-    PartialResults for missing shards, else a TransientError the task's retry may get past."""
-    error = result.get("error")
+def failed_search(result: dict[str, Any], what: str) -> ExportError:
+    """The error of one search of an `_msearch` (which answers HTTP 200 around it) as the export's own, by
+    its status: missing shards (503) are PartialResults and 429/5xx a TransientError, both retried; any
+    other 4xx (a closed index, a window or terms limit below the batch) is a SourceError, which a retry
+    would only meet again."""
+    error, status = result.get("error"), result.get("status")
     kind = error.get("type") if isinstance(error, dict) else None
-    if kind in _MISSING_SHARDS:
-        return PartialResults(f"{what} was refused because not every shard could answer ({_reason(error)}); "
-                              "the task's retry asks again once the cluster's shards are back (check GET "
-                              "_cluster/health and _cat/shards)")
-    return TransientError(f"{what} failed (HTTP {result.get('status')}): {_reason(error)}")
+    reason = _reason(error)
+    if not isinstance(status, int) or status >= 500 or status == 429:
+        if kind in _MISSING_SHARDS:
+            return PartialResults(f"{what} was refused because not every shard could answer ({reason}); the task's "
+                                  "retry asks again once the cluster's shards are back (check GET _cluster/health "
+                                  "and _cat/shards)")
+        return TransientError(f"{what} failed (HTTP {status}): {reason}; the task's retry asks again")
+    if "index_closed_exception" in reason:
+        hint = "the index is closed: open it (POST <index>/_open), then clear the task"
+    elif "max_result_window" in reason or "max_terms_count" in reason:
+        hint = ("the index allows fewer hits or terms a search than a batch asks for: raise its "
+                "index.max_result_window / index.max_terms_count to at least 10000, or trigger with a smaller "
+                "batch_size, then clear the task")
+    else:
+        hint = "a retry would be refused the same way: fix the index or the configuration, then clear the task"
+    return SourceError(f"{what} was refused (HTTP {status}): {reason}; {hint}")
 
 
 class SearchClient:

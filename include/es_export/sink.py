@@ -40,7 +40,7 @@ class S3Client(Protocol):
 # Kept as they are: letters, digits, '-', '_', '.'. Everything else becomes ~HH per UTF-8 byte,
 # which is reversible, and avoids '%', '/', spaces and non-ASCII that S3 tools mishandle.
 _SAFE = re.compile(r"[A-Za-z0-9\-_.]")
-_ALL_SAFE = re.compile(r"[A-Za-z0-9\-_][A-Za-z0-9\-_.]*")  # an id that is its own encoding
+_ALL_SAFE = re.compile(r"[A-Za-z0-9\-][A-Za-z0-9\-_.]*")  # an id that is its own encoding
 _ESCAPE = re.compile(r"~([0-9A-F]{2})")
 # S3 keys may be 1024 bytes; leave room for the prefix and the day folder.
 MAX_ENCODED_ID = 800
@@ -58,8 +58,9 @@ def encode_id(message_id: str) -> str:
         return message_id  # most ids; the loop below costs ~10 us an id
     out = []
     for i, ch in enumerate(message_id):
-        # A leading '.' is escaped so no key part is ever '.' or '..'.
-        if _SAFE.match(ch) and not (i == 0 and ch == "."):
+        # A leading '.' is escaped so no key part is ever '.' or '..'; a leading '_' too, because Athena,
+        # Hive, Spark and pyarrow skip files whose name starts with either, as hidden.
+        if _SAFE.match(ch) and not (i == 0 and ch in "._"):
             out.append(ch)
         else:
             out.extend(f"~{b:02X}" for b in ch.encode("utf-8"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -309,15 +310,17 @@ def _fetch_part(client: SearchClient, cfg: ExportConfig, message_ids: list[str],
     # of the same documents (BENCHMARKS.md, issue 25), and the related searches ride along.
     searches: list[dict] = []
     for index, ids in placed.items():
-        searches += [{"index": index}, {"query": {"ids": {"values": ids}}, "size": len(ids), "sort": ["_doc"],
-                                        "track_total_hits": False}]
+        # Room for copies of an id (two routings), so a refusal can name them; within max_result_window.
+        size = min(2 * len(ids), IDS_PER_REQUEST)
+        searches += [{"index": index}, {"query": {"ids": {"values": ids}}, "size": size, "sort": ["_doc"],
+                                        "track_total_hits": True}]
     for section, index in sections.items():
         searches += [{"index": index}, {"query": queries[section], "size": cfg.details_page_size,
                                         "track_total_hits": True}]
     results = client.msearch(searches)
     found: dict[str, dict | None] = {}
-    for index, result in zip(placed, results[:len(placed)], strict=True):
-        for hit in _message_hits(result, index):
+    for (index, ids), result in zip(placed.items(), results[:len(placed)], strict=True):
+        for hit in _message_hits(result, index, len(ids)):
             found.setdefault(hit["_id"], hit.get("_source"))
     if unplaced:  # tracked before the extract kept concrete indices: the messages index itself is asked
         docs = client.mget([{"_index": cfg.messages_index, "_id": mid} for mid in unplaced])
@@ -335,16 +338,27 @@ def _fetch_part(client: SearchClient, cfg: ExportConfig, message_ids: list[str],
     return details
 
 
-def _message_hits(result: dict[str, Any], index: str) -> list[dict[str, Any]]:
+def _message_hits(result: dict[str, Any], index: str, asked: int) -> list[dict[str, Any]]:
     """The messages an `ids` search of one concrete index found; none when the index is gone (deleted by
-    its retention since the extract), so its messages fail as not found while the batch goes on."""
+    its retention since the extract), so its messages fail as not found while the batch goes on. Two
+    documents of one id in one index (indexed with two routings) are refused: one id is one message."""
+    what = f"reading the batch's messages from {index!r}"
     if "error" in result:
         error = result["error"]
         if result.get("status") == 404 or (isinstance(error, dict)
                                            and error.get("type") == "index_not_found_exception"):
             return []
-        raise failed_search(result, f"reading the batch's messages from {index!r}")
-    return list(check_complete(result, f"reading the batch's messages from {index!r}")["hits"]["hits"])
+        raise failed_search(result, what)
+    hits = list(check_complete(result, what)["hits"]["hits"])
+    total = result["hits"]["total"]["value"]
+    counts = Counter(hit["_id"] for hit in hits)
+    if total > asked or len(counts) < len(hits):
+        twice = sorted(mid for mid, n in counts.items() if n > 1)[:5]
+        named = f", e.g. {twice}" if twice else ""
+        raise SourceError(f"index {index!r} holds {total} documents for the {asked} message ids the batch asked of "
+                          f"it: an id is indexed more than once, with two routings{named}. One id must be one "
+                          "message: delete the wrong copies, then clear the task")
+    return hits
 
 
 def _sort_by_time(docs: list[dict], field: str) -> None:

@@ -24,7 +24,7 @@ from functools import lru_cache
 from typing import Any
 
 from es_export import clients, pipeline, search
-from es_export.config import ExportConfig
+from es_export.config import Dispatch, ExportConfig
 from es_export.errors import ConfigError, StaleAttempt
 from es_export.payload import check_expected, parse
 from es_export.sink import S3Client
@@ -63,6 +63,7 @@ def process(payload: dict[str, Any], *, lease_seconds: int | None = None) -> dic
     """
     batch, run_id, expect = parse(payload)
     cfg = ExportConfig.from_mapping(_env_config())
+    cfg.check_dispatch(Dispatch.LAMBDA)  # a layout the function cannot write (parquet) fails no message
     database = _required("MYSQL_DB")
     check_expected(cfg, database, expect)
     conn = _mysql(database)

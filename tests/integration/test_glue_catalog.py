@@ -93,3 +93,31 @@ def test_the_mwaa_policy_grants_the_glue_calls_the_task_makes_and_no_others(glue
     (granted,) = [s for s in statements if s["Sid"] == "GlueTableOverTheArchive"]
     assert set(granted["Action"]) == called
     assert granted["Resource"][-1].endswith(":table/GLUE_DATABASE/GLUE_TABLE")
+
+
+class CreatedMeanwhile:
+    """A Glue client that answers "not found" to the first look at the table and the database, as when two
+    runs of a backfill start at once and the other one creates them in between."""
+
+    def __init__(self, glue, cfg):
+        self._glue, self.looked = glue, set()
+        catalog.ensure_table(glue, cfg)  # the other run's
+
+    def get_table(self, **kw):
+        return self._first_look("table", self._glue.get_table, **kw)
+
+    def get_database(self, **kw):
+        return self._first_look("database", self._glue.get_database, **kw)
+
+    def _first_look(self, what, call, **kw):
+        if what not in self.looked:
+            self.looked.add(what)
+            raise self._glue.exceptions.EntityNotFoundException({"Error": {"Code": "EntityNotFoundException"}}, what)
+        return call(**kw)
+
+    def __getattr__(self, name):
+        return getattr(self._glue, name)
+
+
+def test_a_table_another_run_creates_meanwhile_is_taken_as_it_is(glue, cfg):
+    assert catalog.ensure_table(CreatedMeanwhile(glue, cfg), cfg) == "unchanged"

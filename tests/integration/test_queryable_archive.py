@@ -31,8 +31,12 @@ DB = "tracking_test_queryable"
 FILES = {Layout.PER_MESSAGE: "*.json", Layout.NDJSON_GZIP: "*.ndjson.gz", Layout.PARQUET: "*.parquet"}
 
 
+# An id as Elasticsearch generates them about once in 64: a leading '_' (engines skip such files as hidden).
+UNDERSCORED = "_Xq3bQpYBc1kR2vL8tN0e"
+
+
 def ids_of(day: date) -> list[str]:
-    return sorted(seed_data.ids_for_day(SEED, day))
+    return sorted([*seed_data.ids_for_day(SEED, day), *([UNDERSCORED] if day == DAYS[0] else [])])
 
 
 class _S3(ArrowFSWrapper):
@@ -65,6 +69,9 @@ def reader(cfg: ExportConfig) -> str:
 @pytest.fixture(scope="module")
 def indices(es):
     with support.own_indices(es, SEED, "qa") as names:
+        es.index(index=names["messages_index"], id=UNDERSCORED, refresh=True,
+                 document={"message_id": UNDERSCORED, "timestamp": f"{DAYS[0].isoformat()}T12:00:00Z",
+                           "body": "an id that starts with '_'"})
         yield names
 
 
@@ -160,3 +167,12 @@ def test_the_glue_tables_columns_are_what_the_files_hold(s3, exported):
         assert list(document) == [name for name, _ in columns]
         assert set(document["export"]) == {"job_id", "batch_id", "run_id", "exported_at"}
         assert dict(columns)["export"] == "struct<job_id:bigint,batch_id:bigint,run_id:string,exported_at:string>"
+
+
+@pytest.mark.parametrize("exported", [Layout.PER_MESSAGE], indirect=True, ids=["per_message"])
+def test_no_message_object_is_a_hidden_file_to_a_reader(exported):
+    """pyarrow's dataset reader, like Athena, Hive and Spark, skips files whose name starts with '_' or '.':
+    it must still list one object per message, the one whose id starts with '_' included."""
+    dataset = ds.dataset(f"{exported.bucket}/{exported.prefix}", filesystem=s3_filesystem(), format="json",
+                         partitioning=ds.partitioning(pa.schema([("dt", pa.string())]), flavor="hive"))
+    assert len(dataset.files) == sum(len(ids_of(day)) for day in DAYS)

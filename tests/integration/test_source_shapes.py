@@ -129,3 +129,30 @@ def test_details_read_each_concrete_index_with_one_msearch_routed_and_gone_indic
         "a-1": True, "a-2 ": True, "a-routed": True, "b-1": True, "gone-1": False, "100": True}
     assert details["a-2 "].message == {"timestamp": "2025-07-01T10:00:00Z", "n": "a-2 "}
     assert details["100"].related["audit"] == [{"message_id": 100, "action": "read"}]
+
+
+def test_one_id_twice_in_an_index_and_a_closed_index_are_refused_by_name(es, cfg):
+    """The same id indexed with two routings lands on two shards of one index: refused, not one copy picked
+    (and no other message pushed out of the search's window). A closed index fails the batch as a
+    SourceError that says to open it, not as a retry that would meet it again."""
+    base = f"sh-twice-{uuid.uuid4().hex[:6]}"
+    es.indices.create(index=f"{base}-a", settings={"number_of_shards": 4, "number_of_replicas": 0})
+    routings = ["r-0", "r-1", "r-2", "r-3", "r-4", "r-5"]
+    shards = {es.search_shards(index=f"{base}-a", routing=r)["shards"][0][0]["shard"]: r for r in routings}
+    assert len(shards) >= 2, "the routings all map to one shard"
+    first, second = list(shards.values())[:2]
+    for routing in (first, second):
+        es.index(index=f"{base}-a", id="twice", routing=routing, document={"timestamp": "2025-07-01T10:00:00Z"})
+    es.index(index=f"{base}-a", id="once", document={"timestamp": "2025-07-01T10:00:00Z"})
+    es.index(index=f"{base}-b", id="closed-1", document={"timestamp": "2025-07-01T10:00:00Z"})
+    es.indices.refresh(index=f"{base}-*")
+    try:
+        with pytest.raises(SourceError, match=r"holds 3 documents for the 2 message ids .* two routings"):
+            source.fetch_details(es, cfg, ["twice", "once"], {"twice": f"{base}-a", "once": f"{base}-a"})
+        with pytest.raises(SourceError, match=r"holds 2 documents for the 1 message ids .*e\.g\. \['twice'\]"):
+            source.fetch_details(es, cfg, ["twice"], {"twice": f"{base}-a"})
+        es.indices.close(index=f"{base}-b")
+        with pytest.raises(SourceError, match=r"HTTP 400.*index is closed: open it"):
+            source.fetch_details(es, cfg, ["closed-1"], {"closed-1": f"{base}-b"})
+    finally:
+        es.indices.delete(index=f"{base}-*", expand_wildcards="all")

@@ -185,3 +185,10 @@ def test_importing_the_handler_leaves_the_root_logger_alone():
                          capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == str(40)
+
+
+def test_a_function_configured_for_parquet_refuses_before_any_connection(function):
+    function["monkeypatch"].setenv("EXPORT_CONFIG", json.dumps({**ENV_CONFIG, "layout": "parquet"}))
+    with pytest.raises(ConfigError, match="runs with dispatch=local only, not 'lambda'"):
+        lambda_handler.process({"batch": BATCH})
+    assert function["connected"] == [] and function["calls"] == []

@@ -163,3 +163,24 @@ def test_a_partial_answer_is_refused_naming_the_shard(answer, message):
     with pytest.raises(PartialResults, match=message):
         search.check_complete(answer, "the count of 'm'")
     assert search.check_complete({"_shards": {"total": 2, "failed": 0}, "count": 3}, "x")["count"] == 3
+
+
+@pytest.mark.parametrize(("item", "kind", "words"), [
+    ({"status": 503, "error": {"type": "search_phase_execution_exception", "reason": "Search rejected due to "
+                                "missing shards [[m][0]]"}}, "PartialResults", "cluster's shards are back"),
+    ({"status": 400, "error": {"type": "search_phase_execution_exception", "reason": "all shards failed: Result "
+                                "window is too large ... index.max_result_window"}}, "SourceError", "batch_size"),
+    ({"status": 400, "error": {"type": "index_closed_exception", "reason": "closed"}}, "SourceError",
+     "open it (POST <index>/_open)"),
+    ({"status": 400, "error": {"type": "illegal_argument_exception", "reason": "bad"}}, "SourceError",
+     "refused the same way"),
+    ({"status": 429, "error": {"type": "es_rejected_execution_exception", "reason": "queue full"}},
+     "TransientError", "retry asks again"),
+    ({"status": 500, "error": {"type": "null_pointer_exception", "reason": "boom"}}, "TransientError", "HTTP 500"),
+])
+def test_an_msearch_item_error_is_retried_only_when_a_retry_can_get_past_it(item, kind, words):
+    """Missing shards and overload are retried; a refusal (4xx) fails at once, saying what to fix, instead of
+    spending every message's attempts on retries that meet it again."""
+    error = search.failed_search(item, "reading the batch's messages from 'm'")
+    assert type(error).__name__ == kind and words in str(error)
+    assert error.retryable is (kind != "SourceError")

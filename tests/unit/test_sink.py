@@ -8,7 +8,7 @@ from es_export import sink
 pytestmark = pytest.mark.unit
 
 AWKWARD = ["plain-id_1.2", "tenant/a/b", "with space", "..", "../etc/passwd", ".hidden", "ümlaut-消息",
-           "100%+&=?#", "back\\slash", "tilde~7E", "emoji 🚀"]
+           "100%+&=?#", "back\\slash", "tilde~7E", "emoji 🚀", "_auto-generated-id", "__", "_.x"]
 
 
 @pytest.mark.parametrize("message_id", AWKWARD)
@@ -16,7 +16,21 @@ def test_encoding_is_reversible_and_key_safe(message_id):
     encoded = sink.encode_id(message_id)
     assert sink.decode_id(encoded) == message_id
     assert all(c.isascii() and (c.isalnum() or c in "-_.~") for c in encoded)
-    assert not encoded.startswith(".")
+    assert not encoded.startswith((".", "_"))
+
+
+def test_no_engine_takes_a_messages_object_for_a_hidden_file(tmp_path):
+    """Athena, Hive, Spark and pyarrow skip files whose name starts with '_' or '.': an Elasticsearch
+    auto-generated id starts with '_' about once in 64. pyarrow's dataset reader must list every object."""
+    import pyarrow.dataset as ds
+
+    ids = ["_aBcD1234", ".dot", "plain", "__"]
+    for mid in ids:
+        path = tmp_path / sink.object_key("messages", date(2024, 10, 1), mid)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text('{"message_id": "x"}\n')
+    found = ds.dataset(str(tmp_path / "messages"), format="json", partitioning="hive").files
+    assert sorted(sink.decode_id(f.rsplit("/", 1)[1].removesuffix(".json")) for f in found) == sorted(ids)
 
 
 def test_plain_ids_stay_readable():
