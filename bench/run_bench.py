@@ -202,7 +202,7 @@ def s3_servers(n: int, concurrencies: list[int], batches: dict[str, int], puts: 
             prepare(n)
             run_step("extract", n)
             pm = run_step("process", n, max_batches=batches[server], upload_concurrency=c,
-                          env={"AWS_ENDPOINT_URL": endpoint})
+                          env={"AWS_ENDPOINT_URL": endpoint, "BENCH_SKIP_STORED": "1"})
             results[server][c] = {"put": limit, "process": pm["per_second"], "rss": pm["peak_rss_mb"]}
             print(f"  {server} upload_concurrency={c}: PUT limit {limit:,.0f}/s, per-message process "
                   f"{pm['per_second']:,.0f} msg/s ({pm['per_second'] / limit:.2f}x)", file=sys.stderr, flush=True)
