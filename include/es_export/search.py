@@ -150,10 +150,13 @@ def _refused(exc: Exception, what: str) -> Exception:
     body = getattr(exc, "body", None) or getattr(exc, "info", None)
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict) and error.get("type") in _MISSING_SHARDS:
-        return PartialResults(f"{what} was refused because not every shard could answer ({error.get('reason')}); "
-                              "the task's retry asks again once the cluster's shards are back (check GET "
-                              "_cluster/health and _cat/shards)")
+        return _shards_missing(what, error.get("reason"))
     return exc
+
+
+def _shards_missing(what: str, reason: Any) -> PartialResults:
+    return PartialResults(f"{what} was refused because not every shard could answer ({reason}); the task's retry "
+                          "asks again once the cluster's shards are back (check GET _cluster/health and _cat/shards)")
 
 
 def failed_search(result: dict[str, Any], what: str) -> ExportError:
@@ -166,9 +169,7 @@ def failed_search(result: dict[str, Any], what: str) -> ExportError:
     reason = _reason(error)
     if not isinstance(status, int) or status >= 500 or status == 429:
         if kind in _MISSING_SHARDS:
-            return PartialResults(f"{what} was refused because not every shard could answer ({reason}); the task's "
-                                  "retry asks again once the cluster's shards are back (check GET _cluster/health "
-                                  "and _cat/shards)")
+            return _shards_missing(what, error.get("reason") if isinstance(error, dict) else reason)
         return TransientError(f"{what} failed (HTTP {status}): {reason}; the task's retry asks again")
     if "index_closed_exception" in reason:
         hint = "the index is closed: open it (POST <index>/_open), then clear the task"
